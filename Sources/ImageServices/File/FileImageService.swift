@@ -1,0 +1,201 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `file://` images: a local file, hard-linked into the node's folder when it is on the same file
+/// system (no bytes move; the node's file shares the source's inode), copied otherwise.
+///
+/// Safety, beyond Ironic's: the policy is checked on the path as given *and* on the path with
+/// symlinks resolved (Ironic checks only the first, so a symlink in an allowed folder could reach
+/// `/etc`); the file is opened once and everything after — the type check, the hash, the link or
+/// copy — works on that descriptor, whose kernel path is checked again, so swapping files or
+/// folders midway cannot redirect the read. Only regular files are accepted (no devices, FIFOs
+/// or directories), and `/dev/zero` is refused before anything is opened.
+public struct FileImageService: ImageService {
+    public let name = "file"
+    public let schemes = ["file"]
+
+    /// Which paths may be read.
+    public let policy: FilePathPolicy
+    /// The read size for copies and hashing.
+    public var chunkSize: Int
+
+    /// Creates the service.
+    public init(policy: FilePathPolicy, chunkSize: Int = 1 << 20) {
+        self.policy = policy
+        self.chunkSize = chunkSize
+    }
+
+    public func show(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
+        let policy = self.policy
+        return try await BlockingWork.run { _ in
+            let file = try Self.open(reference, policy: policy)
+            return file.metadata
+        }
+    }
+
+    public func fetch(_ request: ImageFetchRequest) async throws -> FetchedImage {
+        let policy = self.policy
+        let chunkSize = self.chunkSize
+        return try await BlockingWork.run { cancellation in
+            let file = try Self.open(request.reference, policy: policy)
+            let size = file.metadata.size ?? 0
+            do {
+                try request.destination.link(from: file.descriptor)
+                request.progress(TransferProgress(phase: .link, bytes: size, total: size))
+                let digests = try Self.digest(file, algorithms: request.digestAlgorithms, chunkSize: chunkSize,
+                                              cancellation: cancellation, progress: request.progress)
+                return FetchedImage(size: size, digests: digests, transfer: .hardlink, bytesTransferred: 0, metadata: file.metadata)
+            } catch let error as SystemCallError where Self.linkFailuresThatMeanCopy.contains(error.errno) {
+                request.context.logger.debug("hard link not possible, copying", metadata: ["reason": "\(error.reason)"])
+            }
+            let (copied, digests) = try Self.copy(file, to: request.destination, algorithms: request.digestAlgorithms,
+                                                 chunkSize: chunkSize, cancellation: cancellation, progress: request.progress)
+            return FetchedImage(size: copied, digests: digests, transfer: .copy, bytesTransferred: copied, metadata: file.metadata)
+        }
+    }
+
+    /// `link(2)` errors after which copying is the right answer: another file system, links not
+    /// permitted (protected_hardlinks, ownership), too many links, or not supported.
+    static let linkFailuresThatMeanCopy: Set<Int32> = [EXDEV, EPERM, EACCES, EMLINK, EOPNOTSUPP, ENOTSUP]
+
+    // MARK: Opening safely
+
+    struct OpenFile {
+        var descriptor: OwnedDescriptor
+        var path: String
+        var metadata: ImageMetadata
+    }
+
+    static func open(_ reference: ImageReference, policy: FilePathPolicy) throws -> OpenFile {
+        let shown = reference.redacted
+        guard let components = reference.urlComponents else {
+            throw IronicError(.invalidImageRef, "Invalid image href \(shown).")
+        }
+        if let host = components.authority?.host, !host.isEmpty, host.lowercased() != "localhost" {
+            throw IronicError.validationFailed(shown, "file URLs name a local path; host '\(host)' is not supported (write file:///path).")
+        }
+        guard components.path.hasPrefix("/") else {
+            throw IronicError.validationFailed(shown, "file URLs need an absolute path (file:///path).")
+        }
+        // Ironic reads the path as it is written; RFC 8089 percent-encodes it. Take the literal
+        // path when such a file exists, the decoded one otherwise; both go through every check.
+        var candidates = [components.path]
+        if let decoded = percentDecoded(components.path), decoded != components.path { candidates.append(decoded) }
+        for candidate in candidates { try policy.checkNotBlocked(FilePathPolicy.normalize(candidate), reference: shown) }
+        guard let requested = candidates.first(where: { lstatExists($0) }) else {
+            throw IronicError.validationFailed(shown, "Specified image file not found.")
+        }
+        let resolved = try resolvedPath(requested, reference: shown)
+        try policy.check(FilePathPolicy.normalize(requested), reference: shown)
+        try policy.check(resolved, reference: shown)
+
+        let fd = Glibc.open(resolved, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let error = errno
+            if error == ENOENT || error == ELOOP { throw IronicError.validationFailed(shown, "Specified image file not found.") }
+            throw IronicError.validationFailed(shown, "the image file cannot be opened: \(String(cString: strerror(error))).")
+        }
+        let descriptor = OwnedDescriptor(fd)
+        let info = try descriptor.status()
+        guard info.isRegularFile else {
+            throw IronicError.validationFailed(shown, "Specified image file is not a regular file.")
+        }
+        // What was opened is what the kernel says, whatever happened to the path meanwhile.
+        let opened = try descriptor.currentPath()
+        try policy.check(opened, reference: shown)
+        let metadata = ImageMetadata(size: Int64(info.st_size), updatedAtMicroseconds: info.modificationMicroseconds, noCache: true)
+        return OpenFile(descriptor: descriptor, path: opened, metadata: metadata)
+    }
+
+    private static func lstatExists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    private static func resolvedPath(_ path: String, reference: String) throws(IronicError) -> String {
+        guard let resolved = realpath(path, nil) else {
+            let error = errno
+            if error == ENOENT || error == ENOTDIR || error == ELOOP {
+                throw IronicError.validationFailed(reference, "Specified image file not found.")
+            }
+            throw IronicError.validationFailed(reference, "the image path cannot be resolved: \(String(cString: strerror(error))).")
+        }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// `%XX` decoded, or nil when the path has a malformed escape or is not UTF-8 once decoded.
+    static func percentDecoded(_ path: String) -> String? {
+        guard path.contains("%") else { return path }
+        var bytes: [UInt8] = []
+        var iterator = path.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        guard !bytes.contains(0) else { return nil }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    // MARK: Moving bytes
+
+    private static func digest(_ file: OpenFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
+                               cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> [HashAlgorithm: String] {
+        var digest = MultiDigest(algorithms)
+        let total = file.metadata.size
+        var offset: Int64 = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            try checkCancelled(cancellation)
+            let count = try readRetrying(file.descriptor.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            digest.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            offset += Int64(count)
+            progress(TransferProgress(phase: .verify, bytes: offset, total: total))
+        }
+        return digest.finalize()
+    }
+
+    private static func copy(_ file: OpenFile, to destination: StagingFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
+                             cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
+        let output = try destination.create()
+        var digest = MultiDigest(algorithms)
+        let total = file.metadata.size
+        var offset: Int64 = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            try checkCancelled(cancellation)
+            let count = try readRetrying(file.descriptor.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
+            try writeAll(output.rawValue, chunk)
+            digest.update(chunk)
+            offset += Int64(count)
+            progress(TransferProgress(phase: .download, bytes: offset, total: total))
+        }
+        try output.sync()
+        return (offset, digest.finalize())
+    }
+
+    private static func checkCancelled(_ cancellation: BlockingWork.CancellationFlag) throws {
+        if cancellation.isCancelled { throw CancellationError() }
+    }
+}

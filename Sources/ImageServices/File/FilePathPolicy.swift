@@ -1,0 +1,49 @@
+/// Which local paths `file://` references may name (Ironic's OSSA-2025-001 rules): never under
+/// `/dev /sys /proc /boot /etc /run`, and only under `[conductor] file_url_allowed_paths`.
+/// The worker applies both to the path as given and to the path with every symlink resolved.
+public struct FilePathPolicy: Sendable, Hashable {
+    /// Prefixes no `file://` reference may reach, whatever the configuration says.
+    public static let alwaysBlocked = ["/dev", "/sys", "/proc", "/boot", "/etc", "/run"]
+
+    /// The allowed prefixes, normalised (an empty list disables `file://`).
+    public let allowedPaths: [String]
+
+    /// Creates a policy; entries are normalised (`..`, `.`, repeated and trailing slashes).
+    public init(allowedPaths: [String]) {
+        self.allowedPaths = allowedPaths.map(Self.normalize)
+    }
+
+    /// Throws Ironic's error when `path` (absolute, normalised) is under a blocked prefix.
+    public func checkNotBlocked(_ path: String, reference: String) throws(IronicError) {
+        if let blocked = Self.alwaysBlocked.first(where: { Self.isUnder(path, $0) }) {
+            throw IronicError.validationFailed(reference, "Security: The path \(blocked) is not permitted in file URLs")
+        }
+    }
+
+    /// Throws Ironic's error when `path` is blocked or outside every allowed prefix.
+    public func check(_ path: String, reference: String) throws(IronicError) {
+        try checkNotBlocked(path, reference: reference)
+        guard allowedPaths.contains(where: { Self.isUnder(path, $0) }) else {
+            throw IronicError.validationFailed(reference, "Security: Path \(path) is not allowed for image source file URLs")
+        }
+    }
+
+    /// Whether `path` is `prefix` or below it (path boundaries respected: `/devices` is not under `/dev`).
+    static func isUnder(_ path: String, _ prefix: String) -> Bool {
+        if prefix == "/" { return true }
+        return path == prefix || path.hasPrefix(prefix + "/")
+    }
+
+    /// `os.path.abspath` for an absolute path: no `.`, no `..`, no repeated or trailing slashes.
+    public static func normalize(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": if !parts.isEmpty { parts.removeLast() }
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+}

@@ -1,0 +1,117 @@
+/// A reference to an image as a conductor gives it (`image_source`, `kernel`, `ramdisk`): a bare
+/// Glance UUID, or a URL whose scheme picks the image service.
+public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
+    /// The reference exactly as given; it may hold credentials, so it is never logged or echoed.
+    public let original: String
+    /// The lower-cased scheme; `glance` for a bare UUID.
+    public let scheme: String
+    /// The reference without credentials: user-info removed, secret-looking query values `***`.
+    public let redacted: String
+
+    /// Parses a reference. A string without a scheme must be a UUID (Ironic: "Scheme-less image
+    /// href is not a UUID.").
+    public init(_ text: String) throws(IronicError) {
+        guard !text.isEmpty else { throw IronicError.missingParameter("An image reference is empty.") }
+        guard !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+            throw IronicError(.invalidImageRef, "Invalid image href \(Self.redact(text)): it contains control characters.")
+        }
+        original = text
+        if let scheme = Self.scheme(of: text) {
+            self.scheme = scheme
+            redacted = Self.redact(text)
+        } else if UUIDText.isUUID(text) {
+            scheme = "glance"
+            redacted = text
+        } else {
+            throw IronicError.validationFailed(Self.redact(text), "Scheme-less image href is not a UUID.")
+        }
+    }
+
+    /// The URL scheme, per RFC 3986 (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`), lower-cased.
+    static func scheme(of text: String) -> String? {
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        let candidate = text[..<colon].unicodeScalars
+        guard let first = candidate.first, first.isASCII, first.properties.isAlphabetic else { return nil }
+        for scalar in candidate {
+            let allowed = scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || "+-.".unicodeScalars.contains(scalar))
+            guard allowed else { return nil }
+        }
+        return String(text[..<colon]).lowercased()
+    }
+
+    /// The parts of a URL reference: `scheme://[userinfo@]authority/path?query#fragment`.
+    public var urlComponents: URLComponentsLite? {
+        URLComponentsLite(original)
+    }
+
+    public var description: String { redacted }
+
+    /// Query parameter names whose values are secrets (signed URLs, tokens, keys).
+    static let secretParameterMarkers = ["sig", "token", "key", "secret", "password", "credential"]
+
+    /// `text` without credentials.
+    public static func redact(_ text: String) -> String {
+        guard let components = URLComponentsLite(text) else { return text }
+        var result = components.scheme + ":"
+        if let authority = components.authority {
+            result += "//" + authority.host
+        }
+        result += components.path
+        if let query = components.query {
+            let items = query.split(separator: "&", omittingEmptySubsequences: false).map { item -> String in
+                let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = String(parts[0])
+                let lowered = name.lowercased()
+                let secret = lowered.hasPrefix("x-amz-") || secretParameterMarkers.contains { lowered.contains($0) }
+                guard parts.count == 2 else { return name }
+                return secret ? "\(name)=***" : String(item)
+            }
+            result += "?" + items.joined(separator: "&")
+        }
+        if let fragment = components.fragment { result += "#" + fragment }
+        return result
+    }
+}
+
+/// The pieces of a URL, split without interpretation (no percent-decoding, no normalisation).
+public struct URLComponentsLite: Sendable, Hashable {
+    /// `user[:password]@host[:port]`, split.
+    public struct Authority: Sendable, Hashable {
+        public var userInfo: String?
+        /// `host[:port]`, without user-info.
+        public var host: String
+    }
+
+    public var scheme: String
+    public var authority: Authority?
+    public var path: String
+    public var query: String?
+    public var fragment: String?
+
+    /// Splits `text`; nil when it has no scheme.
+    public init?(_ text: String) {
+        guard let scheme = ImageReference.scheme(of: text) else { return nil }
+        self.scheme = scheme
+        var rest = Substring(text)[text.index(after: text.firstIndex(of: ":")!)...]
+        if let hash = rest.firstIndex(of: "#") {
+            fragment = String(rest[rest.index(after: hash)...])
+            rest = rest[..<hash]
+        }
+        if let question = rest.firstIndex(of: "?") {
+            query = String(rest[rest.index(after: question)...])
+            rest = rest[..<question]
+        }
+        if rest.hasPrefix("//") {
+            rest = rest.dropFirst(2)
+            let end = rest.firstIndex(of: "/") ?? rest.endIndex
+            let authorityText = rest[..<end]
+            if let at = authorityText.lastIndex(of: "@") {
+                authority = Authority(userInfo: String(authorityText[..<at]), host: String(authorityText[authorityText.index(after: at)...]))
+            } else {
+                authority = Authority(userInfo: nil, host: String(authorityText))
+            }
+            rest = rest[end...]
+        }
+        path = String(rest)
+    }
+}

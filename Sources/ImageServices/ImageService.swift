@@ -1,0 +1,154 @@
+import Logging
+
+/// Who asks for an image: services that act on the caller's behalf (Glance, with the caller's
+/// token) need it; all log with its request id.
+public struct ImageRequestContext: Sendable {
+    /// The request id that ties logs and events together.
+    public var requestID: String
+    /// The caller's Keystone token, if any. Never logged.
+    public var authToken: String?
+    /// The caller's project.
+    public var projectID: String?
+    /// The caller's roles.
+    public var roles: [String]
+    /// A logger carrying the request's metadata.
+    public var logger: Logger
+
+    /// Creates a context.
+    public init(requestID: String, authToken: String? = nil, projectID: String? = nil, roles: [String] = [], logger: Logger) {
+        self.requestID = requestID
+        self.authToken = authToken
+        self.projectID = projectID
+        self.roles = roles
+        self.logger = logger
+    }
+}
+
+/// What a service knows about an image without fetching it (Ironic's `show()`).
+public struct ImageMetadata: Sendable, Hashable {
+    /// Size in bytes, when known.
+    public var size: Int64?
+    /// Last modification, in microseconds since the epoch, when known.
+    public var updatedAtMicroseconds: Int64?
+    /// The disk format (`qcow2`, `raw`, …), when the service knows it.
+    public var diskFormat: String?
+    /// The digest the service says the image has (Glance's `os_hash_*`).
+    public var checksum: ImageChecksum?
+    /// Other properties (Glance's `kernel_id`, `ramdisk_id`, …).
+    public var properties: [String: String]
+    /// Whether the image must not be cached (`Cache-Control: no-store`; always for `file://`).
+    public var noCache: Bool
+
+    /// Creates metadata.
+    public init(size: Int64? = nil, updatedAtMicroseconds: Int64? = nil, diskFormat: String? = nil, checksum: ImageChecksum? = nil,
+                properties: [String: String] = [:], noCache: Bool = false) {
+        self.size = size
+        self.updatedAtMicroseconds = updatedAtMicroseconds
+        self.diskFormat = diskFormat
+        self.checksum = checksum
+        self.properties = properties
+        self.noCache = noCache
+    }
+}
+
+/// How the bytes reached the destination.
+public enum ImageTransfer: String, Sendable, Hashable {
+    case download, hardlink, reflink, copy
+}
+
+/// Where a transfer is, for progress events.
+public struct TransferProgress: Sendable, Hashable {
+    /// What is happening.
+    public enum Phase: String, Sendable, Hashable {
+        case resolve, download, verify, link
+    }
+
+    public var phase: Phase
+    /// Bytes done so far in this phase.
+    public var bytes: Int64
+    /// Bytes in all, when known.
+    public var total: Int64?
+
+    /// Creates a progress report.
+    public init(phase: Phase, bytes: Int64, total: Int64?) {
+        self.phase = phase
+        self.bytes = bytes
+        self.total = total
+    }
+}
+
+/// Receives progress reports; it is called often and must be cheap (the caller throttles).
+public typealias TransferProgressHandler = @Sendable (TransferProgress) -> Void
+
+/// One fetch: which image, into which staging file, which digests to compute on the way.
+public struct ImageFetchRequest: Sendable {
+    public var reference: ImageReference
+    /// The temporary file to fill (or link); the caller verifies and renames it.
+    public var destination: StagingFile
+    /// Digests to compute over the bytes that end up in the destination.
+    public var digestAlgorithms: Set<HashAlgorithm>
+    public var context: ImageRequestContext
+    public var progress: TransferProgressHandler
+
+    /// Creates a request.
+    public init(reference: ImageReference, destination: StagingFile, digestAlgorithms: Set<HashAlgorithm>, context: ImageRequestContext,
+                progress: @escaping TransferProgressHandler = { _ in }) {
+        self.reference = reference
+        self.destination = destination
+        self.digestAlgorithms = digestAlgorithms
+        self.context = context
+        self.progress = progress
+    }
+}
+
+/// What a fetch produced.
+public struct FetchedImage: Sendable, Hashable {
+    /// The size of the file at the destination.
+    public var size: Int64
+    /// The digests asked for, lower-case hex.
+    public var digests: [HashAlgorithm: String]
+    /// How the bytes got there.
+    public var transfer: ImageTransfer
+    /// How many bytes were read from the source and written (0 for a hard link).
+    public var bytesTransferred: Int64
+    /// What the service knows about the image.
+    public var metadata: ImageMetadata
+
+    /// Creates a result.
+    public init(size: Int64, digests: [HashAlgorithm: String], transfer: ImageTransfer, bytesTransferred: Int64, metadata: ImageMetadata) {
+        self.size = size
+        self.digests = digests
+        self.transfer = transfer
+        self.bytesTransferred = bytesTransferred
+        self.metadata = metadata
+    }
+}
+
+/// An image service: fetches images whose references have one of its schemes.
+///
+/// To add one, conform a type to this protocol and register it with
+/// ``ImageServiceRegistry/register(_:)``; no existing code changes (see the README's example).
+/// Errors thrown should be ``IronicError``s; anything else is reported as `ImageDownloadFailed`.
+public protocol ImageService: Sendable {
+    /// The name results and metrics use (`file`, `http`, `glance`).
+    var name: String { get }
+
+    /// The reference schemes it serves, lower case.
+    var schemes: [String] { get }
+
+    /// Checks that the reference can be fetched, without fetching it, and returns its metadata.
+    func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata
+
+    /// The image's metadata (Ironic's `show()`).
+    func show(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata
+
+    /// Fetches the image into the request's staging file, computing the requested digests.
+    func fetch(_ request: ImageFetchRequest) async throws -> FetchedImage
+}
+
+extension ImageService {
+    /// By default, validating is showing.
+    public func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
+        try await show(reference, context: context)
+    }
+}

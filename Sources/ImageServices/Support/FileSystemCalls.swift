@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A failed system call: which call, on what, and `errno`.
+public struct SystemCallError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var call: String
+    public var subject: String
+    public var errno: Int32
+
+    /// Describes a failed call.
+    public init(call: String, subject: String, errno: Int32) {
+        self.call = call
+        self.subject = subject
+        self.errno = errno
+    }
+
+    /// The C library's text for the errno.
+    public var reason: String { String(cString: strerror(errno)) }
+
+    public var description: String { "\(call) \(subject): \(reason)" }
+}
+
+/// An open file descriptor that is closed when the last reference goes.
+public final class OwnedDescriptor: Sendable {
+    /// The descriptor.
+    public let rawValue: Int32
+
+    /// Takes ownership of `rawValue`.
+    public init(_ rawValue: Int32) {
+        self.rawValue = rawValue
+    }
+
+    deinit {
+        close(rawValue)
+    }
+
+    /// `fstat(2)`.
+    public func status() throws(SystemCallError) -> stat {
+        var info = stat()
+        guard fstat(rawValue, &info) == 0 else { throw SystemCallError(call: "fstat", subject: "descriptor \(rawValue)", errno: errno) }
+        return info
+    }
+
+    /// The path the kernel has for this descriptor (`/proc/self/fd/N`).
+    public func currentPath() throws(SystemCallError) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let link = "/proc/self/fd/\(rawValue)"
+        let count = readlink(link, &buffer, buffer.count - 1)
+        guard count >= 0 else { throw SystemCallError(call: "readlink", subject: link, errno: errno) }
+        return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `fsync(2)`.
+    public func sync() throws(SystemCallError) {
+        guard fsync(rawValue) == 0 else { throw SystemCallError(call: "fsync", subject: "descriptor \(rawValue)", errno: errno) }
+    }
+}
+
+extension stat {
+    /// Whether this is a regular file.
+    var isRegularFile: Bool { (st_mode & S_IFMT) == S_IFREG }
+    /// Whether this is a directory.
+    var isDirectory: Bool { (st_mode & S_IFMT) == S_IFDIR }
+    /// Last modification in microseconds since the epoch.
+    var modificationMicroseconds: Int64 { Int64(st_mtim.tv_sec) * 1_000_000 + Int64(st_mtim.tv_nsec) / 1_000 }
+}
+
+/// Reads from `descriptor` at `offset` into `buffer`, retrying on EINTR; returns the count read.
+func readRetrying(_ descriptor: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(SystemCallError) -> Int {
+    while true {
+        let count = pread(descriptor, buffer.baseAddress, buffer.count, off_t(offset))
+        if count >= 0 { return count }
+        if errno == EINTR { continue }
+        throw SystemCallError(call: "read", subject: "descriptor \(descriptor)", errno: errno)
+    }
+}
+
+/// Writes all of `buffer` to `descriptor`, retrying on EINTR and short writes.
+func writeAll(_ descriptor: Int32, _ buffer: UnsafeRawBufferPointer) throws(SystemCallError) {
+    var done = 0
+    while done < buffer.count {
+        let count = write(descriptor, buffer.baseAddress! + done, buffer.count - done)
+        if count >= 0 {
+            done += count
+        } else if errno != EINTR {
+            throw SystemCallError(call: "write", subject: "descriptor \(descriptor)", errno: errno)
+        }
+    }
+}

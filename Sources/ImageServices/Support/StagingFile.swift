@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A directory held open, so that files are created relative to it (`openat`, `linkat`,
+/// `renameat`) and a path swapped under it cannot redirect writes elsewhere.
+public final class DirectoryHandle: Sendable {
+    /// The open directory.
+    public let descriptor: OwnedDescriptor
+    /// Its path, for messages and results.
+    public let path: String
+
+    /// Opens `path` as a directory, refusing a symlink in its last component.
+    public init(path: String) throws(SystemCallError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError(call: "open", subject: path, errno: errno) }
+        descriptor = OwnedDescriptor(fd)
+        self.path = path
+    }
+
+    private init(descriptor: OwnedDescriptor, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+    }
+
+    /// Opens (creating it if needed) the subdirectory `name`, never following a symlink.
+    public func subdirectory(_ name: String, create: Bool) throws(SystemCallError) -> DirectoryHandle {
+        precondition(!name.contains("/") && name != "." && name != "..", "not a plain directory name: \(name)")
+        if create, mkdirat(descriptor.rawValue, name, 0o755) != 0, errno != EEXIST {
+            throw SystemCallError(call: "mkdir", subject: "\(path)/\(name)", errno: errno)
+        }
+        let fd = openat(descriptor.rawValue, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(path)/\(name)", errno: errno) }
+        return DirectoryHandle(descriptor: OwnedDescriptor(fd), path: "\(path)/\(name)")
+    }
+
+    /// The names in the directory (without `.` and `..`).
+    public func entries() throws(SystemCallError) -> [String] {
+        let fd = openat(descriptor.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0, let stream = fdopendir(fd) else {
+            let error = errno
+            if fd >= 0 { close(fd) }
+            throw SystemCallError(call: "opendir", subject: path, errno: error)
+        }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
+                pointer.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// `fstatat` without following symlinks; nil when there is no such entry.
+    public func status(of name: String) throws(SystemCallError) -> stat? {
+        var info = stat()
+        guard fstatat(descriptor.rawValue, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+            if errno == ENOENT { return nil }
+            throw SystemCallError(call: "stat", subject: "\(path)/\(name)", errno: errno)
+        }
+        return info
+    }
+
+    /// Removes an entry (a file, or an empty directory with `directory`); missing is fine.
+    public func remove(_ name: String, directory: Bool = false) throws(SystemCallError) {
+        guard unlinkat(descriptor.rawValue, name, directory ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT else {
+            throw SystemCallError(call: directory ? "rmdir" : "unlink", subject: "\(path)/\(name)", errno: errno)
+        }
+    }
+
+    /// Removes everything under the entry `name` (which may be a file), without following symlinks.
+    public func removeTree(_ name: String) throws(SystemCallError) {
+        guard let info = try status(of: name) else { return }
+        if info.isDirectory {
+            let child = try subdirectory(name, create: false)
+            for entry in try child.entries() { try child.removeTree(entry) }
+            try remove(name, directory: true)
+        } else {
+            try remove(name)
+        }
+    }
+}
+
+/// A temporary file next to where an image will live (same directory, so same file system): it is
+/// filled or linked under a hidden name, then renamed over the final name in one atomic step, or
+/// removed. A final name is therefore never seen half-written.
+public final class StagingFile: Sendable {
+    /// Prefix of every staging name; files with it are leftovers when no fetch runs.
+    public static let namePrefix = ".staging-"
+
+    /// The directory.
+    public let directory: DirectoryHandle
+    /// The name the image will get.
+    public let finalName: String
+    /// The hidden name it has meanwhile.
+    public let temporaryName: String
+
+    /// A staging file for `finalName` in `directory` (nothing is created yet).
+    public init(in directory: DirectoryHandle, finalName: String) {
+        self.directory = directory
+        self.finalName = finalName
+        var generator = SystemRandomNumberGenerator()
+        let suffix = String(UInt64.random(in: 0...UInt64.max, using: &generator), radix: 16)
+        temporaryName = "\(Self.namePrefix)\(finalName)-\(suffix)"
+    }
+
+    /// The final path, for results.
+    public var finalPath: String { "\(directory.path)/\(finalName)" }
+
+    /// Creates the temporary file for writing (it must not exist).
+    public func create() throws(SystemCallError) -> OwnedDescriptor {
+        let fd = openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { throw SystemCallError(call: "create", subject: "\(directory.path)/\(temporaryName)", errno: errno) }
+        return OwnedDescriptor(fd)
+    }
+
+    /// Hard-links the open file `source` under the temporary name. Throws `EXDEV` across file
+    /// systems (and `EPERM`, `EMLINK`, … where linking is not allowed): the caller copies then.
+    public func link(from source: OwnedDescriptor) throws(SystemCallError) {
+        // Linking the descriptor (not a path) links exactly the inode that was checked and read.
+        let procPath = "/proc/self/fd/\(source.rawValue)"
+        guard linkat(AT_FDCWD, procPath, directory.descriptor.rawValue, temporaryName, AT_SYMLINK_FOLLOW) == 0 else {
+            throw SystemCallError(call: "link", subject: "\(directory.path)/\(temporaryName)", errno: errno)
+        }
+    }
+
+    /// The temporary file's status.
+    public func status() throws(SystemCallError) -> stat? {
+        try directory.status(of: temporaryName)
+    }
+
+    /// Renames the temporary file over the final name, atomically.
+    public func commit() throws(SystemCallError) {
+        guard renameat(directory.descriptor.rawValue, temporaryName, directory.descriptor.rawValue, finalName) == 0 else {
+            throw SystemCallError(call: "rename", subject: "\(directory.path)/\(finalName)", errno: errno)
+        }
+        // rename(2) does nothing when both names are links to the same inode (the image was
+        // linked again from the same source): the temporary name is still there then.
+        try directory.remove(temporaryName)
+    }
+
+    /// Removes the temporary file, if it exists.
+    public func discard() {
+        try? directory.remove(temporaryName)
+    }
+}

@@ -1,0 +1,56 @@
+import ImageServices
+import OsloMessaging
+
+extension NodeImages {
+    /// The result of contract §3.1: the reply of a call and the data of the `.end` event.
+    public func resultJSON(requestID: String, taskID: String) -> JSONObject {
+        var imagesObject = JSONObject()
+        for image in images { imagesObject[image.role.rawValue] = .object(image.json(diskFormat: image.role == .image ? instanceInfo.diskFormat : nil)) }
+        return [
+            "node_uuid": .string(nodeUUID),
+            "request_id": .string(requestID),
+            "task_id": .string(taskID),
+            "image_type": .string(imageType.rawValue),
+            "images": .object(imagesObject),
+            "instance_info": .object(mergedInstanceInfo),
+        ]
+    }
+
+    /// What a conductor would merge into the node's `instance_info`, with Ironic's names.
+    var mergedInstanceInfo: JSONObject {
+        var info = JSONObject()
+        guard let image = images.first(where: { $0.role == .image }) else { return info }
+        info["image_source"] = .string(image.reference.redacted)
+        info["image_type"] = .string(imageType.rawValue)
+        if imageType == .partition {
+            if let kernel = images.first(where: { $0.role == .kernel }) { info["kernel"] = .string(kernel.reference.redacted) }
+            if let ramdisk = images.first(where: { $0.role == .ramdisk }) { info["ramdisk"] = .string(ramdisk.reference.redacted) }
+        }
+        if let checksum = image.checksum {
+            info["image_os_hash_algo"] = .string(checksum.algorithm.rawValue)
+            info["image_os_hash_value"] = .string(checksum.value)
+        }
+        if let format = instanceInfo.diskFormat ?? image.metadata.diskFormat { info["image_disk_format"] = .string(format) }
+        if let size = image.fetched?.size ?? image.metadata.size { info["image_size"] = .integer(size) }
+        return info
+    }
+}
+
+extension ResolvedImage {
+    func json(diskFormat: String?) -> JSONObject {
+        [
+            "href": .string(reference.redacted),
+            "service": .string(serviceName),
+            "path": .string(orNull: path),
+            "size": .integer(orNull: fetched?.size ?? metadata.size),
+            "disk_format": .string(orNull: diskFormat ?? metadata.diskFormat),
+            "updated_at": .string(orNull: metadata.updatedAtMicroseconds.map(OsloTimestamp.isoFormat)),
+            "checksum": checksum.map { .object(["algo": .string($0.algorithm.rawValue), "value": .string($0.value)]) } ?? .null,
+            "verified": .bool(verified),
+            "cache": .string(orNull: cache?.rawValue),
+            "transfer": .string(orNull: fetched?.transfer.rawValue),
+            "bytes_transferred": fetched.map { .integer($0.bytesTransferred) } ?? .null,
+            "duration_ms": .integer(durationMicroseconds / 1000),
+        ]
+    }
+}

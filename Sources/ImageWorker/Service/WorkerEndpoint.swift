@@ -1,0 +1,201 @@
+import ImageServices
+import Logging
+import OsloMessaging
+
+/// The worker's RPC methods (contract §3): `fetch_image`, `validate_image`, `show_image` and
+/// `delete_images`, API version 1.0.
+///
+/// Every fetch sends `.start`, throttled `.progress`, and `.end` or `.error`; the outcome event is
+/// confirmed by the broker before the method returns (and so before the request is acknowledged).
+public struct WorkerEndpoint: RPCEndpoint {
+    public let version = RPCVersion(major: 1, minor: 0)
+    public let methods: Set<String> = ["fetch_image", "validate_image", "show_image", "delete_images"]
+
+    private let fetcher: ImageFetcher
+    private let events: ImageEventPublisher
+    private let progressInterval: Duration
+    private let logger: Logger
+
+    /// Creates the endpoint.
+    public init(fetcher: ImageFetcher, events: ImageEventPublisher, progressInterval: Duration, logger: Logger) {
+        self.fetcher = fetcher
+        self.events = events
+        self.progressInterval = progressInterval
+        self.logger = logger
+    }
+
+    public func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure> {
+        let task = TaskIdentity(requestID: request.context.requestID, uniqueID: request.uniqueID,
+                                nodeUUID: request.args["node_uuid"]?.stringValue.flatMap(UUIDText.canonical))
+        var logger = self.logger
+        logger[metadataKey: "request_id"] = "\(task.requestID)"
+        logger[metadataKey: "task_id"] = "\(task.taskID)"
+        if let node = task.nodeUUID { logger[metadataKey: "node_uuid"] = "\(node)" }
+        let context = ImageRequestContext(requestID: task.requestID, authToken: request.context.authToken, projectID: request.context.projectID,
+                                          roles: request.context.roles, logger: logger)
+        switch request.method {
+        case "fetch_image":
+            return try await fetchImage(request, task: task, attempt: delivery.attempt, context: context)
+        case "validate_image":
+            return try await validateImage(request, task: task, context: context)
+        case "show_image":
+            return await showImage(request, context: context)
+        case "delete_images":
+            return deleteImages(request, logger: logger)
+        default:
+            return .failure(.noSuchMethod(request.method))
+        }
+    }
+
+    public func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async {
+        let task = TaskIdentity(requestID: refusal.context.requestID, uniqueID: refusal.uniqueID, nodeUUID: refusal.nodeUUID)
+        let code = IronicError.Code(name: refusal.failure.className, httpStatus: Int(refusal.failure.kwargs["code"]?.integerValue ?? 400))
+        let error = IronicError(code, refusal.failure.message)
+        do {
+            try await events.failed(task, imageSource: nil, role: nil, error: error, context: refusal.context)
+        } catch {
+            logger.error("could not publish the error event of a refused request", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: fetch_image
+
+    private func fetchImage(_ request: RPCRequest, task: TaskIdentity, attempt: Int, context: ImageRequestContext) async throws -> Result<JSONValue, RemoteFailure> {
+        let imageSource = request.args["instance_info"]?.objectValue?["image_source"]?.stringValue.map(ImageReference.redact)
+        let arguments: FetchImageArguments
+        do {
+            arguments = try FetchImageArguments(request.args)
+        } catch {
+            return try await fail(task, imageSource: imageSource, role: nil, error: error, request: request, logger: context.logger)
+        }
+        try await events.started(task, imageSource: imageSource, attempt: attempt, context: request.context)
+        context.logger.info("fetching images", metadata: ["image_source": "\(imageSource ?? "-")", "attempt": "\(attempt)"])
+        do {
+            let images = try await withProgressEvents(task, context: request.context) { progress in
+                try await fetcher.fetch(arguments, context: context, progress: progress)
+            }
+            let result = images.resultJSON(requestID: task.requestID, taskID: task.taskID)
+            try await events.ended(result: result, context: request.context)
+            context.logger.info("fetched images", metadata: [
+                "image_type": "\(images.imageType.rawValue)",
+                "transfers": "\(images.images.map { "\($0.role.rawValue)=\($0.fetched?.transfer.rawValue ?? "-")" }.joined(separator: ","))",
+            ])
+            return .success(.object(result))
+        } catch let error as RoleError {
+            return try await fail(task, imageSource: imageSource, role: error.role, error: error.error, request: request, logger: context.logger)
+        }
+    }
+
+    // MARK: validate_image
+
+    private func validateImage(_ request: RPCRequest, task: TaskIdentity, context: ImageRequestContext) async throws -> Result<JSONValue, RemoteFailure> {
+        do {
+            let arguments = try FetchImageArguments(request.args)
+            let images = try await fetcher.validate(arguments, context: context)
+            return .success(.object(images.resultJSON(requestID: task.requestID, taskID: task.taskID)))
+        } catch let error as RoleError {
+            return .failure(Self.remote(error.error))
+        } catch let error as IronicError {
+            return .failure(Self.remote(error))
+        }
+    }
+
+    // MARK: show_image
+
+    private func showImage(_ request: RPCRequest, context: ImageRequestContext) async -> Result<JSONValue, RemoteFailure> {
+        do {
+            guard let href = request.args["image_href"]?.stringValue else {
+                throw IronicError.missingParameter("show_image needs image_href (a string).")
+            }
+            let reference = try ImageReference(href)
+            let service = try fetcher.registry.service(for: reference)
+            let metadata: ImageMetadata
+            do {
+                metadata = try await service.show(reference, context: context)
+            } catch let error as IronicError {
+                throw error
+            } catch {
+                throw IronicError.validationFailed(reference.redacted, "\(error)")
+            }
+            var properties = JSONObject()
+            for key in metadata.properties.keys.sorted() { properties[key] = .string(metadata.properties[key]!) }
+            return .success([
+                "size": .integer(orNull: metadata.size),
+                "updated_at": .string(orNull: metadata.updatedAtMicroseconds.map(OsloTimestamp.isoFormat)),
+                "disk_format": .string(orNull: metadata.diskFormat),
+                "checksum": metadata.checksum.map { .object(["algo": .string($0.algorithm.rawValue), "value": .string($0.value)]) } ?? .null,
+                "properties": .object(properties),
+                "no_cache": .bool(metadata.noCache),
+            ])
+        } catch let error as IronicError {
+            return .failure(Self.remote(error))
+        } catch {
+            return .failure(Self.remote(.validationFailed("(unknown)", "\(error)")))
+        }
+    }
+
+    // MARK: delete_images
+
+    private func deleteImages(_ request: RPCRequest, logger: Logger) -> Result<JSONValue, RemoteFailure> {
+        do {
+            let node = try FetchImageArguments.nodeUUID(request.args)
+            let deleted: Bool
+            do {
+                deleted = try fetcher.store.deleteNode(node)
+            } catch {
+                throw IronicError(.imageDownloadFailed, "Cannot remove the images of node \(node): \(error).")
+            }
+            logger.info("deleted node images", metadata: ["deleted": "\(deleted)"])
+            return .success(["node_uuid": .string(node), "deleted": .bool(deleted)])
+        } catch let error as IronicError {
+            return .failure(Self.remote(error))
+        } catch {
+            return .failure(Self.remote(IronicError(.imageDownloadFailed, "\(error)")))
+        }
+    }
+
+    // MARK: Helpers
+
+    private func fail(_ task: TaskIdentity, imageSource: String?, role: ImageRole?, error: IronicError, request: RPCRequest, logger: Logger) async throws -> Result<JSONValue, RemoteFailure> {
+        logger.warning("image fetch failed", metadata: ["error": "\(error.code.name)", "reason": "\(error.message)", "role": "\(role?.rawValue ?? "-")"])
+        try await events.failed(task, imageSource: imageSource, role: role, error: error, context: request.context)
+        return .failure(Self.remote(error))
+    }
+
+    /// The failure a Python caller re-raises as `ironic.common.exception.<Code>`.
+    static func remote(_ error: IronicError) -> RemoteFailure {
+        .ironic(error.code.name, message: error.message, httpStatus: error.code.httpStatus)
+    }
+
+    /// Runs a fetch while sending throttled progress events from a child task.
+    private func withProgressEvents<T: Sendable>(_ task: TaskIdentity, context: RPCContext,
+                                                 _ body: @escaping @Sendable (@escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> T) async throws -> T {
+        let throttle = ProgressThrottle(interval: progressInterval)
+        let (reports, continuation) = AsyncStream.makeStream(of: (ImageRole, TransferProgress).self, bufferingPolicy: .bufferingNewest(1))
+        let events = self.events
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                for await (role, progress) in reports {
+                    let elapsed = (ContinuousClock.now - throttle.started).seconds
+                    let rate = elapsed > 0 ? Int64(Double(progress.bytes) / elapsed) : 0
+                    try? await events.progress(task, role: role, progress: progress, rateBytesPerSecond: rate, context: context)
+                }
+                return nil
+            }
+            defer { continuation.finish() }
+            let result = try await body { role, progress in
+                if throttle.admit() { continuation.yield((role, progress)) }
+            }
+            continuation.finish()
+            while try await group.next() != nil {}
+            return result
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) / 1e18
+    }
+}

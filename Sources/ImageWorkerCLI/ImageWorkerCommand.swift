@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// `image-worker`: an image fetcher for bare-metal clouds, speaking Ironic's RPC on RabbitMQ.
+@main
+struct ImageWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image-worker",
+        abstract: "Fetches images for Ironic nodes from fetch_image tasks on RabbitMQ.",
+        subcommands: [ServeCommand.self, CallCommand.self, CastCommand.self, EventsCommand.self],
+        defaultSubcommand: nil)
+}

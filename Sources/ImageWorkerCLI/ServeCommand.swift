@@ -1,0 +1,32 @@
+import ArgumentParser
+import ImageWorker
+import Logging
+import ServiceLifecycle
+
+/// `image-worker serve`: consume fetch tasks until SIGTERM or SIGINT.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the worker: consume tasks from RabbitMQ until SIGTERM or Ctrl-C.")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let configuration = try options.load()
+        bootstrapLogging(level: configuration.logLevel)
+        let logger = Logger(label: "image-worker")
+        let application = try ImageWorkerApplication(configuration: configuration, logger: logger)
+        logger.info("starting", metadata: [
+            "host": "\(configuration.host)",
+            "transport_url": "\(configuration.transportURL)",
+            "exchange": "\(configuration.controlExchange)",
+            "topic": "\(configuration.topic)",
+            "images_dir": "\(configuration.imagesDirectory)",
+            "file_url_allowed_paths": "\(configuration.fileURLAllowedPaths.joined(separator: ","))",
+            "max_concurrent_downloads": "\(configuration.maxConcurrentDownloads)",
+        ])
+        let group = ServiceGroup(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        try await group.run()
+        logger.info("stopped")
+    }
+}

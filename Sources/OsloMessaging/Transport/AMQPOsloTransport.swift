@@ -1,0 +1,130 @@
+import AMQP
+import Logging
+import Synchronization
+
+/// The oslo transport over RabbitMQ: a consumer connection for requests and a publisher
+/// connection (in confirm mode) for replies and notifications, as oslo keeps listening and
+/// sending apart (a broker that blocks publishers then never stalls consuming and acking).
+public final class AMQPOsloTransport: OsloTransport {
+    /// The RPC server's queues and flags.
+    public let topology: RPCServerTopology
+    /// `[oslo_messaging_notifications] topics`.
+    public let notificationTopics: [String]
+    /// The number of unacknowledged requests the broker may hand this process.
+    public let prefetch: UInt16
+
+    private let consumer: AMQPConnection
+    private let publisher: AMQPConnection
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var declaredNotificationKeys: Set<String> = []
+        var consumerTags: [String] = []
+    }
+
+    /// Creates the transport; ``start()`` opens the connections.
+    public init(configuration: AMQPConfiguration, topology: RPCServerTopology, notificationTopics: [String], prefetch: UInt16, logger: Logger) {
+        self.topology = topology
+        self.notificationTopics = notificationTopics
+        self.prefetch = prefetch
+        self.logger = logger
+        var consumerConfiguration = configuration
+        consumerConfiguration.publisherConfirms = false
+        consumerConfiguration.connectionName = "\(configuration.connectionName):consumer"
+        var publisherConfiguration = configuration
+        publisherConfiguration.publisherConfirms = true
+        publisherConfiguration.connectionName = "\(configuration.connectionName):publisher"
+        consumer = AMQPConnection(configuration: consumerConfiguration, label: "consumer", logger: logger)
+        publisher = AMQPConnection(configuration: publisherConfiguration, label: "publisher", logger: logger)
+    }
+
+    /// Starts both connections (they connect and reconnect in the background).
+    public func start() {
+        consumer.start()
+        publisher.start()
+    }
+
+    /// Closes both connections; unacknowledged requests go back to their queues.
+    public func close() async {
+        await consumer.close()
+        await publisher.close()
+    }
+
+    public var requests: AsyncStream<AMQPDelivery> { consumer.deliveries }
+
+    public var isConsuming: Bool {
+        consumer.isConnected && publisher.isConnected && !state.withLock { $0.consumerTags.isEmpty }
+    }
+
+    public func startConsuming() async throws {
+        for exchange in topology.exchanges { try await consumer.declareExchange(exchange) }
+        for queue in topology.queues { try await consumer.declareQueue(queue) }
+        for binding in topology.bindings { try await consumer.bindQueue(binding) }
+        try await consumer.setPrefetch(prefetch)
+        var tags: [String] = []
+        for queue in topology.consumedQueues {
+            tags.append(try await consumer.consume(queue: queue, consumerTag: "image-worker:\(queue)"))
+        }
+        state.withLock { $0.consumerTags = tags }
+        logger.info("consuming requests", metadata: [
+            "queues": "\(topology.consumedQueues.joined(separator: ", "))", "exchange": "\(topology.exchange)", "prefetch": "\(prefetch)",
+        ])
+    }
+
+    public func stopConsuming() async {
+        let tags = state.withLock { state -> [String] in
+            defer { state.consumerTags = [] }
+            return state.consumerTags
+        }
+        for tag in tags {
+            do {
+                try await consumer.cancel(consumerTag: tag)
+            } catch {
+                logger.debug("could not cancel a consumer", metadata: ["tag": "\(tag)", "error": "\(error)"])
+            }
+        }
+    }
+
+    public func acknowledge(_ delivery: AMQPDelivery) async {
+        await consumer.ack(delivery)
+    }
+
+    public func reject(_ delivery: AMQPDelivery, requeue: Bool) async {
+        await consumer.reject(delivery, requeue: requeue)
+    }
+
+    public func sendReply(_ reply: RPCReply, to replyQueue: String) async throws -> Bool {
+        let message = AMQPOutgoingMessage(exchange: "", routingKey: replyQueue, body: reply.encodedBody(), properties: .oslo(), mandatory: true)
+        switch try await publisher.publish(message) {
+        case .confirmed, .sent:
+            return true
+        case .returned(let code, let text):
+            logger.warning("the caller's reply queue is gone; the reply was dropped", metadata: [
+                "reply_queue": "\(replyQueue)", "reply_code": "\(code)", "reply_text": "\(text)",
+            ])
+            return false
+        }
+    }
+
+    public func sendNotification(_ notification: OsloNotification) async throws {
+        let body = notification.encodedBody()
+        for topic in notificationTopics {
+            let routingKey = notification.routingKey(topic: topic)
+            try await declareNotificationQueue(routingKey)
+            let message = AMQPOutgoingMessage(exchange: topology.exchange, routingKey: routingKey, body: body, properties: .oslo())
+            _ = try await publisher.publish(message)
+        }
+    }
+
+    /// oslo declares the `<topic>.<priority>` queue and binds it before it publishes there, so
+    /// that notifications are kept until a listener comes.
+    private func declareNotificationQueue(_ routingKey: String) async throws {
+        guard !state.withLock({ $0.declaredNotificationKeys.contains(routingKey) }) else { return }
+        let options = topology.options
+        try await publisher.declareExchange(options.controlExchange(topology.exchange))
+        try await publisher.declareQueue(options.topicQueue(routingKey))
+        try await publisher.bindQueue(AMQPQueueBinding(queue: routingKey, exchange: topology.exchange, routingKey: routingKey))
+        _ = state.withLock { $0.declaredNotificationKeys.insert(routingKey) }
+    }
+}

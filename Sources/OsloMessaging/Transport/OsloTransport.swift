@@ -1,0 +1,35 @@
+import AMQP
+
+/// What an RPC server needs from the message broker: a stream of requests, settling them, and
+/// publishing replies and notifications. ``AMQPOsloTransport`` is the real one;
+/// ``InMemoryOsloTransport`` lets the server and the worker be tested without a broker.
+public protocol OsloTransport: Sendable {
+    /// Requests from the server's queues. Each must be settled with ``acknowledge(_:)`` or
+    /// ``reject(_:requeue:)``.
+    var requests: AsyncStream<AMQPDelivery> { get }
+
+    /// Declares the server's queues (as an oslo RPC server does) and starts consuming them.
+    /// Throws when the broker refuses a declaration (PRECONDITION_FAILED, …).
+    func startConsuming() async throws
+
+    /// Stops taking new requests; those already delivered still arrive and must be settled.
+    func stopConsuming() async
+
+    /// The request is done with.
+    func acknowledge(_ delivery: AMQPDelivery) async
+
+    /// The request is refused: requeued, or (without requeue) dead-lettered if the queue has a
+    /// dead-letter exchange, dropped otherwise.
+    func reject(_ delivery: AMQPDelivery, requeue: Bool) async
+
+    /// Sends a reply to a caller's reply queue (default exchange, mandatory). Returns `false`
+    /// when no such queue exists any more (the caller is gone).
+    func sendReply(_ reply: RPCReply, to replyQueue: String) async throws -> Bool
+
+    /// Publishes a notification on every configured notification topic, declaring each
+    /// `<topic>.<priority>` queue first as oslo does, and waits for the broker's confirms.
+    func sendNotification(_ notification: OsloNotification) async throws
+
+    /// Whether the transport is connected and consuming (for readiness checks).
+    var isConsuming: Bool { get }
+}

@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Times in the two forms the wire uses.
+public enum OsloTimestamp {
+    /// The current time as microseconds since the Unix epoch.
+    public static func nowMicroseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1_000
+    }
+
+    /// Python's `str(datetime.utcnow())`: `2026-11-24 21:42:46.512294` (UTC, a space instead of
+    /// `T`, no zone, and no fraction at all when the microseconds are 0), the notification
+    /// `timestamp` format.
+    public static func notificationFormat(microseconds: Int64) -> String {
+        let (parts, micros) = utcParts(microseconds: microseconds)
+        var text = "\(parts.date) \(parts.time)"
+        if micros != 0 { text += "." + pad(micros, 6) }
+        return text
+    }
+
+    /// ISO 8601 with Ironic's `+00:00` suffix and whole seconds: `2026-11-24T21:42:46+00:00`.
+    public static func isoFormat(microseconds: Int64) -> String {
+        let (parts, _) = utcParts(microseconds: microseconds)
+        return "\(parts.date)T\(parts.time)+00:00"
+    }
+
+    private static func utcParts(microseconds: Int64) -> ((date: String, time: String), Int64) {
+        let seconds = microseconds >= 0 ? microseconds / 1_000_000 : (microseconds - 999_999) / 1_000_000
+        let micros = microseconds - seconds * 1_000_000
+        var time = time_t(seconds)
+        var broken = tm()
+        gmtime_r(&time, &broken)
+        let date = "\(pad(Int64(broken.tm_year) + 1900, 4))-\(pad(Int64(broken.tm_mon) + 1, 2))-\(pad(Int64(broken.tm_mday), 2))"
+        let clock = "\(pad(Int64(broken.tm_hour), 2)):\(pad(Int64(broken.tm_min), 2)):\(pad(Int64(broken.tm_sec), 2))"
+        return ((date, clock), micros)
+    }
+
+    private static func pad(_ value: Int64, _ width: Int) -> String {
+        let text = String(value)
+        return text.count >= width ? text : String(repeating: "0", count: width - text.count) + text
+    }
+}

@@ -1,0 +1,170 @@
+import AMQP
+import Logging
+import Testing
+import TestSupport
+
+/// The AMQP layer against the real RabbitMQ that deploy/test.sh starts.
+@Suite("AMQP connection against RabbitMQ", .serialized)
+struct AMQPConnectionIntegrationTests {
+    let logger = Logger(label: "amqp-test")
+
+    func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil) throws -> AMQPConnection {
+        var endpoints = try TransportURL(parsing: url).endpoints
+        if let vhost { for index in endpoints.indices { endpoints[index].virtualHost = vhost } }
+        let configuration = AMQPConfiguration(
+            endpoints: endpoints, heartbeatSeconds: heartbeat,
+            reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
+            connectionName: "amqp-test-\(label)")
+        let connection = AMQPConnection(configuration: configuration, label: label, logger: logger)
+        connection.start()
+        return connection
+    }
+
+    func nextDelivery(_ connection: AMQPConnection, within timeout: Duration = .seconds(10)) async throws -> AMQPDelivery {
+        try await withThrowingTaskGroup(of: AMQPDelivery?.self) { group in
+            group.addTask {
+                for await delivery in connection.deliveries { return delivery }
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return try #require(first, "no delivery within \(timeout)")
+        }
+    }
+
+    @Test("publish with confirm, consume, and the properties survive the round trip")
+    func roundTrip() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url)
+        defer { Task { await connection.close() } }
+        let queue = "amqp-test-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(60_000)]))
+        try await connection.consume(queue: queue)
+        let properties = AMQPMessageProperties(contentType: "application/json", contentEncoding: "utf-8", headers: [:],
+                                               deliveryMode: 2, priority: 0, expiration: "60000")
+        let body = Array(#"{"hello": "w\u00f6rld"}"#.utf8) + [0, 255]
+        let outcome = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: body, properties: properties))
+        #expect(outcome == .confirmed)
+        let delivery = try await nextDelivery(connection)
+        #expect(delivery.body == body)
+        #expect(delivery.properties == properties)
+        #expect(delivery.routingKey == queue)
+        #expect(delivery.redelivered == false)
+        #expect(delivery.connectionGeneration == 1)
+        await connection.ack(delivery)
+    }
+
+    @Test("a rejected delivery with requeue comes back marked redelivered")
+    func rejectRequeue() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url)
+        defer { Task { await connection.close() } }
+        let queue = "amqp-test-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true))
+        try await connection.consume(queue: queue)
+        _ = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: Array("x".utf8)))
+        let first = try await nextDelivery(connection)
+        await connection.reject(first, requeue: true)
+        let second = try await nextDelivery(connection)
+        #expect(second.body == Array("x".utf8))
+        #expect(second.redelivered)
+        await connection.ack(second)
+    }
+
+    @Test("an unroutable mandatory message is returned, not confirmed")
+    func mandatoryReturn() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url)
+        defer { Task { await connection.close() } }
+        let outcome = try await connection.publish(AMQPOutgoingMessage(
+            exchange: "", routingKey: "no-such-queue-\(uniqueHex())", body: Array("lost".utf8), mandatory: true))
+        #expect(outcome == .returned(replyCode: 312, replyText: "NO_ROUTE"))
+        // A routable mandatory message after it is confirmed as usual.
+        let queue = "amqp-test-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(10_000)]))
+        let routed = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: Array("kept".utf8), mandatory: true))
+        #expect(routed == .confirmed)
+    }
+
+    @Test("a declaration that conflicts with an existing queue fails with PRECONDITION_FAILED, and the connection recovers")
+    func preconditionFailed() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url)
+        defer { Task { await connection.close() } }
+        let queue = "amqp-test-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(60_000)]))
+        await #expect {
+            try await connection.declareQueue(AMQPQueueDeclaration(name: queue, durable: true))
+        } throws: { error in
+            (error as? AMQPError)?.replyCode == AMQPError.preconditionFailed
+        }
+        // The refused declaration is not replayed; the remembered one is, and publishing works again.
+        try await connection.consume(queue: queue)
+        let outcome = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: Array("after".utf8)))
+        #expect(outcome == .confirmed)
+        let delivery = try await nextDelivery(connection)
+        #expect(delivery.body == Array("after".utf8))
+        await connection.ack(delivery)
+    }
+
+    @Test("heartbeats keep an idle connection alive past two heartbeat intervals")
+    func heartbeats() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url, label: "heartbeat", heartbeat: 2)
+        defer { Task { await connection.close() } }
+        try await connection.waitUntilConnected()
+        try await Task.sleep(for: .seconds(7))
+        #expect(connection.isConnected)
+        #expect(connection.generation == 1, "the connection was re-established: heartbeats were missed")
+        let queue = "amqp-test-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(10_000)]))
+        #expect(connection.generation == 1)
+    }
+
+    @Test("after the broker drops the connection it reconnects, declares again and resumes consuming")
+    func reconnect() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let vhost = "amqp-test-\(uniqueHex())"
+        try IntegrationEnvironment.brokerControl("add-vhost", vhost)
+        defer { _ = try? IntegrationEnvironment.brokerControl("ctl", "delete_vhost", vhost) }
+        let connection = try connection(url: url, label: "reconnect", vhost: vhost)
+        defer { Task { await connection.close() } }
+        let queue = "q-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true))
+        try await connection.consume(queue: queue)
+        #expect(connection.generation == 1)
+
+        try IntegrationEnvironment.brokerControl("ctl", "close_all_connections", "-p", vhost, "test: dropping the connection")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while connection.generation < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(connection.generation >= 2)
+        // The auto-delete queue went with its only consumer; the reconnect must have declared it
+        // again, or this mandatory message would come back unroutable.
+        let outcome = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: Array("again".utf8), mandatory: true))
+        #expect(outcome == .confirmed)
+        let delivery = try await nextDelivery(connection)
+        #expect(delivery.body == Array("again".utf8))
+        #expect(delivery.connectionGeneration == connection.generation)
+        await connection.ack(delivery)
+    }
+
+    @Test("closing fails queued publishes and finishes the delivery stream")
+    func close() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        let connection = try connection(url: url, label: "close")
+        try await connection.waitUntilConnected()
+        await connection.close()
+        await #expect {
+            _ = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: "x", body: []))
+        } throws: { error in
+            (error as? AMQPError)?.code == .closed
+        }
+        var count = 0
+        for await _ in connection.deliveries { count += 1 }
+        #expect(count == 0)
+    }
+}

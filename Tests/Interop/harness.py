@@ -1,0 +1,283 @@
+"""Helpers for the interop suites: a running image-worker, a real oslo.messaging conductor and
+notification listener, raw publishing with pika, and the test broker's control script.
+
+Run with Debian's /usr/bin/python3 (the only one that imports oslo.messaging). deploy/test.sh sets
+IMAGE_WORKER_BIN, IMAGE_WORKER_TEST_AMQP_URL and IMAGE_WORKER_TEST_BROKER_CTL; without them the
+suites skip, except under CI=true where they fail.
+"""
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+import uuid
+
+from oslo_config import cfg
+import oslo_messaging as messaging
+
+WORKER_BIN = os.environ.get("IMAGE_WORKER_BIN")
+AMQP_URL = os.environ.get("IMAGE_WORKER_TEST_AMQP_URL")
+BROKER_CTL = os.environ.get("IMAGE_WORKER_TEST_BROKER_CTL")
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+TOPIC = "ironic.image_worker"
+EXCHANGE = "ironic"
+NOTIFICATION_TOPIC = "ironic_versioned_notifications"
+
+
+def require_environment():
+    """Skips (or, under CI, fails) when the servers deploy/test.sh starts are not there."""
+    missing = [name for name, value in (("IMAGE_WORKER_BIN", WORKER_BIN),
+                                        ("IMAGE_WORKER_TEST_AMQP_URL", AMQP_URL),
+                                        ("IMAGE_WORKER_TEST_BROKER_CTL", BROKER_CTL)) if not value]
+    if not missing:
+        return
+    message = "interop suite needs %s (deploy/test.sh sets them)" % ", ".join(missing)
+    if CI:
+        raise AssertionError(message + "; under CI a missing server is a failure")
+    raise unittest.SkipTest(message)
+
+
+def broker_ctl(*args):
+    return subprocess.run([BROKER_CTL, *args], check=True, capture_output=True, text=True).stdout
+
+
+def new_vhost(prefix):
+    """A fresh virtual host, so suites with different queue flags never collide."""
+    name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+    broker_ctl("add-vhost", name)
+    return name
+
+
+def url_for(vhost, **options):
+    base = AMQP_URL.rstrip("/") + "/" + urllib.parse.quote(vhost, safe="")
+    if options:
+        base += "?" + urllib.parse.urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in options.items()})
+    return base
+
+
+def oslo_conf():
+    conf = cfg.ConfigOpts()
+    conf([], project="image-worker-interop")
+    # oslo.messaging 14 waits 10 s for its metrics thread on exit unless told otherwise.
+    from oslo_messaging._metrics import client as metrics_client
+    conf.register_opts(metrics_client.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    conf.set_override("metrics_thread_stop_timeout", 0, group="oslo_messaging_metrics")
+    return conf
+
+
+def remote_class_name(error):
+    """The server-side class of an exception an oslo client raised."""
+    if isinstance(error, messaging.RemoteError):
+        return error.exc_type
+    name = type(error).__name__
+    return name[:-len("_Remote")] if name.endswith("_Remote") else name
+
+
+class Worker:
+    """An image-worker process with its own config file, images folder and log."""
+
+    def __init__(self, vhost, allowed_paths, host=None, extra=None, url_options=None):
+        self.directory = tempfile.mkdtemp(prefix="iw-interop-")
+        self.images_dir = os.path.join(self.directory, "images")
+        self.host = host or "worker-%s" % uuid.uuid4().hex[:6]
+        self.log_path = os.path.join(self.directory, "worker.log")
+        self.config_path = os.path.join(self.directory, "image-worker.conf")
+        sections = {
+            "DEFAULT": {"transport_url": url_for(vhost, **(url_options or {})), "host": self.host},
+            "conductor": {"file_url_allowed_paths": ",".join(allowed_paths)},
+            "image_worker": {"images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
+        }
+        for section, options in (extra or {}).items():
+            sections.setdefault(section, {}).update(options)
+        with open(self.config_path, "w") as config:
+            for section, options in sections.items():
+                config.write("[%s]\n" % section)
+                for name, value in options.items():
+                    config.write("%s = %s\n" % (name, value))
+        self.process = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([WORKER_BIN, "serve", "--config-file", self.config_path],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_for_log("consuming requests", timeout=60)
+        return self
+
+    def log_text(self):
+        with open(self.log_path, "rb") as log:
+            return log.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, text, timeout=30, after=0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.log_text()[after:]:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError("worker exited with %s:\n%s" % (self.process.returncode, self.log_text()[-4000:]))
+            time.sleep(0.1)
+        raise AssertionError("worker did not log %r within %ss:\n%s" % (text, timeout, self.log_text()[-4000:]))
+
+    def stop(self, timeout=30):
+        """SIGTERM; returns the exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("worker did not exit within %ss of SIGTERM" % timeout)
+        finally:
+            self.log.close()
+        return status
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Conductor:
+    """A real oslo.messaging RPC client, as an Ironic conductor would be."""
+
+    def __init__(self, vhost, url_options=None):
+        self.conf = oslo_conf()
+        self.transport = messaging.get_rpc_transport(self.conf, url=url_for(vhost, **(url_options or {})),
+                                                     allowed_remote_exmods=["ironic.common.exception"])
+        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC, version="1.0")
+        self.client = messaging.get_rpc_client(self.transport, target)
+
+    def context(self, **extra):
+        context = {"request_id": "req-%s" % uuid.uuid4(), "auth_token": "SECRET-TOKEN-%s" % uuid.uuid4().hex[:6],
+                   "project_id": "p1", "roles": ["admin"]}
+        context.update(extra)
+        return context
+
+    def call(self, method, timeout=30, server=None, call_monitor_timeout=None, context=None, **kwargs):
+        client = self.client.prepare(timeout=timeout, server=server, call_monitor_timeout=call_monitor_timeout)
+        return client.call(context if context is not None else self.context(), method, **kwargs)
+
+    def cast(self, method, server=None, context=None, **kwargs):
+        client = self.client.prepare(server=server)
+        client.cast(context if context is not None else self.context(), method, **kwargs)
+
+    def close(self):
+        self.transport.cleanup()
+
+
+class EventListener:
+    """A real oslo notification listener on the worker's notification topic."""
+
+    def __init__(self, vhost, url_options=None):
+        self.events = queue.Queue()
+        self.seen = []
+        self.conf = oslo_conf()
+        self.transport = messaging.get_notification_transport(self.conf, url=url_for(vhost, **(url_options or {})))
+        listener = self
+
+        class Endpoint:
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                listener.events.put({"priority": "INFO", "publisher_id": publisher_id, "event_type": event_type,
+                                     "payload": payload, "context": ctxt, "metadata": metadata})
+
+            def error(self, ctxt, publisher_id, event_type, payload, metadata):
+                listener.events.put({"priority": "ERROR", "publisher_id": publisher_id, "event_type": event_type,
+                                     "payload": payload, "context": ctxt, "metadata": metadata})
+
+        targets = [messaging.Target(topic=NOTIFICATION_TOPIC, exchange=EXCHANGE)]
+        self.listener = messaging.get_notification_listener(self.transport, targets, [Endpoint()], executor="threading")
+        self.listener.start()
+
+    def wait_for(self, predicate, timeout=30, description="event"):
+        """The first event (seen earlier or arriving within `timeout`) that matches."""
+        for event in self.seen:
+            if predicate(event):
+                return event
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.05, deadline - time.time()))
+            except queue.Empty:
+                break
+            self.seen.append(event)
+            if predicate(event):
+                return event
+        raise AssertionError("no %s within %ss; saw %s" % (description, timeout,
+                                                             [e["event_type"] for e in self.seen][-20:]))
+
+    def all_matching(self, predicate, settle=1.0):
+        """Every event matching, after waiting `settle` seconds for stragglers."""
+        deadline = time.time() + settle
+        while time.time() < deadline:
+            try:
+                self.seen.append(self.events.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        return [event for event in self.seen if predicate(event)]
+
+    def stop(self):
+        self.listener.stop()
+        self.listener.wait()
+        self.transport.cleanup()
+
+
+def data_of(event):
+    return event["payload"]["ironic_object.data"]
+
+
+def for_node(node, event_type):
+    return lambda event: event["event_type"] == event_type and data_of(event).get("node_uuid") == node
+
+
+def raw_publish(vhost, body, content_type="application/json", routing_key=TOPIC, reply_queue=None):
+    """Publishes bytes as they are (pika), for messages no oslo client would send."""
+    import pika
+    parsed = urllib.parse.urlparse(AMQP_URL)
+    parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
+                                           credentials=pika.PlainCredentials(parsed.username, parsed.password))
+    connection = pika.BlockingConnection(parameters)
+    try:
+        channel = connection.channel()
+        properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
+        channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, body=body, properties=properties)
+    finally:
+        connection.close()
+
+
+class ReplyQueue:
+    """A reply queue read with pika, for calls sent as raw bytes."""
+
+    def __init__(self, vhost):
+        import pika
+        parsed = urllib.parse.urlparse(AMQP_URL)
+        parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
+                                               credentials=pika.PlainCredentials(parsed.username, parsed.password))
+        self.connection = pika.BlockingConnection(parameters)
+        self.channel = self.connection.channel()
+        self.name = "reply_%s" % uuid.uuid4().hex
+        self.channel.queue_declare(self.name, arguments={"x-expires": 1800000})
+
+    def get(self, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            method, properties, body = self.channel.basic_get(self.name, auto_ack=True)
+            if method:
+                outer = json.loads(body)
+                return json.loads(outer["oslo.message"]) if "oslo.message" in outer else outer
+            self.connection.sleep(0.1)
+        raise AssertionError("no reply on %s within %ss" % (self.name, timeout))
+
+    def close(self):
+        self.connection.close()
+
+
+def envelope(message):
+    return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)}).encode()

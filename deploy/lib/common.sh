@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Shared helpers for deploy/*.sh: PATH, logging, package installation, free ports.
+# Source it; it defines functions and sets PATH, nothing else.
+
+# glance-api drags in python3-swiftclient, whose /usr/bin/swift would shadow the toolchain.
+export PATH=/opt/swift/usr/bin:$PATH
+export DEBIAN_FRONTEND=noninteractive
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export REPO_ROOT
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ensure_packages PACKAGE...: installs, with apt, those of the Debian packages that are missing.
+ensure_packages() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  log "installing ${missing[*]}"
+  $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# port_is_free PORT: nothing listens on 127.0.0.1:PORT.
+port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port FIRST LAST: prints the first free port in FIRST..LAST.
+free_port() {
+  local port
+  for port in $(seq "$1" "$2"); do
+    if port_is_free "$port"; then echo "$port"; return 0; fi
+  done
+  return 1
+}
+
+# require_swift: the toolchain is where the machine keeps it.
+require_swift() {
+  command -v swift >/dev/null || die "Swift is not at /opt/swift/usr/bin (see README: requirements)"
+}
