@@ -68,6 +68,12 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"]),
         .testTarget(name: "OsloMessagingTests", dependencies: ["OsloMessaging", "AMQP", "TestSupport"]),
+        .testTarget(name: "ImageServicesTests", dependencies: [
+            "ImageServices", "TestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "ImageWorkerTests", dependencies: [
+            "ImageWorker", "ImageServices", "OsloMessaging", "AMQP", "TestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
 
 
 

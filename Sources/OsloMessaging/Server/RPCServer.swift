@@ -1,6 +1,7 @@
 import AMQP
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// An oslo.messaging RPC server: takes requests from a transport, dispatches them to an endpoint
 /// with bounded concurrency, replies to calls (with call-monitor heartbeats when asked), and
@@ -53,30 +54,45 @@ public final class RPCServer: Service {
     public func run() async throws {
         try await transport.startConsuming()
         let limit = configuration.maximumConcurrentRequests
+        let running = RunningRequests()
         await withTaskGroup(of: Bool.self) { group in
-            var running = 0
+            // Requests added to the group and not yet reaped (finished ones included).
+            var unreaped = 0
             for await delivery in transport.requests.cancelOnGracefulShutdown() {
-                if running >= limit, await group.next() != nil { running -= 1 }
-                running += 1
-                group.addTask { await self.process(delivery); return false }
+                if unreaped >= limit, await group.next() != nil { unreaped -= 1 }
+                unreaped += 1
+                running.started()
+                group.addTask {
+                    await self.process(delivery)
+                    running.finished()
+                    return false
+                }
             }
             await transport.stopConsuming()
-            guard running > 0 else { return }
-            logger.info("waiting for running requests to finish", metadata: [
-                "running": "\(running)", "grace_seconds": "\(configuration.gracefulShutdownTimeout.components.seconds)",
-            ])
+            let stillRunning = running.count
+            if stillRunning > 0 {
+                logger.info("waiting for running requests to finish", metadata: [
+                    "running": "\(stillRunning)", "grace_seconds": "\(configuration.gracefulShutdownTimeout.components.seconds)",
+                ])
+            }
+            guard unreaped > 0 else { return }
             let grace = configuration.gracefulShutdownTimeout
             group.addTask {
-                try? await Task.sleep(for: grace)
-                return true
+                do {
+                    try await Task.sleep(for: grace)
+                    return true
+                } catch {
+                    return false  // every request finished first
+                }
             }
-            while let isTimer = await group.next() {
-                if isTimer {
-                    logger.warning("grace period over; cancelling the running requests, which the broker will redeliver", metadata: ["running": "\(running)"])
+            while let graceOver = await group.next() {
+                if graceOver {
+                    logger.warning("grace period over; cancelling the running requests, which the broker will redeliver",
+                                   metadata: ["running": "\(running.count)"])
                     group.cancelAll()
-                } else {
-                    running -= 1
-                    if running == 0 { group.cancelAll() }
+                } else if unreaped > 0 {
+                    unreaped -= 1
+                    if unreaped == 0 { group.cancelAll() }
                 }
             }
         }
@@ -180,4 +196,13 @@ public final class RPCServer: Service {
             throw CancellationError()
         }
     }
+}
+
+/// How many requests are being processed right now (finished ones excluded, unlike the task group).
+private final class RunningRequests: Sendable {
+    private let value = Atomic<Int>(0)
+
+    func started() { value.add(1, ordering: .relaxed) }
+    func finished() { value.subtract(1, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
 }

@@ -1,0 +1,249 @@
+import Foundation
+import Logging
+import Testing
+import TestSupport
+@testable import ImageServices
+
+@Suite("file:// images")
+struct FileImageServiceTests {
+    let context = ImageRequestContext(requestID: "req-test", logger: Logger(label: "test"))
+
+    /// A source folder (allowed) and a destination folder, both on the same file system.
+    struct Fixture {
+        let sources: TemporaryDirectory
+        let destination: TemporaryDirectory
+        let service: FileImageService
+
+        init(allowSources: Bool = true) throws {
+            sources = try TemporaryDirectory(prefix: "file-src")
+            destination = try TemporaryDirectory(prefix: "file-dst")
+            service = FileImageService(policy: FilePathPolicy(allowedPaths: allowSources ? [sources.path] : []))
+        }
+
+        func staging(in directory: String? = nil) throws -> StagingFile {
+            StagingFile(in: try DirectoryHandle(path: directory ?? destination.path), finalName: "disk")
+        }
+
+        func remove() {
+            sources.remove()
+            destination.remove()
+        }
+    }
+
+    func fetch(_ fixture: Fixture, _ href: String, into staging: StagingFile? = nil, algorithms: Set<HashAlgorithm> = [.sha256]) async throws -> (FetchedImage, StagingFile) {
+        let staging = try staging ?? fixture.staging()
+        let request = ImageFetchRequest(reference: try ImageReference(href), destination: staging, digestAlgorithms: algorithms, context: context)
+        return (try await fixture.service.fetch(request), staging)
+    }
+
+    func inode(_ path: String) throws -> UInt64 {
+        (try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as! NSNumber).uint64Value
+    }
+
+    @Test("same file system: a hard link sharing the inode, with the digest of the content")
+    func hardLink() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let source = try fixture.sources.write(Array("abc".utf8), to: "image.img")
+        let (fetched, staging) = try await fetch(fixture, "file://" + source, algorithms: [.sha256, .md5])
+        try staging.commit()
+        #expect(fetched.transfer == .hardlink)
+        #expect(fetched.bytesTransferred == 0)
+        #expect(fetched.size == 3)
+        #expect(fetched.digests[.sha256] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(fetched.digests[.md5] == "900150983cd24fb0d6963f7d28e17f72")
+        #expect(fetched.metadata.noCache)
+        #expect(try inode(staging.finalPath) == inode(source))
+        #expect(try fixture.destination.path.isEmpty == false)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.destination.path) == ["disk"])
+    }
+
+    @Test("another file system: a copy with the same bytes")
+    func copyAcrossFileSystems() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let shm = "/dev/shm/image-worker-test-\(uniqueHex())"
+        try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let source = try fixture.sources.write(bytes, to: "big.img")
+        let (fetched, staging) = try await fetch(fixture, "file://" + source, into: try fixture.staging(in: shm))
+        try staging.commit()
+        #expect(fetched.transfer == .copy)
+        #expect(fetched.bytesTransferred == 3_000_000)
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: staging.finalPath))) == bytes)
+        #expect(try inode(staging.finalPath) != inode(source))
+    }
+
+    @Test("a percent-encoded name and a literal name with spaces and non-ASCII both work")
+    func namesWithSpaces() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let source = try fixture.sources.write([1, 2, 3], to: "mon image é.img")
+        let encoded = source.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!
+        #expect(encoded != source)
+        for href in ["file://" + source, "file://" + encoded, "file://localhost" + source] {
+            let (fetched, staging) = try await fetch(fixture, href)
+            staging.discard()
+            #expect(fetched.size == 3)
+        }
+    }
+
+    @Test("hostile references are refused before anything is written", arguments: [
+        ("file:///etc/passwd", "The path /etc is not permitted in file URLs"),
+        ("file:///dev/zero", "The path /dev is not permitted in file URLs"),
+        ("file:///proc/self/environ", "The path /proc is not permitted in file URLs"),
+        ("file://otherhost/srv/x.img", "host 'otherhost' is not supported"),
+        ("file:relative/x.img", "need an absolute path"),
+    ])
+    func hostile(href: String, expected: String) async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        await #expect {
+            _ = try await fetch(fixture, href)
+        } throws: { error in
+            let error = error as? IronicError
+            return error?.code == .imageRefValidationFailed && error?.message.contains(expected) == true
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.destination.path).isEmpty)
+    }
+
+    @Test("symlinks are followed only to where the policy allows")
+    func symlinks() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let outside = try TemporaryDirectory(prefix: "file-outside")
+        defer { outside.remove() }
+        let secret = try outside.write(Array("secret".utf8), to: "secret.img")
+        try FileManager.default.createSymbolicLink(atPath: fixture.sources.appending("to-etc"), withDestinationPath: "/etc/hostname")
+        try FileManager.default.createSymbolicLink(atPath: fixture.sources.appending("to-outside"), withDestinationPath: secret)
+        let inside = try fixture.sources.write([7], to: "real.img")
+        try FileManager.default.createSymbolicLink(atPath: fixture.sources.appending("to-inside"), withDestinationPath: inside)
+
+        await #expect { _ = try await fetch(fixture, "file://" + fixture.sources.appending("to-etc")) } throws: {
+            ($0 as? IronicError)?.message.contains("/etc is not permitted") == true
+        }
+        await #expect { _ = try await fetch(fixture, "file://" + fixture.sources.appending("to-outside")) } throws: {
+            ($0 as? IronicError)?.message.contains("is not allowed for image source file URLs") == true
+        }
+        let (fetched, staging) = try await fetch(fixture, "file://" + fixture.sources.appending("to-inside"))
+        try staging.commit()
+        #expect(try inode(staging.finalPath) == inode(inside))
+        #expect(fetched.size == 1)
+    }
+
+    @Test("only regular files: directories, FIFOs and missing files are refused")
+    func notRegularFiles() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let folder = fixture.sources.appending("folder")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let fifo = fixture.sources.appending("fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for (path, expected) in [(folder, "not a regular file"), (fifo, "not a regular file"), (fixture.sources.appending("missing"), "Specified image file not found.")] {
+            await #expect {
+                _ = try await fetch(fixture, "file://" + path)
+            } throws: { ($0 as? IronicError)?.message.contains(expected) == true }
+        }
+    }
+
+    @Test("an empty allow list turns file:// off")
+    func emptyAllowList() async throws {
+        let fixture = try Fixture(allowSources: false)
+        defer { fixture.remove() }
+        let source = try fixture.sources.write([1], to: "x.img")
+        await #expect { _ = try await fetch(fixture, "file://" + source) } throws: {
+            ($0 as? IronicError)?.message.contains("is not allowed for image source file URLs") == true
+        }
+    }
+
+    @Test("show reports size, modification time and no_cache")
+    func show() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let source = try fixture.sources.write(Array(repeating: 0, count: 1234), to: "s.img")
+        let metadata = try await fixture.service.show(try ImageReference("file://" + source), context: context)
+        #expect(metadata.size == 1234)
+        #expect(metadata.noCache)
+        let modified = try FileManager.default.attributesOfItem(atPath: source)[.modificationDate] as! Date
+        #expect(abs(Double(metadata.updatedAtMicroseconds ?? 0) / 1e6 - modified.timeIntervalSince1970) < 1)
+    }
+}
+
+@Suite("path policy")
+struct FilePathPolicyTests {
+    @Test("blocked prefixes respect path boundaries")
+    func boundaries() {
+        let policy = FilePathPolicy(allowedPaths: ["/"])
+        #expect(throws: IronicError.self) { try policy.check("/dev", reference: "r") }
+        #expect(throws: IronicError.self) { try policy.check("/etc/x", reference: "r") }
+        #expect(throws: Never.self) { try policy.check("/devices/x", reference: "r") }
+        #expect(throws: Never.self) { try policy.check("/etcetera", reference: "r") }
+    }
+
+    @Test("allowed prefixes respect path boundaries and are normalised")
+    func allowed() {
+        let policy = FilePathPolicy(allowedPaths: ["/srv/images/", "/var/lib/ironic"])
+        #expect(policy.allowedPaths == ["/srv/images", "/var/lib/ironic"])
+        #expect(throws: Never.self) { try policy.check("/srv/images/a.img", reference: "r") }
+        #expect(throws: IronicError.self) { try policy.check("/srv/images-other/a.img", reference: "r") }
+    }
+
+    @Test("normalising removes dots, double dots and repeated slashes")
+    func normalise() {
+        #expect(FilePathPolicy.normalize("/srv//a/./b/../c/") == "/srv/a/c")
+        #expect(FilePathPolicy.normalize("/../../etc") == "/etc")
+    }
+}
+
+@Suite("staging files")
+struct StagingFileTests {
+    @Test("commit replaces the final name atomically; discard leaves nothing")
+    func commitAndDiscard() throws {
+        let folder = try TemporaryDirectory(prefix: "staging")
+        defer { folder.remove() }
+        try folder.write([1], to: "disk")
+        let directory = try DirectoryHandle(path: folder.path)
+        let staging = StagingFile(in: directory, finalName: "disk")
+        let output = try staging.create()
+        _ = [UInt8]([2, 2]).withUnsafeBytes { write(output.rawValue, $0.baseAddress, 2) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).count == 2)
+        try staging.commit()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: folder.appending("disk"))) == Data([2, 2]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["disk"])
+        let other = StagingFile(in: directory, finalName: "kernel")
+        _ = try other.create()
+        other.discard()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["disk"])
+    }
+
+    @Test("committing a second link to the same inode leaves no temporary name behind")
+    func sameInode() throws {
+        let folder = try TemporaryDirectory(prefix: "staging")
+        defer { folder.remove() }
+        let source = try folder.write([9], to: "source")
+        let directory = try DirectoryHandle(path: folder.path)
+        let fd = open(source, O_RDONLY)
+        let descriptor = OwnedDescriptor(fd)
+        for _ in 0..<2 {
+            let staging = StagingFile(in: directory, finalName: "disk")
+            try staging.link(from: descriptor)
+            try staging.commit()
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == ["disk", "source"])
+    }
+
+    @Test("removing a tree never follows symlinks out of it")
+    func removeTree() throws {
+        let folder = try TemporaryDirectory(prefix: "tree")
+        let outside = try TemporaryDirectory(prefix: "outside")
+        defer { folder.remove(); outside.remove() }
+        let kept = try outside.write([1], to: "keep")
+        try folder.write([1], to: "node/disk")
+        try FileManager.default.createSymbolicLink(atPath: folder.appending("node/escape"), withDestinationPath: outside.path)
+        let directory = try DirectoryHandle(path: folder.path)
+        try directory.removeTree("node")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+        #expect(FileManager.default.fileExists(atPath: kept))
+    }
+}

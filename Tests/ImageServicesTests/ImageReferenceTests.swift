@@ -1,0 +1,69 @@
+import Testing
+@testable import ImageServices
+
+@Suite("image references")
+struct ImageReferenceTests {
+    @Test("schemes pick the service; bare UUIDs are Glance", arguments: [
+        ("1be26c0b-03f2-4d2e-ae87-c02d7f33c123", "glance"),
+        ("1BE26C0B03F24D2EAE87C02D7F33C123", "glance"),
+        ("glance://region/1be26c0b-03f2-4d2e-ae87-c02d7f33c123", "glance"),
+        ("HTTPS://example.com/x.img", "https"),
+        ("file:///srv/x.img", "file"),
+        ("oci://quay.io/a/b@sha256:00", "oci"),
+    ])
+    func schemes(text: String, scheme: String) throws {
+        #expect(try ImageReference(text).scheme == scheme)
+    }
+
+    @Test("a scheme-less reference that is not a UUID is refused as Ironic does")
+    func schemeless() {
+        #expect {
+            _ = try ImageReference("my-image")
+        } throws: { error in
+            let error = error as? IronicError
+            return error?.code == .imageRefValidationFailed && error?.message.contains("Scheme-less image href is not a UUID.") == true
+        }
+    }
+
+    @Test("control characters are refused, empty references are missing")
+    func hostileText() {
+        #expect(throws: IronicError.self) { _ = try ImageReference("file:///a\nb") }
+        #expect { _ = try ImageReference("") } throws: { ($0 as? IronicError)?.code == .missingParameterValue }
+    }
+
+    @Test("redaction removes user-info and secret query values", arguments: [
+        ("https://user:pa55@host.example/i.img", "https://host.example/i.img"),
+        ("https://host/i.img?temp_url_sig=abc&temp_url_expires=1", "https://host/i.img?temp_url_sig=***&temp_url_expires=1"),
+        ("https://b.s3/i?X-Amz-Signature=s&X-Amz-Credential=c&x=1", "https://b.s3/i?X-Amz-Signature=***&X-Amz-Credential=***&x=1"),
+        ("http://h/i?token=t&api_key=k&password=p&secret=s&sig=z", "http://h/i?token=***&api_key=***&password=***&secret=***&sig=***"),
+        ("file:///srv/x.img", "file:///srv/x.img"),
+    ])
+    func redaction(text: String, expected: String) throws {
+        let reference = try ImageReference(text)
+        #expect(reference.redacted == expected)
+        #expect(reference.description == expected)
+        #expect(reference.original == text)
+    }
+
+    @Test("UUIDs are recognised in Ironic's forms and made canonical")
+    func uuids() {
+        #expect(UUIDText.canonical("1BE26C0B-03F2-4D2E-AE87-C02D7F33C123") == "1be26c0b-03f2-4d2e-ae87-c02d7f33c123")
+        #expect(UUIDText.canonical("1be26c0b03f24d2eae87c02d7f33c123") == "1be26c0b-03f2-4d2e-ae87-c02d7f33c123")
+        #expect(UUIDText.canonical("../../etc") == nil)
+        #expect(UUIDText.canonical("1be26c0b-03f2-4d2e-ae87-c02d7f33c12g") == nil)
+        #expect(UUIDText.canonical("1be26c0b_03f2-4d2e-ae87-c02d7f33c123") == nil)
+    }
+
+    @Test("the registry refuses schemes nobody serves with Ironic's message")
+    func registry() throws {
+        var registry = ImageServiceRegistry()
+        registry.register(FileImageService(policy: FilePathPolicy(allowedPaths: ["/tmp"])))
+        #expect(registry.schemes == ["file"])
+        #expect(try registry.service(for: ImageReference("file:///tmp/x")).name == "file")
+        #expect {
+            _ = try registry.service(for: ImageReference("usenet://x/y"))
+        } throws: { error in
+            (error as? IronicError)?.message.contains("Image download protocol usenet is not supported.") == true
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import AMQP
+import Testing
+@testable import ImageWorker
+
+@Suite("configuration")
+struct ConfigurationTests {
+    func load(_ text: String, environment: [String: String] = [:], overrides: [String] = []) throws -> WorkerConfiguration {
+        let file = try INIFile(text: text, file: "test.conf")
+        return try WorkerConfiguration.load(ConfigurationSources(files: [file], environment: environment,
+                                                                 overrides: try overrides.map { try ConfigurationSources.parseOverride($0) }))
+    }
+
+    func reason(_ text: String, overrides: [String] = []) -> String {
+        do {
+            _ = try load(text, overrides: overrides)
+            return "accepted"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test("INI: sections, comments, continuation lines and repeated options")
+    func ini() throws {
+        let file = try INIFile(text: """
+            # comment
+            [DEFAULT]
+            host = a
+            ; another comment
+            host: b
+            [conductor]
+            file_url_allowed_paths = /a,
+               /b
+            """, file: "f")
+        #expect(file.values(section: "DEFAULT", name: "host") == ["a", "b"])
+        #expect(file.values(section: "conductor", name: "file_url_allowed_paths") == ["/a,\n/b"])
+    }
+
+    @Test("INI errors name the file and line", arguments: [
+        ("host = a", "f:1: an option comes before any [section]"),
+        ("[DEFAULT]\njust words", "f:2: expected 'name = value'"),
+        ("[DEFAULT\nx = 1", "f:1: a section header must look like [name]"),
+        ("  indented = 1", "f:1: an indented line continues nothing"),
+    ])
+    func iniErrors(text: String, expected: String) {
+        #expect { _ = try INIFile(text: text, file: "f") } throws: { "\($0)" == expected }
+    }
+
+    @Test("defaults are Ironic's and oslo's")
+    func defaults() throws {
+        let configuration = try load("[DEFAULT]\nhost = w1\n")
+        #expect(configuration.controlExchange == "ironic")
+        #expect(configuration.topic == "ironic.image_worker")
+        #expect(configuration.notificationTopics == ["ironic_versioned_notifications"])
+        #expect(configuration.fileURLAllowedPaths == ["/var/lib/ironic"])
+        #expect(configuration.maxConcurrentDownloads == 20)
+        #expect(configuration.heartbeatTimeoutThreshold == 60)
+        #expect(configuration.queueOptions == .init())
+        #expect(configuration.allowMD5Checksum)
+        #expect(configuration.publisherID == "image-worker.w1")
+        #expect(configuration.transportURL.endpoints == [AMQPEndpoint(host: "localhost")])
+    }
+
+    @Test("an existing ironic.conf is read as it is: unknown sections and options are ignored")
+    func unknownOptionsIgnored() throws {
+        let configuration = try load("""
+            [DEFAULT]
+            transport_url = rabbit://u:p@broker:5673/ironic
+            enabled_hardware_types = ipmi
+            host = conductor-1
+            [database]
+            connection = mysql+pymysql://x
+            [oslo_messaging_rabbit]
+            amqp_durable_queues = true
+            rabbit_quorum_queue = True
+            rabbit_quorum_delivery_limit = 5
+            """)
+        #expect(configuration.host == "conductor-1")
+        #expect(configuration.queueOptions.durable)
+        #expect(configuration.queueOptions.quorumDeliveryLimit == 5)
+        #expect(configuration.transportURL.endpoints.first?.virtualHost == "ironic")
+    }
+
+    @Test("precedence: later files, then OS_<SECTION>__<OPTION>, then overrides")
+    func precedence() throws {
+        let first = try INIFile(text: "[image_worker]\ntopic = one\nmax_concurrent_downloads = 3\nprogress_interval = 2", file: "a")
+        let second = try INIFile(text: "[image_worker]\ntopic = two\n[DEFAULT]\nhost = h", file: "b")
+        let sources = ConfigurationSources(files: [first, second], environment: ["OS_IMAGE_WORKER__MAX_CONCURRENT_DOWNLOADS": "7"],
+                                           overrides: [try ConfigurationSources.parseOverride("image_worker.progress_interval=0.5")])
+        let configuration = try WorkerConfiguration.load(sources)
+        #expect(configuration.topic == "two")
+        #expect(configuration.maxConcurrentDownloads == 7)
+        #expect(configuration.progressInterval == .milliseconds(500))
+    }
+
+    @Test("the transport URL's query overrides the rabbit options, as in oslo")
+    func urlQueryOptions() throws {
+        let configuration = try load("[DEFAULT]\nhost = h\ntransport_url = rabbit://u:p@b:5672/?amqp_durable_queues=true\n[oslo_messaging_rabbit]\namqp_durable_queues = false")
+        #expect(configuration.queueOptions.durableQueues)
+    }
+
+    @Test("a bad value is refused with the section, the option and the problem", arguments: [
+        ("[DEFAULT]\ntransport_url = http://x", "[DEFAULT] transport_url: transport_url scheme 'http' is not supported"),
+        ("[oslo_messaging_rabbit]\namqp_durable_queues = maybe", "[oslo_messaging_rabbit] amqp_durable_queues: 'maybe' is not a boolean"),
+        ("[image_worker]\nmax_concurrent_downloads = 0", "[image_worker] max_concurrent_downloads: 0 is outside 1...1000"),
+        ("[image_worker]\nmax_concurrent_downloads = lots", "[image_worker] max_concurrent_downloads: 'lots' is not an integer"),
+        ("[image_worker]\nimages_dir = relative/dir", "[image_worker] images_dir: 'relative/dir' is not an absolute path"),
+        ("[conductor]\nfile_url_allowed_paths = /srv/../etc", "[conductor] file_url_allowed_paths: '/srv/../etc' is not an absolute path"),
+        ("[DEFAULT]\nhost = bad host", "[DEFAULT] host: 'bad host' must be"),
+        ("[image_worker]\ntopic = a*b", "[image_worker] topic: 'a*b' must be"),
+        ("[oslo_messaging_rabbit]\nssl = true\nssl_ca_file = /nonexistent/ca.pem", "[oslo_messaging_rabbit] ssl_ca_file: '/nonexistent/ca.pem' cannot be read"),
+        ("[image_worker]\nlog_level = loud", "[image_worker] log_level: 'loud' is not one of"),
+        ("[image_worker]\nprogress_interval = 0", "[image_worker] progress_interval: 0.0 is outside"),
+    ])
+    func refused(text: String, expected: String) {
+        #expect(reason("[DEFAULT]\nhost = h\n" + text).hasPrefix(expected))
+    }
+
+    @Test("overrides must look like section.option=value")
+    func badOverride() {
+        #expect(throws: ConfigurationError.self) { _ = try ConfigurationSources.parseOverride("nodot=1") }
+        #expect(throws: ConfigurationError.self) { _ = try ConfigurationSources.parseOverride("section.option") }
+        let parsed = try? ConfigurationSources.parseOverride("DEFAULT.transport_url=rabbit://a=b@h/")
+        #expect(parsed?.section == "DEFAULT")
+        #expect(parsed?.name == "transport_url")
+        #expect(parsed?.value == "rabbit://a=b@h/")
+    }
+
+    @Test("the RPC topology follows the options")
+    func topology() throws {
+        let configuration = try load("[DEFAULT]\nhost = w1\ncontrol_exchange = ex\n[oslo_messaging_rabbit]\nrabbit_quorum_queue = true")
+        let topology = configuration.rpcTopology()
+        #expect(topology.exchange == "ex")
+        #expect(topology.serverQueueName == "ironic.image_worker.w1")
+        #expect(topology.queues[0].durable)
+        #expect(topology.queues[0].arguments == ["x-queue-type": .longString("quorum")])
+        #expect(topology.queues[2].arguments == ["x-expires": .int32(1_800_000)])
+        #expect(topology.queues[2].durable == false)
+        #expect(topology.exchanges[1] == AMQPExchangeDeclaration(name: "ironic.image_worker_fanout", type: .fanout, durable: false, autoDelete: true))
+    }
+}

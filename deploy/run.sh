@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs the worker on this machine with local defaults:
+#   - installs what is missing (librabbitmq, and RabbitMQ unless a transport URL is given),
+#   - builds the release binary,
+#   - starts a private RabbitMQ node on loopback unless TRANSPORT_URL (or --transport-url) names a broker,
+#   - runs `image-worker serve` in the foreground; Ctrl-C stops the worker and then the broker.
+#
+# State lives in .run/ at the top of the repository (override with IMAGE_WORKER_STATE_DIR):
+#   .run/image-worker.conf   the configuration it runs with (pass it to `image-worker call/cast/events`)
+#   .run/images/<node>/      fetched images          .run/sources/   a folder file:// images may come from
+# Extra arguments go to `image-worker serve` (e.g. --set image_worker.max_concurrent_downloads=5).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+
+TRANSPORT_URL=${TRANSPORT_URL:-}
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --transport-url) TRANSPORT_URL=$2; shift 2 ;;
+    --transport-url=*) TRANSPORT_URL=${1#*=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+STATE_DIR=${IMAGE_WORKER_STATE_DIR:-$REPO_ROOT/.run}
+mkdir -p "$STATE_DIR/images" "$STATE_DIR/sources"
+
+require_swift
+ensure_packages pkg-config librabbitmq-dev
+cd "$REPO_ROOT"
+log "building the release binary (the first build takes a few minutes)"
+swift build -c release --product image-worker
+BIN=$REPO_ROOT/.build/release/image-worker
+
+if [ -z "$TRANSPORT_URL" ]; then
+  export AMQP_PORT=${AMQP_PORT:-}
+  if [ -z "$AMQP_PORT" ] && port_is_free 5672 && port_is_free 25672; then AMQP_PORT=5672; fi
+  BROKER_DIR=$STATE_DIR/rabbitmq
+  rm -rf "$BROKER_DIR"
+  broker_start
+  trap broker_stop EXIT
+  TRANSPORT_URL=$RABBIT_TRANSPORT_URL
+fi
+
+cat > "$STATE_DIR/image-worker.conf" <<CONF
+# Written by deploy/run.sh; edit deploy/run.sh's defaults or pass --set to change them.
+[DEFAULT]
+transport_url = $TRANSPORT_URL
+host = $(hostname -s 2>/dev/null || echo local)
+
+[conductor]
+file_url_allowed_paths = $STATE_DIR/sources,/var/lib/ironic
+
+[image_worker]
+images_dir = $STATE_DIR/images
+CONF
+
+log "worker configuration: $STATE_DIR/image-worker.conf"
+log "put images in $STATE_DIR/sources; they land in $STATE_DIR/images/<node_uuid>/"
+log "send a task from another terminal:  $BIN call --config-file $STATE_DIR/image-worker.conf fetch_image '{...}'"
+# Not exec: the EXIT trap must stop the broker after the worker has gone.
+"$BIN" serve --config-file "$STATE_DIR/image-worker.conf" "${args[@]}" &
+worker=$!
+trap 'kill -TERM $worker 2>/dev/null || true' INT TERM
+status=0
+wait $worker || status=$?
+# A signal interrupts the first wait; wait again for the worker's own exit.
+if kill -0 $worker 2>/dev/null; then wait $worker || status=$?; fi
+exit $status

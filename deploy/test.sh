@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test of image-worker on this machine:
+#   1. installs the Debian packages the tests need (RabbitMQ, librabbitmq, oslo.messaging, …),
+#   2. builds the package and its tests,
+#   3. starts a private RabbitMQ node on a free loopback port (stopped again on exit),
+#   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
+#      real worker binary with the real oslo.messaging client and notification listener.
+# Under CI=true an integration suite that cannot reach its server fails instead of skipping.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+
+require_swift
+ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl \
+  python3-oslo.messaging python3-pika python3-ironic
+cd "$REPO_ROOT"
+
+cleanup() {
+  local status=$?
+  pkill -f "$REPO_ROOT/.build/debug/image-worker serve" 2>/dev/null || true
+  broker_stop
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+log "building (debug, with tests)"
+swift build --build-tests
+
+broker_start
+export IMAGE_WORKER_TEST_AMQP_URL=$RABBIT_TRANSPORT_URL
+export IMAGE_WORKER_TEST_BROKER_CTL=$REPO_ROOT/deploy/lib/rabbitmq.sh
+export IMAGE_WORKER_BIN=$REPO_ROOT/.build/debug/image-worker
+export BROKER_DIR
+
+log "Swift test suites"
+swift test --skip-build
+
+log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
+# The broker-loss suite restarts the shared broker, so it runs last.
+(cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
+  test_fetch_interop test_bad_input test_topology test_broker_loss)
+
+log "all tests passed"
