@@ -9,16 +9,19 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+source "$REPO_ROOT/deploy/lib/tls.sh"
 
 require_swift
 ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl \
   python3-oslo.messaging python3-pika python3-ironic
 cd "$REPO_ROOT"
 
+WORK_DIR=$(mktemp -d /tmp/image-worker-test.XXXXXX)
 cleanup() {
   local status=$?
   pkill -f "$REPO_ROOT/.build/debug/image-worker serve" 2>/dev/null || true
   broker_stop
+  rm -rf "$WORK_DIR"
   exit $status
 }
 trap cleanup EXIT INT TERM
@@ -26,8 +29,14 @@ trap cleanup EXIT INT TERM
 log "building (debug, with tests)"
 swift build --build-tests
 
+make_test_certificates "$WORK_DIR/tls"
+BROKER_TLS_DIR=$WORK_DIR/tls
+AMQP_TLS_PORT=$(free_port 5781 5880) || die "no free port for the TLS listener"
 broker_start
 export IMAGE_WORKER_TEST_AMQP_URL=$RABBIT_TRANSPORT_URL
+# TLS: certificates name localhost (librabbitmq checks DNS names only)
+export IMAGE_WORKER_TEST_AMQPS_URL="amqps://guest:guest@localhost:$AMQP_TLS_PORT/"
+export IMAGE_WORKER_TEST_TLS_DIR=$BROKER_TLS_DIR
 export IMAGE_WORKER_TEST_BROKER_CTL=$REPO_ROOT/deploy/lib/rabbitmq.sh
 export IMAGE_WORKER_BIN=$REPO_ROOT/.build/debug/image-worker
 export BROKER_DIR
@@ -38,6 +47,6 @@ swift test --skip-build
 log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
 # The broker-loss suite restarts the shared broker, so it runs last.
 (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
-  test_fetch_interop test_bad_input test_topology test_broker_loss)
+  test_fetch_interop test_bad_input test_topology test_tls test_broker_loss)
 
 log "all tests passed"

@@ -1,4 +1,4 @@
-import AMQP
+@testable import AMQP
 import Logging
 import Testing
 import TestSupport
@@ -150,6 +150,30 @@ struct AMQPConnectionIntegrationTests {
         #expect(delivery.body == Array("again".utf8))
         #expect(delivery.connectionGeneration == connection.generation)
         await connection.ack(delivery)
+    }
+
+    @Test("TLS: the broker is verified against the configured CA; another CA is refused")
+    func tls() async throws {
+        let url = try IntegrationEnvironment.require("IMAGE_WORKER_TEST_AMQPS_URL", for: "RabbitMQ's TLS listener")
+        let certificates = try IntegrationEnvironment.require("IMAGE_WORKER_TEST_TLS_DIR", for: "the test certificates")
+        let endpoints = try TransportURL(parsing: url).endpoints
+        #expect(endpoints.allSatisfy { $0.useTLS })
+        let trusted = AMQPConfiguration(endpoints: endpoints, tls: AMQPTLSConfiguration(caFile: certificates + "/ca.pem"), connectionName: "amqp-test-tls")
+        let connection = AMQPConnection(configuration: trusted, label: "tls", logger: logger)
+        connection.start()
+        defer { Task { await connection.close() } }
+        let queue = "amqp-test-tls-\(uniqueHex())"
+        try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(10_000)]))
+        try await connection.consume(queue: queue)
+        #expect(try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: Array("over tls".utf8))) == .confirmed)
+        #expect(try await nextDelivery(connection).body == Array("over tls".utf8))
+
+        let untrusted = AMQPConfiguration(endpoints: endpoints, tls: AMQPTLSConfiguration(caFile: certificates + "/other-ca.pem"))
+        #expect {
+            _ = try LibRabbitMQConnection(endpoint: endpoints[0], configuration: untrusted)
+        } throws: { error in
+            (error as? AMQPError)?.code == .connectionFailed
+        }
     }
 
     @Test("closing fails queued publishes and finishes the delivery stream")

@@ -98,6 +98,18 @@ struct ConfigurationTests {
         #expect(configuration.queueOptions.durableQueues)
     }
 
+    @Test("ssl in [oslo_messaging_rabbit] or ?ssl=1 in the URL puts every endpoint on TLS")
+    func tls() throws {
+        let fromOption = try load("[DEFAULT]\nhost = h\ntransport_url = rabbit://u:p@a:5671,u:p@b:5671/\n[oslo_messaging_rabbit]\nssl = true")
+        #expect(fromOption.transportURL.endpoints.allSatisfy { $0.useTLS })
+        #expect(fromOption.tls != nil)
+        let fromQuery = try load("[DEFAULT]\nhost = h\ntransport_url = rabbit://u:p@a:5671/?ssl=1")
+        #expect(fromQuery.amqpConfiguration.endpoints.allSatisfy { $0.useTLS })
+        let plain = try load("[DEFAULT]\nhost = h\ntransport_url = rabbit://u:p@a:5672/")
+        #expect(plain.tls == nil)
+        #expect(plain.transportURL.endpoints.allSatisfy { !$0.useTLS })
+    }
+
     @Test("a bad value is refused with the section, the option and the problem", arguments: [
         ("[DEFAULT]\ntransport_url = http://x", "[DEFAULT] transport_url: transport_url scheme 'http' is not supported"),
         ("[oslo_messaging_rabbit]\namqp_durable_queues = maybe", "[oslo_messaging_rabbit] amqp_durable_queues: 'maybe' is not a boolean"),

@@ -53,7 +53,7 @@ public struct WorkerConfiguration: Sendable {
     /// Reads and checks the configuration.
     public static func load(_ sources: ConfigurationSources) throws(ConfigurationError) -> WorkerConfiguration {
         let urlText = sources.string("DEFAULT", "transport_url", default: "rabbit://guest:guest@localhost:5672/")
-        let transportURL: TransportURL
+        var transportURL: TransportURL
         do {
             transportURL = try TransportURL(parsing: urlText)
         } catch {
@@ -79,6 +79,7 @@ public struct WorkerConfiguration: Sendable {
         let useTLS = try rabbitBool("ssl", false) || transportURL.endpoints.contains { $0.useTLS }
         var tls: AMQPTLSConfiguration? = nil
         if useTLS {
+            for index in transportURL.endpoints.indices { transportURL.endpoints[index].useTLS = true }
             tls = AMQPTLSConfiguration(
                 caFile: try readableFile(sources, rabbit, "ssl_ca_file"),
                 certificateFile: try readableFile(sources, rabbit, "ssl_cert_file"),
