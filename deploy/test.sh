@@ -4,7 +4,8 @@
 #   2. builds the package and its tests,
 #   3. starts a private RabbitMQ node on a free loopback port (stopped again on exit),
 #   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
-#      real worker binary with the real oslo.messaging client and notification listener.
+#      real worker binary with the real oslo.messaging client and notification listener,
+#   5. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
 # Under CI=true an integration suite that cannot reach its server fails instead of skipping.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -48,5 +49,8 @@ log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
 # The broker-loss suite restarts the shared broker, so it runs last.
 (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
   test_fetch_interop test_bad_input test_topology test_tls test_broker_loss)
+
+log "the README's quick start: deploy/run.sh, the first task, Ctrl-C (builds the release binary)"
+Tests/RunScript/test_run_script.sh
 
 log "all tests passed"

@@ -132,6 +132,29 @@ struct FileImageServiceTests {
         #expect(fetched.size == 1)
     }
 
+    @Test("an allowed folder that is itself a symlink allows the files in its target")
+    func allowedFolderIsALink() async throws {
+        let target = try TemporaryDirectory(prefix: "file-target")
+        let links = try TemporaryDirectory(prefix: "file-links")
+        let destination = try TemporaryDirectory(prefix: "file-dst")
+        defer { target.remove(); links.remove(); destination.remove() }
+        let allowed = links.appending("ironic")
+        try FileManager.default.createSymbolicLink(atPath: allowed, withDestinationPath: target.path)
+        let source = try target.write([4, 2], to: "image.img")
+        let service = FileImageService(policy: FilePathPolicy(allowedPaths: [allowed]))
+        let staging = StagingFile(in: try DirectoryHandle(path: destination.path), finalName: "disk")
+        let request = ImageFetchRequest(reference: try ImageReference("file://\(allowed)/image.img"), destination: staging,
+                                        digestAlgorithms: [.sha256], context: context)
+        let fetched = try await service.fetch(request)
+        staging.discard()
+        #expect(fetched.size == 2)
+        // The target folder as written is not in the allow list, so it stays closed.
+        let direct = ImageFetchRequest(reference: try ImageReference("file://" + source), destination: staging, digestAlgorithms: [.sha256], context: context)
+        await #expect { _ = try await service.fetch(direct) } throws: {
+            ($0 as? IronicError)?.message.contains("is not allowed for image source file URLs") == true
+        }
+    }
+
     @Test("only regular files: directories, FIFOs and missing files are refused")
     func notRegularFiles() async throws {
         let fixture = try Fixture()

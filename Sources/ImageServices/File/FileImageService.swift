@@ -89,8 +89,11 @@ public struct FileImageService: ImageService {
             throw IronicError.validationFailed(shown, "Specified image file not found.")
         }
         let resolved = try resolvedPath(requested, reference: shown)
+        // The path as written must be allowed (Ironic's rule), and so must the file it leads to;
+        // an allowed folder that is itself a symlink allows what lies in its target.
+        let resolvedAllowed = policy.allowedPaths.compactMap { try? resolvedPath($0, reference: shown) }
         try policy.check(FilePathPolicy.normalize(requested), reference: shown)
-        try policy.check(resolved, reference: shown)
+        try policy.check(resolved, reference: shown, resolvedAllowedPaths: resolvedAllowed)
 
         let fd = Glibc.open(resolved, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -105,7 +108,7 @@ public struct FileImageService: ImageService {
         }
         // What was opened is what the kernel says, whatever happened to the path meanwhile.
         let opened = try descriptor.currentPath()
-        try policy.check(opened, reference: shown)
+        try policy.check(opened, reference: shown, resolvedAllowedPaths: resolvedAllowed)
         let metadata = ImageMetadata(size: Int64(info.st_size), updatedAtMicroseconds: info.modificationMicroseconds, noCache: true)
         return OpenFile(descriptor: descriptor, path: opened, metadata: metadata)
     }

@@ -21,9 +21,12 @@ public struct FilePathPolicy: Sendable, Hashable {
     }
 
     /// Throws Ironic's error when `path` is blocked or outside every allowed prefix.
-    public func check(_ path: String, reference: String) throws(IronicError) {
+    ///
+    /// - Parameter resolvedAllowedPaths: the allowed paths with their symlinks resolved, for
+    ///   checking a path whose symlinks were resolved (an allowed folder may itself be a link).
+    public func check(_ path: String, reference: String, resolvedAllowedPaths: [String] = []) throws(IronicError) {
         try checkNotBlocked(path, reference: reference)
-        guard allowedPaths.contains(where: { Self.isUnder(path, $0) }) else {
+        guard (allowedPaths + resolvedAllowedPaths).contains(where: { Self.isUnder(path, $0) }) else {
             throw IronicError.validationFailed(reference, "Security: Path \(path) is not allowed for image source file URLs")
         }
     }
