@@ -1,3 +1,5 @@
+import Foundation
+
 /// oslo.messaging's `transport_url`, parsed:
 /// `rabbit://user:pass@host1:5672,user:pass@host2:5672/vhost?ssl=1`.
 ///
@@ -24,7 +26,7 @@ public struct TransportURL: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a transport URL; the error names what is wrong without echoing the password.
     public init(parsing text: String) throws(AMQPError) {
-        let trimmed = text.trimmingWhitespace()
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard let schemeEnd = trimmed.firstRange(of: "://") else {
             throw AMQPError(.invalidArgument, "transport_url must look like rabbit://user:password@host:5672/vhost")
         }
@@ -165,14 +167,5 @@ private func hexValue(_ byte: UInt8) -> UInt8? {
     case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
     case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
     default: nil
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return String(String.UnicodeScalarView(scalars[first...last]))
     }
 }

@@ -229,6 +229,37 @@ class EventListener:
         self.transport.cleanup()
 
 
+class WorkerSuite(unittest.TestCase):
+    """A suite around one worker in its own vhost, with a conductor and a notification listener.
+    Files under `cls.sources` may be fetched with file://. The worker must exit 0 on SIGTERM."""
+
+    vhost_prefix = "suite"
+
+    @classmethod
+    def setUpClass(cls):
+        require_environment()
+        cls.vhost = new_vhost(cls.vhost_prefix)
+        cls.sources = tempfile.mkdtemp(prefix="iw-%s-" % cls.vhost_prefix)
+        cls.worker = Worker(cls.vhost, allowed_paths=[cls.sources])
+        try:
+            cls.worker.start()
+            cls.conductor = Conductor(cls.vhost)
+            cls.events = EventListener(cls.vhost)
+        except BaseException:
+            cls.worker.cleanup()
+            shutil.rmtree(cls.sources, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.events.stop()
+        cls.conductor.close()
+        status = cls.worker.stop()
+        cls.worker.cleanup()
+        shutil.rmtree(cls.sources, ignore_errors=True)
+        assert status == 0, "worker exited with %s on SIGTERM" % status
+
+
 def data_of(event):
     return event["payload"]["ironic_object.data"]
 

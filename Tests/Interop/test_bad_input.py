@@ -12,33 +12,16 @@ import harness
 from harness import data_of, envelope
 
 
-class BadInputTests(unittest.TestCase):
+class BadInputTests(harness.WorkerSuite):
+    vhost_prefix = "bad-input"
+
     @classmethod
     def setUpClass(cls):
-        harness.require_environment()
-        cls.vhost = harness.new_vhost("bad-input")
-        cls.sources = tempfile.mkdtemp(prefix="iw-allowed-")
-        cls.worker = harness.Worker(cls.vhost, allowed_paths=[cls.sources])
-        try:
-            cls.worker.start()
-            cls.conductor = harness.Conductor(cls.vhost)
-            cls.events = harness.EventListener(cls.vhost)
-        except BaseException:
-            cls.worker.cleanup()
-            raise
+        super().setUpClass()
         cls.good = os.path.join(cls.sources, "good.img")
         with open(cls.good, "wb") as image:
             image.write(os.urandom(65536))
         cls.sources_before = sorted(os.listdir(cls.sources))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.events.stop()
-        cls.conductor.close()
-        status = cls.worker.stop()
-        cls.worker.cleanup()
-        shutil.rmtree(cls.sources, ignore_errors=True)
-        assert status == 0, "worker exited with %s on SIGTERM" % status
 
     def tearDown(self):
         # Whatever the test sent, the worker still serves, and nothing was written where it must not be.

@@ -1,8 +1,6 @@
 """The running worker driven by a real oslo.messaging client and listener (issue 2's interop list)."""
 import hashlib
 import os
-import shutil
-import tempfile
 import unittest
 import uuid
 
@@ -18,29 +16,8 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-class FetchInteropTests(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        harness.require_environment()
-        cls.vhost = harness.new_vhost("interop")
-        cls.sources = tempfile.mkdtemp(prefix="iw-sources-")
-        cls.worker = harness.Worker(cls.vhost, allowed_paths=[cls.sources])
-        try:
-            cls.worker.start()
-            cls.conductor = harness.Conductor(cls.vhost)
-            cls.events = harness.EventListener(cls.vhost)
-        except BaseException:
-            cls.worker.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.events.stop()
-        cls.conductor.close()
-        status = cls.worker.stop()
-        cls.worker.cleanup()
-        shutil.rmtree(cls.sources, ignore_errors=True)
-        assert status == 0, "worker exited with %s on SIGTERM" % status
+class FetchInteropTests(harness.WorkerSuite):
+    vhost_prefix = "interop"
 
     def make_file(self, name, size=1 << 20):
         path = os.path.join(self.sources, name)

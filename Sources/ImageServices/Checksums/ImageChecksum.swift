@@ -1,3 +1,5 @@
+import Foundation
+
 /// An expected digest of an image.
 public struct ImageChecksum: Sendable, Hashable, CustomStringConvertible {
     public var algorithm: HashAlgorithm
@@ -44,7 +46,7 @@ public enum ChecksumSource: Sendable, Hashable {
             }
             return .value(try checked(ImageChecksum(algorithm: algorithm, value: osHashValue), allowMD5: allowMD5))
         }
-        guard let text = imageChecksum?.trimmingWhitespace(), !text.isEmpty else { return .none }
+        guard let text = imageChecksum?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { return .none }
         let lowered = text.lowercased()
         if lowered.hasPrefix("http://") || lowered.hasPrefix("https://") {
             return .checksumFile(try ImageReference(text))
@@ -73,14 +75,5 @@ public enum ChecksumSource: Sendable, Hashable {
             throw IronicError(.imageChecksumAlgorithmFailure, "MD5 image checksums are not allowed ([agent] allow_md5_checksum = false); give a sha256 or sha512 checksum.")
         }
         return checksum
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return String(String.UnicodeScalarView(scalars[first...last]))
     }
 }

@@ -160,45 +160,37 @@ public struct FileImageService: ImageService {
 
     private static func digest(_ file: OpenFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
                                cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> [HashAlgorithm: String] {
-        var digest = MultiDigest(algorithms)
-        let total = file.metadata.size
-        var offset: Int64 = 0
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        while true {
-            try checkCancelled(cancellation)
-            let count = try readRetrying(file.descriptor.rawValue, buffer, offset: offset)
-            if count == 0 { break }
-            digest.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            offset += Int64(count)
-            progress(TransferProgress(phase: .verify, bytes: offset, total: total))
-        }
-        return digest.finalize()
+        try stream(file, into: nil, phase: .verify, algorithms: algorithms, chunkSize: chunkSize, cancellation: cancellation, progress: progress).1
     }
 
     private static func copy(_ file: OpenFile, to destination: StagingFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
                              cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         let output = try destination.create()
+        let result = try stream(file, into: output, phase: .download, algorithms: algorithms, chunkSize: chunkSize,
+                                cancellation: cancellation, progress: progress)
+        try output.sync()
+        return result
+    }
+
+    /// Reads the whole file once, hashing every chunk and writing it to `output` when given.
+    private static func stream(_ file: OpenFile, into output: OwnedDescriptor?, phase: TransferProgress.Phase, algorithms: Set<HashAlgorithm>,
+                               chunkSize: Int, cancellation: BlockingWork.CancellationFlag,
+                               progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         var digest = MultiDigest(algorithms)
         let total = file.metadata.size
         var offset: Int64 = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         while true {
-            try checkCancelled(cancellation)
+            if cancellation.isCancelled { throw CancellationError() }
             let count = try readRetrying(file.descriptor.rawValue, buffer, offset: offset)
             if count == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
-            try writeAll(output.rawValue, chunk)
+            if let output { try writeAll(output.rawValue, chunk) }
             digest.update(chunk)
             offset += Int64(count)
-            progress(TransferProgress(phase: .download, bytes: offset, total: total))
+            progress(TransferProgress(phase: phase, bytes: offset, total: total))
         }
-        try output.sync()
         return (offset, digest.finalize())
-    }
-
-    private static func checkCancelled(_ cancellation: BlockingWork.CancellationFlag) throws {
-        if cancellation.isCancelled { throw CancellationError() }
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A configuration option that cannot be used, named so an operator can find it.
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
     /// `[section] option`.
@@ -85,7 +87,7 @@ public struct ConfigurationSources: Sendable {
     /// An integer option within `range`.
     public func integer(_ section: String, _ name: String, default defaultValue: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
         guard let value = raw(section, name) else { return defaultValue }
-        guard let parsed = Int(value.trimmingWhitespace()) else {
+        guard let parsed = Int(value.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw ConfigurationError(section: section, name: name, reason: "'\(value)' is not an integer")
         }
         guard range.contains(parsed) else {
@@ -97,7 +99,7 @@ public struct ConfigurationSources: Sendable {
     /// A number option within `range`.
     public func number(_ section: String, _ name: String, default defaultValue: Double, range: ClosedRange<Double>) throws(ConfigurationError) -> Double {
         guard let value = raw(section, name) else { return defaultValue }
-        guard let parsed = Double(value.trimmingWhitespace()), parsed.isFinite else {
+        guard let parsed = Double(value.trimmingCharacters(in: .whitespacesAndNewlines)), parsed.isFinite else {
             throw ConfigurationError(section: section, name: name, reason: "'\(value)' is not a number")
         }
         guard range.contains(parsed) else {
@@ -109,12 +111,12 @@ public struct ConfigurationSources: Sendable {
     /// A list option: comma-separated, blanks trimmed, empty items dropped.
     public func list(_ section: String, _ name: String, default defaultValue: [String]) -> [String] {
         guard let value = raw(section, name) else { return defaultValue }
-        return value.split(whereSeparator: { $0 == "," || $0 == "\n" }).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+        return value.split(whereSeparator: { $0 == "," || $0 == "\n" }).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
     }
 
     /// oslo.config's strict boolean words.
     public static func parseBool(_ text: String) -> Bool? {
-        switch text.trimmingWhitespace().lowercased() {
+        switch text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() {
         case "true", "yes", "on", "1": true
         case "false", "no", "off", "0": false
         default: nil

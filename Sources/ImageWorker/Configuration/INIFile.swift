@@ -1,3 +1,5 @@
+import Foundation
+
 /// An ironic.conf-style INI file, read the way oslo.config reads it: `[section]` headers,
 /// `name = value` (or `name: value`) lines, `#` and `;` comment lines, indented continuation lines
 /// (joined with a newline), and repeated names kept in order (the last one wins for single values).
@@ -30,7 +32,7 @@ public struct INIFile: Sendable, Hashable {
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
-            let trimmed = line.trimmingWhitespace()
+            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed.hasPrefix(";") { continue }
             if let first = line.first, first == " " || first == "\t" {
                 guard !entries.isEmpty, entries.last?.section == section else {
@@ -44,7 +46,7 @@ public struct INIFile: Sendable, Hashable {
                 guard trimmed.hasSuffix("]"), trimmed.count > 2 else {
                     throw ParseError(file: file, line: lineNumber, reason: "a section header must look like [name]")
                 }
-                section = String(trimmed.dropFirst().dropLast()).trimmingWhitespace()
+                section = String(trimmed.dropFirst().dropLast()).trimmingCharacters(in: .whitespacesAndNewlines)
                 continue
             }
             guard let separator = trimmed.firstIndex(where: { $0 == "=" || $0 == ":" }) else {
@@ -53,9 +55,9 @@ public struct INIFile: Sendable, Hashable {
             guard let section else {
                 throw ParseError(file: file, line: lineNumber, reason: "an option comes before any [section]")
             }
-            let name = trimmed[..<separator].trimmingWhitespace()
+            let name = trimmed[..<separator].trimmingCharacters(in: .whitespacesAndNewlines)
             guard !name.isEmpty else { throw ParseError(file: file, line: lineNumber, reason: "an option has no name") }
-            let value = trimmed[trimmed.index(after: separator)...].trimmingWhitespace()
+            let value = trimmed[trimmed.index(after: separator)...].trimmingCharacters(in: .whitespacesAndNewlines)
             entries.append(Entry(section: section, name: name, value: value))
         }
         self.entries = entries
@@ -64,14 +66,5 @@ public struct INIFile: Sendable, Hashable {
     /// Every value of `section.name`, in order.
     public func values(section: String, name: String) -> [String] {
         entries.filter { $0.section == section && $0.name == name }.map(\.value)
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return String(String.UnicodeScalarView(scalars[first...last]))
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An RPC request (a cast or a call) as an oslo.messaging client sends it.
 public struct RPCRequest: Sendable, Hashable {
     /// The endpoint method to run.
@@ -71,7 +73,7 @@ extension RPCRequest {
     /// a body that is not an oslo message, a missing or non-string `method`, `args` that are not
     /// an object, and malformed `version`, `_msg_id`, `_reply_q`, `_timeout` or `_unique_id`.
     public static func decode(body: [UInt8], contentType: String?, parser: JSONParser = JSONParser()) throws(RPCRequestDecodingError) -> RPCRequest {
-        let mediaType = contentType?.split(separator: ";").first.map { $0.trimmingWhitespace().lowercased() }
+        let mediaType = contentType?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }
         let contentTypeProblem = mediaType == Self.contentType
             ? nil : "content type \(contentType.map { "'\($0)'" } ?? "(none)") is not application/json"
         let message: JSONObject
@@ -165,14 +167,5 @@ extension RPCRequest {
     /// The enveloped body to publish.
     public func encodedBody() -> [UInt8] {
         OsloEnvelope.wrap(encodedMessage())
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return String(String.UnicodeScalarView(scalars[first...last]))
     }
 }
