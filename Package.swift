@@ -67,7 +67,10 @@ let package = Package(
         // Test helpers shared by the suites: where the real servers are, temporary directories.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"]),
-        .testTarget(name: "OsloMessagingTests", dependencies: ["OsloMessaging", "AMQP", "TestSupport"]),
+        .testTarget(name: "OsloMessagingTests", dependencies: [
+            "OsloMessaging", "AMQP", "TestSupport",
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "ImageServicesTests", dependencies: [
             "ImageServices", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ]),

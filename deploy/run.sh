@@ -34,6 +34,9 @@ swift build -c release --product image-worker
 BIN=$REPO_ROOT/.build/release/image-worker
 
 if [ -z "$TRANSPORT_URL" ]; then
+  # Installed before the ports are chosen: on a host where installing starts the system's own
+  # broker, 5672 is then seen as taken and a free port is picked instead.
+  ensure_packages rabbitmq-server
   export AMQP_PORT=${AMQP_PORT:-}
   if [ -z "$AMQP_PORT" ] && port_is_free 5672 && port_is_free 25672; then AMQP_PORT=5672; fi
   BROKER_DIR=$STATE_DIR/rabbitmq

@@ -126,14 +126,25 @@ public final class AMQPConnection: Sendable {
 
     /// Stops a consumer; it is not restored after a reconnect.
     public func cancel(consumerTag: String) async throws {
-        try await withCheckedThrowingContinuation { continuation in
-            enqueue(.cancelConsumer(tag: consumerTag, continuation))
-        }
+        try await submit { ticket, continuation in .cancelConsumer(tag: consumerTag, ticket, continuation) }
     }
 
     private func declare(_ item: AMQPTopologyItem) async throws {
-        try await withCheckedThrowingContinuation { continuation in
-            enqueue(.topology(item, continuation))
+        try await submit { ticket, continuation in .topology(item, ticket, continuation) }
+    }
+
+    /// Queues a command and waits for its result. If the waiting task is cancelled, the command
+    /// is dropped if it has not run yet (also while no connection is up) and the wait ends with
+    /// `CancellationError`.
+    private func submit<T: Sendable>(_ make: (CommandTicket, CheckedContinuation<T, Error>) -> ConnectionCommand) async throws -> T {
+        let ticket = CommandTicket()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                enqueue(make(ticket, continuation))
+            }
+        } onCancel: {
+            ticket.cancel()
+            wakeup.signal()
         }
     }
 
@@ -143,9 +154,7 @@ public final class AMQPConnection: Sendable {
     /// verdict. Throws ``AMQPError/Code/publishNacked`` if the broker refuses the message and
     /// ``AMQPError/Code/closed`` if the connection is closed first.
     public func publish(_ message: AMQPOutgoingMessage) async throws -> AMQPPublishOutcome {
-        try await withCheckedThrowingContinuation { continuation in
-            enqueue(.publish(message, continuation))
-        }
+        try await submit { ticket, continuation in .publish(message, ticket, continuation) }
     }
 
     /// Acknowledges a delivery.
@@ -192,6 +201,11 @@ public final class AMQPConnection: Sendable {
         switch action {
         case .finishNow:
             failQueuedCommands()
+            let waiters = shared.withLock { state in
+                defer { state.connectedWaiters = [] }
+                return state.connectedWaiters
+            }
+            for waiter in waiters { waiter.resume(throwing: AMQPError(.closed, "the \(label) connection is closed")) }
             deliveryContinuation.finish()
         case .alreadyClosed:
             break
@@ -241,18 +255,32 @@ public final class AMQPConnection: Sendable {
         for command in commands { command.fail(error) }
     }
 
+    /// Ends the waits of queued commands whose callers were cancelled.
+    private func dropCancelledCommands() {
+        let cancelled = shared.withLock { state -> [ConnectionCommand] in
+            guard state.commands.contains(where: \.isCancelled) else { return [] }
+            let dropped = state.commands.filter(\.isCancelled)
+            state.commands.removeAll(where: \.isCancelled)
+            return dropped
+        }
+        for command in cancelled { command.fail(CancellationError()) }
+    }
+
     // MARK: The connection thread
 
     private func runThread() {
         image_worker_set_thread_name(String("amqp-\(label)".prefix(15)))
         let thread = ConnectionThreadState()
         while !isClosing {
+            dropCancelledCommands()
             guard let live = thread.live else {
                 if !connect(thread) { waitBeforeReconnecting(thread) }
                 continue
             }
             do {
                 try runQueuedCommands(on: live, thread)
+                // Each read also sends a heartbeat when one is due, and fails with "heartbeat
+                // timeout" once the broker has been silent for two heartbeat intervals.
                 while let frame = try live.readFrame() { try handle(frame, thread) }
                 live.releaseBuffersIfIdle()
                 if !live.hasBufferedInput {
@@ -294,13 +322,18 @@ public final class AMQPConnection: Sendable {
                     throw error
                 }
             }
-            thread.live = live
-            let (generation, waiters) = shared.withLock { state in
+            let accepted = shared.withLock { state -> (UInt64, [CheckedContinuation<Void, Error>])? in
+                guard case .disconnected = state.phase else { return nil }  // closing meanwhile
                 state.generation += 1
                 state.phase = .connected
                 defer { state.connectedWaiters = [] }
                 return (state.generation, state.connectedWaiters)
             }
+            guard let (generation, waiters) = accepted else {
+                live.closeGracefully()
+                return true
+            }
+            thread.live = live
             if thread.failedAttempts > 0 || generation > 1 {
                 logger.notice("reconnected to the broker", metadata: ["endpoint": "\(endpoint)", "generation": "\(generation)", "failed_attempts": "\(thread.failedAttempts)"])
             } else {
@@ -324,7 +357,8 @@ public final class AMQPConnection: Sendable {
         logger.debug("waiting before reconnecting", metadata: ["delay_seconds": "\(delay.seconds)"])
         let deadline = ContinuousClock.now + delay
         while !isClosing, ContinuousClock.now < deadline {
-            wakeup.wait(socket: nil, timeout: min(ContinuousClock.now.duration(to: deadline), .milliseconds(500)))
+            _ = wakeup.wait(socket: nil, timeout: min(ContinuousClock.now.duration(to: deadline), .milliseconds(500)))
+            dropCancelledCommands()
         }
     }
 
@@ -332,10 +366,10 @@ public final class AMQPConnection: Sendable {
         logger.warning("lost the connection to the broker; reconnecting", metadata: ["error": "\(error)"])
         thread.live = nil
         // Messages whose confirm did not arrive are published again on the next connection.
-        let unconfirmed = thread.pendingConfirms.map { ConnectionCommand.publish($0.message, $0.continuation) }
+        let unconfirmed = thread.pendingConfirms.map { ConnectionCommand.publish($0.message, $0.ticket, $0.continuation) }
         thread.pendingConfirms = []
         let staleSettlements = shared.withLock { state -> [ConnectionCommand] in
-            state.phase = .disconnected
+            if case .connected = state.phase { state.phase = .disconnected }
             state.commands.insert(contentsOf: unconfirmed, at: 0)
             let stale = state.commands.filter(\.isSettlement)
             state.commands.removeAll(where: \.isSettlement)
@@ -388,7 +422,7 @@ public final class AMQPConnection: Sendable {
 
     private func run(_ command: ConnectionCommand, on live: LibRabbitMQConnection, _ thread: ConnectionThreadState) throws {
         switch command {
-        case .topology(let item, let continuation):
+        case .topology(let item, _, let continuation):
             do {
                 try live.apply(item)
             } catch let error as AMQPError where error.replyCode != nil {
@@ -400,7 +434,7 @@ public final class AMQPConnection: Sendable {
             }
             thread.remember(item)
             continuation.resume()
-        case .cancelConsumer(let tag, let continuation):
+        case .cancelConsumer(let tag, _, let continuation):
             thread.forgetConsumer(tag: tag)
             do {
                 try live.cancelConsumer(tag: tag)
@@ -409,7 +443,7 @@ public final class AMQPConnection: Sendable {
                 throw CommandFailure(error: error, retry: false)
             }
             continuation.resume()
-        case .publish(let message, let continuation):
+        case .publish(let message, let ticket, let continuation):
             let tag: UInt64
             do {
                 tag = try live.publish(message)
@@ -417,7 +451,7 @@ public final class AMQPConnection: Sendable {
                 throw CommandFailure(error: error, retry: true)
             }
             if configuration.publisherConfirms {
-                thread.pendingConfirms.append(PendingPublish(tag: tag, message: message, continuation: continuation))
+                thread.pendingConfirms.append(PendingPublish(tag: tag, message: message, ticket: ticket, continuation: continuation))
             } else {
                 continuation.resume(returning: .sent)
             }
@@ -499,9 +533,14 @@ private final class ConnectionThreadState {
     var failedAttempts = 0
     var endpointIndex = 0
 
+    /// Adds an item to replay. `basic.qos` applies to the consumers started after it, so each one
+    /// keeps its place; declarations and consumers are kept once.
     func remember(_ item: AMQPTopologyItem) {
-        if case .qos = item { topology.removeAll { if case .qos = $0 { true } else { false } } }
-        if !topology.contains(item) { topology.append(item) }
+        if case .qos = item {
+            topology.append(item)
+        } else if !topology.contains(item) {
+            topology.append(item)
+        }
     }
 
     func forgetConsumer(tag: String) {
@@ -518,6 +557,7 @@ private final class ConnectionThreadState {
 private struct PendingPublish {
     var tag: UInt64
     var message: AMQPOutgoingMessage
+    var ticket: CommandTicket
     var continuation: CheckedContinuation<AMQPPublishOutcome, Error>
     var returned: (UInt16, String)?
 }
@@ -540,21 +580,35 @@ private struct Settlement: Sendable {
     var kind: Kind
 }
 
+/// Marks a queued command whose caller stopped waiting.
+private final class CommandTicket: Sendable {
+    private let cancelled = Atomic<Bool>(false)
+    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+    func cancel() { cancelled.store(true, ordering: .relaxed) }
+}
+
 private enum ConnectionCommand: Sendable {
-    case topology(AMQPTopologyItem, CheckedContinuation<Void, Error>)
-    case cancelConsumer(tag: String, CheckedContinuation<Void, Error>)
-    case publish(AMQPOutgoingMessage, CheckedContinuation<AMQPPublishOutcome, Error>)
+    case topology(AMQPTopologyItem, CommandTicket, CheckedContinuation<Void, Error>)
+    case cancelConsumer(tag: String, CommandTicket, CheckedContinuation<Void, Error>)
+    case publish(AMQPOutgoingMessage, CommandTicket, CheckedContinuation<AMQPPublishOutcome, Error>)
     case settle(Settlement, CheckedContinuation<Void, Never>)
 
     var isSettlement: Bool {
         if case .settle = self { true } else { false }
     }
 
+    var isCancelled: Bool {
+        switch self {
+        case .topology(_, let ticket, _), .cancelConsumer(_, let ticket, _), .publish(_, let ticket, _): ticket.isCancelled
+        case .settle: false
+        }
+    }
+
     func fail(_ error: Error) {
         switch self {
-        case .topology(_, let c): c.resume(throwing: error)
-        case .cancelConsumer(_, let c): c.resume(throwing: error)
-        case .publish(_, let c): c.resume(throwing: error)
+        case .topology(_, _, let c): c.resume(throwing: error)
+        case .cancelConsumer(_, _, let c): c.resume(throwing: error)
+        case .publish(_, _, let c): c.resume(throwing: error)
         case .settle(_, let c): c.resume()
         }
     }

@@ -25,8 +25,12 @@ struct ServeCommand: AsyncParsableCommand {
             "file_url_allowed_paths": "\(configuration.fileURLAllowedPaths.joined(separator: ","))",
             "max_concurrent_downloads": "\(configuration.maxConcurrentDownloads)",
         ])
-        let group = ServiceGroup(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
-        try await group.run()
+        var groupConfiguration = ServiceGroupConfiguration(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                           cancellationSignals: [], logger: logger)
+        // Running tasks get graceful_shutdown_timeout; past that and a margin to close the broker
+        // connections, everything is cancelled so the process always ends.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.gracefulShutdownTimeout + .seconds(30)
+        try await ServiceGroup(configuration: groupConfiguration).run()
         logger.info("stopped")
     }
 }

@@ -125,6 +125,48 @@ struct AMQPConnectionIntegrationTests {
         #expect(connection.generation == 1)
     }
 
+    @Test("a broker that goes silent is noticed by missed heartbeats, and the connection comes back")
+    func missedHeartbeats() async throws {
+        let url = try IntegrationEnvironment.amqpURL()
+        var endpoints = try TransportURL(parsing: url).endpoints
+        endpoints[0].virtualHost = "/"
+        let configuration = AMQPConfiguration(endpoints: endpoints, heartbeatSeconds: 2, connectTimeout: .seconds(3),
+                                              reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
+                                              connectionName: "amqp-test-silent")
+        let connection = AMQPConnection(configuration: configuration, label: "silent", logger: logger)
+        connection.start()
+        defer { Task { await connection.close() } }
+        try await connection.waitUntilConnected()
+        try IntegrationEnvironment.brokerControl("pause")
+        var noticed = false
+        do {
+            defer { _ = try? IntegrationEnvironment.brokerControl("resume") }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline, connection.isConnected { try await Task.sleep(for: .milliseconds(100)) }
+            noticed = !connection.isConnected
+        }
+        #expect(noticed, "the silent broker was not noticed within 20 s (heartbeat 2 s)")
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, connection.generation < 2 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(connection.generation >= 2)
+        #expect(connection.isConnected)
+    }
+
+    @Test("a publish waiting for a connection ends when its task is cancelled")
+    func cancelledWhileDisconnected() async throws {
+        let configuration = AMQPConfiguration(endpoints: [AMQPEndpoint(host: "127.0.0.1", port: 1)],
+                                              reconnect: AMQPReconnectPolicy(initialDelay: .seconds(5), maximumDelay: .seconds(5)))
+        let connection = AMQPConnection(configuration: configuration, label: "nowhere", logger: logger)
+        connection.start()
+        defer { Task { await connection.close() } }
+        let started = ContinuousClock.now
+        let publish = Task { try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: "q", body: [1])) }
+        try await Task.sleep(for: .milliseconds(200))
+        publish.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await publish.value }
+        #expect(ContinuousClock.now - started < .seconds(3))
+    }
+
     @Test("after the broker drops the connection it reconnects, declares again and resumes consuming")
     func reconnect() async throws {
         let url = try IntegrationEnvironment.amqpURL()

@@ -163,15 +163,18 @@ struct WorkerEndpointTests {
         #expect(!FileManager.default.fileExists(atPath: fixture.images.appending(node)))
     }
 
-    @Test("staging files left by a killed process are removed at start")
+    @Test("staging files of dead processes are removed at start; those of live ones stay")
     func leftovers() throws {
         let images = try TemporaryDirectory(prefix: "leftovers")
         defer { images.remove() }
         let node = "5be26c0b-03f2-4d2e-ae87-c02d7f33c123"
         try images.write([1], to: "\(node)/disk")
-        try images.write([2], to: "\(node)/\(StagingFile.namePrefix)disk-abc")
+        // A pid no process has (above the kernel's pid_max) and this process's own.
+        try images.write([2], to: "\(node)/\(StagingFile.namePrefix)99999999-disk-abc")
+        let live = "\(StagingFile.namePrefix)\(getpid())-kernel-def"
+        try images.write([3], to: "\(node)/\(live)")
         let store = try NodeImageStore(path: images.path)
         #expect(try store.removeLeftoverStagingFiles() == 1)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: images.appending(node)) == ["disk"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: images.appending(node)).sorted() == [live, "disk"].sorted())
     }
 }

@@ -30,7 +30,7 @@ final class TestEndpoint: RPCEndpoint {
         }
     }
 
-    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async {
+    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws {
         refusals.withLock { $0.append(refusal) }
     }
 }
@@ -164,6 +164,19 @@ struct RPCServerTests {
         #expect(heartbeats.allSatisfy { $0.result == .null && $0.failure == nil && $0.messageID == "m1" })
         let quiet = try await run([call("slow")], endpoint: TestEndpoint(slowDuration: .milliseconds(300)), expecting: 2)
         #expect(quiet.compactMap(reply).allSatisfy { $0.ending })
+    }
+
+    @Test("absurd values anyone can put in a message do not crash the server")
+    func hostileNumbers() async throws {
+        let events = try await run([call("echo", timeout: 1e300)], expecting: 2)
+        #expect(reply(events[0])?.result == [:])
+        let headers: AMQPTable = ["x-delivery-count": .int64(.max)]
+        let delivery = AMQPDelivery(body: [], properties: AMQPMessageProperties(headers: headers), exchange: "", routingKey: "",
+                                    consumerTag: "", deliveryTag: 1, redelivered: true, connectionGeneration: 1)
+        #expect(RequestDelivery(delivery).attempt == 1_000_001)
+        let negative = AMQPDelivery(body: [], properties: AMQPMessageProperties(headers: ["x-delivery-count": .int32(-5)]), exchange: "",
+                                    routingKey: "", consumerTag: "", deliveryTag: 1, redelivered: true, connectionGeneration: 1)
+        #expect(RequestDelivery(negative).attempt == 1)
     }
 
     @Test("an outcome that could not be made durable is requeued, not acknowledged")

@@ -19,7 +19,10 @@ ensure_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "${missing[*]} must be installed; run as root or install sudo (apt-get install ${missing[*]})"
+    sudo=sudo
+  fi
   log "installing ${missing[*]}"
   $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
   $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -8,6 +8,8 @@
 #
 # As a command, for tests that stop and start the broker under a running worker:
 #   rabbitmq.sh stop|start|restart|ctl ARGS...|add-vhost NAME      (BROKER_DIR must be set)
+#   rabbitmq.sh pause|resume   freeze and thaw the node (SIGSTOP/SIGCONT): its sockets stay open
+#                              but nothing answers, as after a network partition
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -133,10 +135,12 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     start) broker_load_env; broker_boot ;;
     restart) broker_load_env; broker_halt; broker_boot ;;
     ctl) broker_load_env; broker_ctl "$@" ;;
+    pause) broker_load_env; kill -STOP "$(cat "$BROKER_DIR/pid")" ;;
+    resume) broker_load_env; kill -CONT "$(cat "$BROKER_DIR/pid")" ;;
     add-vhost)
       broker_load_env
       broker_ctl add_vhost "$1" >/dev/null
       broker_ctl set_permissions -p "$1" guest '.*' '.*' '.*' >/dev/null ;;
-    *) echo "usage: $0 stop|start|restart|ctl ARGS...|add-vhost NAME (with BROKER_DIR set)" >&2; exit 2 ;;
+    *) echo "usage: $0 stop|start|restart|pause|resume|ctl ARGS...|add-vhost NAME (with BROKER_DIR set)" >&2; exit 2 ;;
   esac
 fi

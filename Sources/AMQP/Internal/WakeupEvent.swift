@@ -29,12 +29,15 @@ final class WakeupEvent: Sendable {
         _ = read(descriptor, &value, MemoryLayout<UInt64>.size)
     }
 
-    /// Waits until the wakeup is signalled or `socket` (if any) is readable, at most `timeout`.
-    func wait(socket: Int32?, timeout: Duration) {
+    /// Waits until the wakeup is signalled or `socket` (if any) is readable, at most `timeout`;
+    /// returns whether either happened (false: the time ran out).
+    @discardableResult
+    func wait(socket: Int32?, timeout: Duration) -> Bool {
         var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
         if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
         let milliseconds = Int32(clamping: Int64(timeout.seconds * 1000))
-        _ = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
+        let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
         if descriptors[0].revents != 0 { drain() }
+        return ready != 0
     }
 }

@@ -32,15 +32,15 @@ public final class NodeImageStore: Sendable {
         return true
     }
 
-    /// Removes staging files a killed process left in node folders; returns how many. Run at start,
-    /// before any fetch.
+    /// Removes staging files that processes which no longer exist left in node folders (a worker
+    /// killed mid-fetch); those of live workers sharing the folder stay. Returns how many.
     @discardableResult
     public func removeLeftoverStagingFiles() throws -> Int {
         var removed = 0
         for name in try root.entries() where UUIDText.canonical(name) == name {
             guard let info = try root.status(of: name), info.st_mode & S_IFMT == S_IFDIR else { continue }
             let node = try root.subdirectory(name, create: false)
-            for entry in try node.entries() where entry.hasPrefix(StagingFile.namePrefix) {
+            for entry in try node.entries() where StagingFile.isAbandoned(entry) {
                 try node.remove(entry)
                 removed += 1
             }

@@ -19,7 +19,8 @@ public struct ImageWorkerApplication: Sendable {
         store = try NodeImageStore(path: configuration.imagesDirectory)
         let leftovers = try store.removeLeftoverStagingFiles()
         if leftovers > 0 { logger.notice("removed staging files left by an earlier process", metadata: ["count": "\(leftovers)"]) }
-        let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 2)
+        // A small look-ahead on the work queue, so a slot freed is filled without a round trip.
+        let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 1)
         transport = AMQPOsloTransport(configuration: configuration.amqpConfiguration, topology: configuration.rpcTopology(),
                                       notificationTopics: configuration.notificationTopics, prefetch: prefetch, logger: logger)
         let fetcher = ImageFetcher(registry: registry ?? Self.defaultRegistry(configuration), store: store,

@@ -31,6 +31,7 @@ public struct WorkerEndpoint: RPCEndpoint {
         logger[metadataKey: "request_id"] = "\(task.requestID)"
         logger[metadataKey: "task_id"] = "\(task.taskID)"
         if let node = task.nodeUUID { logger[metadataKey: "node_uuid"] = "\(node)" }
+        if let global = request.context.globalRequestID { logger[metadataKey: "global_request_id"] = "\(global)" }
         let context = ImageRequestContext(requestID: task.requestID, authToken: request.context.authToken, projectID: request.context.projectID,
                                           roles: request.context.roles, logger: logger)
         switch request.method {
@@ -47,15 +48,10 @@ public struct WorkerEndpoint: RPCEndpoint {
         }
     }
 
-    public func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async {
+    public func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws {
         let task = TaskIdentity(requestID: refusal.context.requestID, uniqueID: refusal.uniqueID, nodeUUID: refusal.nodeUUID)
         let code = IronicError.Code(name: refusal.failure.className, httpStatus: Int(refusal.failure.kwargs["code"]?.integerValue ?? 400))
-        let error = IronicError(code, refusal.failure.message)
-        do {
-            try await events.failed(task, imageSource: nil, role: nil, error: error, context: refusal.context)
-        } catch {
-            logger.error("could not publish the error event of a refused request", metadata: ["error": "\(error)"])
-        }
+        try await events.failed(task, imageSource: nil, role: nil, error: IronicError(code, refusal.failure.message), context: refusal.context)
     }
 
     // MARK: fetch_image

@@ -24,9 +24,9 @@ public struct RequestDelivery: Sendable, Hashable {
 
     /// Reads it off a broker delivery.
     public init(_ delivery: AMQPDelivery) {
-        self.init(redelivered: delivery.redelivered,
-                  previousDeliveries: delivery.properties.headers?["x-delivery-count"]?.integerValue.map(Int.init),
-                  routingKey: delivery.routingKey)
+        // A header anyone can set: keep it in a sane range.
+        let count = delivery.properties.headers?["x-delivery-count"]?.integerValue.map { Int(min(max($0, 0), 1_000_000)) }
+        self.init(redelivered: delivery.redelivered, previousDeliveries: count, routingKey: delivery.routingKey)
     }
 }
 
@@ -72,6 +72,7 @@ public protocol RPCEndpoint: Sendable {
     /// (or the work was cancelled): the request is then requeued, not acknowledged.
     func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure>
 
-    /// Told about every refused request, so that it can report it (an error event).
-    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async
+    /// Told about every refused request, so that it can report it (an error event). Throwing means
+    /// the report could not be made durable: the request is requeued, not acknowledged.
+    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws
 }

@@ -50,49 +50,55 @@ public final class RPCServer: Service {
         self.logger = logger
     }
 
-    /// Consumes until graceful shutdown (or cancellation), then drains.
+    /// Consumes until graceful shutdown (or cancellation), then drains: running requests get the
+    /// grace period, counted from the shutdown signal; after it they are cancelled and, never
+    /// acknowledged, go back to the broker.
     public func run() async throws {
-        try await transport.startConsuming()
-        let limit = configuration.maximumConcurrentRequests
+        do {
+            // A broker that is down at start must not hold up a shutdown.
+            try await cancelWhenGracefulShutdown { try await self.transport.startConsuming() }
+        } catch is CancellationError {
+            logger.notice("stopped before the broker was reachable")
+            return
+        }
         let running = RunningRequests()
-        await withTaskGroup(of: Bool.self) { group in
-            // Requests added to the group and not yet reaped (finished ones included).
+        await withTaskGroup(of: Void.self) { lifecycle in
+            lifecycle.addTask { await self.processRequests(running) }
+            lifecycle.addTask {
+                do { try await gracefulShutdown() } catch { return }  // cancelled: the requests ended first
+                await self.transport.stopConsuming()
+                let grace = self.configuration.gracefulShutdownTimeout
+                if running.count > 0 {
+                    self.logger.info("waiting for running requests to finish", metadata: [
+                        "running": "\(running.count)", "grace_seconds": "\(grace.components.seconds)",
+                    ])
+                }
+                do { try await Task.sleep(for: grace) } catch { return }
+                self.logger.warning("grace period over; cancelling the running requests, which the broker will redeliver",
+                                    metadata: ["running": "\(running.count)"])
+            }
+            // Whichever ends first, the other is cancelled: the watcher when all requests finished,
+            // the requests when the grace period ran out.
+            await lifecycle.next()
+            lifecycle.cancelAll()
+        }
+    }
+
+    /// Takes requests while a slot is free, until graceful shutdown or the end of the stream.
+    private func processRequests(_ running: RunningRequests) async {
+        let limit = configuration.maximumConcurrentRequests
+        await withTaskGroup(of: Void.self) { group in
             var unreaped = 0
-            for await delivery in transport.requests.cancelOnGracefulShutdown() {
+            var requests = transport.requests.cancelOnGracefulShutdown().makeAsyncIterator()
+            while true {
+                // Free a slot first, so that no request is taken that cannot start at once.
                 if unreaped >= limit, await group.next() != nil { unreaped -= 1 }
+                guard let delivery = await requests.next() else { break }
                 unreaped += 1
                 running.started()
                 group.addTask {
                     await self.process(delivery)
                     running.finished()
-                    return false
-                }
-            }
-            await transport.stopConsuming()
-            let stillRunning = running.count
-            if stillRunning > 0 {
-                logger.info("waiting for running requests to finish", metadata: [
-                    "running": "\(stillRunning)", "grace_seconds": "\(configuration.gracefulShutdownTimeout.components.seconds)",
-                ])
-            }
-            guard unreaped > 0 else { return }
-            let grace = configuration.gracefulShutdownTimeout
-            group.addTask {
-                do {
-                    try await Task.sleep(for: grace)
-                    return true
-                } catch {
-                    return false  // every request finished first
-                }
-            }
-            while let graceOver = await group.next() {
-                if graceOver {
-                    logger.warning("grace period over; cancelling the running requests, which the broker will redeliver",
-                                   metadata: ["running": "\(running.count)"])
-                    group.cancelAll()
-                } else if unreaped > 0 {
-                    unreaped -= 1
-                    if unreaped == 0 { group.cancelAll() }
                 }
             }
         }
@@ -133,7 +139,10 @@ public final class RPCServer: Service {
             case .success(let result): reply = RPCReply(result: result, messageID: messageID)
             case .failure(let failure): reply = RPCReply(failure: failure, messageID: messageID)
             }
-            guard await send(reply, to: replyQueue) else { return }
+            guard await send(reply, to: replyQueue) else {
+                await transport.reject(delivery, requeue: true)
+                return
+            }
         }
         await transport.acknowledge(delivery)
     }
@@ -148,9 +157,18 @@ public final class RPCServer: Service {
             "error": "\(refusal.failure.className)", "reason": "\(refusal.failure.message)",
             "method": "\(refusal.method ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
         ])
-        await endpoint.refused(refusal, delivery: info)
+        do {
+            try await endpoint.refused(refusal, delivery: info)
+        } catch {
+            logger.notice("the refusal could not be reported; returning the request to the queue", metadata: ["reason": "\(error)"])
+            await transport.reject(delivery, requeue: true)
+            return
+        }
         if let messageID = refusal.messageID, let replyQueue = refusal.replyQueue {
-            guard await send(RPCReply(failure: refusal.failure, messageID: messageID), to: replyQueue) else { return }
+            guard await send(RPCReply(failure: refusal.failure, messageID: messageID), to: replyQueue) else {
+                await transport.reject(delivery, requeue: true)
+                return
+            }
         }
         if refusal.malformed && configuration.deadLetterMalformedRequests {
             await transport.reject(delivery, requeue: false)
@@ -159,7 +177,7 @@ public final class RPCServer: Service {
         }
     }
 
-    /// Sends a reply; `false` when it could not be sent (the request then stays unacknowledged).
+    /// Sends a reply; `false` when it could not be sent (the request is then requeued).
     private func send(_ reply: RPCReply, to replyQueue: String) async -> Bool {
         do {
             _ = try await transport.sendReply(reply, to: replyQueue)
@@ -177,7 +195,7 @@ public final class RPCServer: Service {
         guard let timeout = request.callMonitorTimeout, let messageID = request.messageID, let replyQueue = request.replyQueue else {
             return try await endpoint.dispatch(request, delivery: info)
         }
-        let interval = Duration.milliseconds(Int64(max(timeout / 2, 0.05) * 1000))
+        let interval = Duration.milliseconds(Int64(min(max(timeout / 2, 0.05), 43_200) * 1000))
         return try await withThrowingTaskGroup(of: Result<JSONValue, RemoteFailure>?.self) { group in
             group.addTask { try await self.endpoint.dispatch(request, delivery: info) }
             group.addTask {

@@ -12,6 +12,9 @@ public final class AMQPOsloTransport: OsloTransport {
     public let notificationTopics: [String]
     /// The number of unacknowledged requests the broker may hand this process.
     public let prefetch: UInt16
+    /// How long to keep trying a reply whose queue does not exist (oslo: 60 s), for a caller that
+    /// is declaring it again after a reconnect.
+    public let replyRetryDuration: Duration
 
     private let consumer: AMQPConnection
     private let publisher: AMQPConnection
@@ -24,10 +27,12 @@ public final class AMQPOsloTransport: OsloTransport {
     }
 
     /// Creates the transport; ``start()`` opens the connections.
-    public init(configuration: AMQPConfiguration, topology: RPCServerTopology, notificationTopics: [String], prefetch: UInt16, logger: Logger) {
+    public init(configuration: AMQPConfiguration, topology: RPCServerTopology, notificationTopics: [String], prefetch: UInt16,
+                replyRetryDuration: Duration = .seconds(60), logger: Logger) {
         self.topology = topology
         self.notificationTopics = notificationTopics
         self.prefetch = prefetch
+        self.replyRetryDuration = replyRetryDuration
         self.logger = logger
         var consumerConfiguration = configuration
         consumerConfiguration.publisherConfirms = false
@@ -61,9 +66,11 @@ public final class AMQPOsloTransport: OsloTransport {
         for exchange in topology.exchanges { try await consumer.declareExchange(exchange) }
         for queue in topology.queues { try await consumer.declareQueue(queue) }
         for binding in topology.bindings { try await consumer.bindQueue(binding) }
-        try await consumer.setPrefetch(prefetch)
+        // basic.qos counts per consumer, so the work queue gets the prefetch and the per-worker
+        // and fanout queues one each: the process never holds much more than it can run.
         var tags: [String] = []
-        for queue in topology.consumedQueues {
+        for (queue, count) in zip(topology.consumedQueues, [prefetch, 1, 1]) {
+            try await consumer.setPrefetch(count)
             tags.append(try await consumer.consume(queue: queue, consumerTag: "image-worker:\(queue)"))
         }
         state.withLock { $0.consumerTags = tags }
@@ -96,14 +103,22 @@ public final class AMQPOsloTransport: OsloTransport {
 
     public func sendReply(_ reply: RPCReply, to replyQueue: String) async throws -> Bool {
         let message = AMQPOutgoingMessage(exchange: "", routingKey: replyQueue, body: reply.encodedBody(), properties: .oslo(), mandatory: true)
-        switch try await publisher.publish(message) {
-        case .confirmed, .sent:
-            return true
-        case .returned(let code, let text):
-            logger.warning("the caller's reply queue is gone; the reply was dropped", metadata: [
-                "reply_queue": "\(replyQueue)", "reply_code": "\(code)", "reply_text": "\(text)",
-            ])
-            return false
+        // As oslo: a final reply whose queue is missing is tried again for a while (the caller may
+        // be declaring it again after a reconnect); a heartbeat is not.
+        let deadline = ContinuousClock.now + (reply.ending ? replyRetryDuration : .zero)
+        while true {
+            switch try await publisher.publish(message) {
+            case .confirmed, .sent:
+                return true
+            case .returned(let code, let text):
+                guard ContinuousClock.now < deadline else {
+                    logger.warning("the caller's reply queue is gone; the reply was dropped", metadata: [
+                        "reply_queue": "\(replyQueue)", "reply_code": "\(code)", "reply_text": "\(text)",
+                    ])
+                    return false
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
         }
     }
 

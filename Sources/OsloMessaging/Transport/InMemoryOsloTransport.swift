@@ -58,9 +58,11 @@ public final class InMemoryOsloTransport: OsloTransport {
         _ = state.withLock { $0.goneReplyQueues.insert(replyQueue) }
     }
 
-    /// Ends the request stream (as a closed connection would).
+    /// Ends the request stream (as a closed connection would) and, once what was recorded has
+    /// been read, the event stream.
     public func finish() {
         requestContinuation.finish()
+        eventContinuation.finish()
     }
 
     public func startConsuming() async throws {

@@ -123,7 +123,8 @@ extension RPCRequest {
             guard let seconds = value.doubleValue, seconds.isFinite, seconds >= 0 else {
                 throw refuse("'_timeout' must be a number of seconds or null")
             }
-            timeout = seconds > 0 ? seconds : nil
+            // Heartbeats every half of it; more than a day apart would be none at all.
+            timeout = seconds > 0 ? min(seconds, 86_400) : nil
         }
         if (messageID == nil) != (replyQueue == nil) {
             throw refuse("a call needs both '_msg_id' and '_reply_q'")
