@@ -2,7 +2,9 @@
 # Runs every test of image-worker on this machine:
 #   1. installs the Debian packages the tests need (RabbitMQ, librabbitmq, oslo.messaging, …),
 #   2. builds the package and its tests,
-#   3. starts a private RabbitMQ node on a free loopback port (stopped again on exit),
+#   3. starts, on free loopback ports, a private RabbitMQ node (plain and TLS), nginx (HTTP and
+#      HTTPS with a CA made by openssl) and glance-api (sqlite, file store, no Keystone), all
+#      stopped again on exit,
 #   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
 #      real worker binary with the real oslo.messaging client and notification listener,
 #   5. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
@@ -11,9 +13,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
 source "$REPO_ROOT/deploy/lib/tls.sh"
+source "$REPO_ROOT/deploy/lib/nginx.sh"
+source "$REPO_ROOT/deploy/lib/glance.sh"
 
 require_swift
-ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl \
+ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api \
   python3-oslo.messaging python3-pika python3-ironic
 cd "$REPO_ROOT"
 
@@ -22,6 +26,8 @@ cleanup() {
   local status=$?
   pkill -f "$REPO_ROOT/.build/debug/image-worker serve" 2>/dev/null || true
   broker_stop
+  nginx_stop "$WORK_DIR/nginx"
+  glance_stop "$WORK_DIR/glance"
   rm -rf "$WORK_DIR"
   exit $status
 }
@@ -38,6 +44,20 @@ export IMAGE_WORKER_TEST_AMQP_URL=$RABBIT_TRANSPORT_URL
 # TLS: certificates name localhost (librabbitmq checks DNS names only)
 export IMAGE_WORKER_TEST_AMQPS_URL="amqps://guest:guest@localhost:$AMQP_TLS_PORT/"
 export IMAGE_WORKER_TEST_TLS_DIR=$BROKER_TLS_DIR
+
+HTTP_PORT=$(free_port 18100 18199) || die "no free port for nginx"
+HTTPS_PORT=$(free_port 18500 18599) || die "no free port for nginx's TLS listener"
+export NGINX_TEST_PASSWORD=image-pass-$RANDOM
+nginx_start "$WORK_DIR/nginx" "$HTTP_PORT" "$HTTPS_PORT" "$WORK_DIR/tls"
+export IMAGE_WORKER_TEST_HTTP_URL="http://127.0.0.1:$HTTP_PORT"
+export IMAGE_WORKER_TEST_HTTPS_URL="https://localhost:$HTTPS_PORT"
+export IMAGE_WORKER_TEST_HTTP_ROOT="$WORK_DIR/nginx/data"
+export IMAGE_WORKER_TEST_HTTP_PASSWORD=$NGINX_TEST_PASSWORD
+
+GLANCE_PORT=$(free_port 19300 19399) || die "no free port for glance-api"
+glance_start "$WORK_DIR/glance" "$GLANCE_PORT"
+export IMAGE_WORKER_TEST_GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
+export IMAGE_WORKER_TEST_GLANCE_STORE="$WORK_DIR/glance/images"
 export IMAGE_WORKER_TEST_BROKER_CTL=$REPO_ROOT/deploy/lib/rabbitmq.sh
 export IMAGE_WORKER_BIN=$REPO_ROOT/.build/debug/image-worker
 export BROKER_DIR

@@ -11,15 +11,18 @@ public struct ImageRequestContext: Sendable {
     public var projectID: String?
     /// The caller's roles.
     public var roles: [String]
+    /// Whether the caller acts as an administrator (the context's `is_admin`).
+    public var isAdmin: Bool
     /// A logger carrying the request's metadata.
     public var logger: Logger
 
     /// Creates a context.
-    public init(requestID: String, authToken: String? = nil, projectID: String? = nil, roles: [String] = [], logger: Logger) {
+    public init(requestID: String, authToken: String? = nil, projectID: String? = nil, roles: [String] = [], isAdmin: Bool = false, logger: Logger) {
         self.requestID = requestID
         self.authToken = authToken
         self.projectID = projectID
         self.roles = roles
+        self.isAdmin = isAdmin
         self.logger = logger
     }
 }

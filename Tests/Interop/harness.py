@@ -25,6 +25,11 @@ WORKER_BIN = os.environ.get("IMAGE_WORKER_BIN")
 AMQP_URL = os.environ.get("IMAGE_WORKER_TEST_AMQP_URL")
 BROKER_CTL = os.environ.get("IMAGE_WORKER_TEST_BROKER_CTL")
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TLS_DIR = os.environ.get("IMAGE_WORKER_TEST_TLS_DIR")
+HTTP_URL = os.environ.get("IMAGE_WORKER_TEST_HTTP_URL")
+HTTPS_URL = os.environ.get("IMAGE_WORKER_TEST_HTTPS_URL")
+HTTP_ROOT = os.environ.get("IMAGE_WORKER_TEST_HTTP_ROOT")
+GLANCE_URL = os.environ.get("IMAGE_WORKER_TEST_GLANCE_URL")
 
 TOPIC = "ironic.image_worker"
 EXCHANGE = "ironic"
@@ -42,6 +47,40 @@ def require_environment():
     if CI:
         raise AssertionError(message + "; under CI a missing server is a failure")
     raise unittest.SkipTest(message)
+
+
+def require_image_servers():
+    """nginx and glance-api, as deploy/test.sh starts them (skip, or fail under CI)."""
+    missing = [name for name, value in (("IMAGE_WORKER_TEST_HTTP_URL", HTTP_URL), ("IMAGE_WORKER_TEST_HTTPS_URL", HTTPS_URL),
+                                        ("IMAGE_WORKER_TEST_HTTP_ROOT", HTTP_ROOT), ("IMAGE_WORKER_TEST_GLANCE_URL", GLANCE_URL)) if not value]
+    if not missing:
+        return
+    message = "needs %s (deploy/test.sh starts nginx and glance-api)" % ", ".join(missing)
+    if CI:
+        raise AssertionError(message)
+    raise unittest.SkipTest(message)
+
+
+def publish_http(path, data):
+    """Puts bytes under nginx's document root."""
+    target = os.path.join(HTTP_ROOT, path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as out:
+        out.write(data)
+
+
+def glance_image(data, properties=None, visibility="public"):
+    """Creates an active Glance image (the test Glance has no Keystone); returns its id."""
+    import urllib.request
+    body = dict(name="interop-%s" % uuid.uuid4().hex[:6], disk_format="raw", container_format="bare", visibility=visibility)
+    body.update(properties or {})
+    request = urllib.request.Request(GLANCE_URL + "/v2/images", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    image_id = json.load(urllib.request.urlopen(request))["id"]
+    upload = urllib.request.Request("%s/v2/images/%s/file" % (GLANCE_URL, image_id), data=data, method="PUT",
+                                    headers={"Content-Type": "application/octet-stream"})
+    urllib.request.urlopen(upload).read()
+    return image_id
 
 
 def broker_ctl(*args):
@@ -89,11 +128,16 @@ class Worker:
         self.host = host or "worker-%s" % uuid.uuid4().hex[:6]
         self.log_path = os.path.join(self.directory, "worker.log")
         self.config_path = os.path.join(self.directory, "image-worker.conf")
+        defaults = {"transport_url": url_for(vhost, **(url_options or {})), "host": self.host}
+        if TLS_DIR:
+            defaults["webserver_verify_ca"] = os.path.join(TLS_DIR, "ca.pem")
         sections = {
-            "DEFAULT": {"transport_url": url_for(vhost, **(url_options or {})), "host": self.host},
+            "DEFAULT": defaults,
             "conductor": {"file_url_allowed_paths": ",".join(allowed_paths)},
             "image_worker": {"images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
         }
+        if GLANCE_URL:
+            sections["glance"] = {"endpoint_override": GLANCE_URL, "project_id": "project-worker"}
         for section, options in (extra or {}).items():
             sections.setdefault(section, {}).update(options)
         with open(self.config_path, "w") as config:

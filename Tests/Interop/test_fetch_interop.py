@@ -154,11 +154,56 @@ class FetchInteropTests(harness.WorkerSuite):
         self.assertEqual(harness.remote_class_name(raised.exception), "MissingParameterValue")
         self.assertIn("ramdisk", str(raised.exception))
 
-    def test_h_other_schemes_are_not_supported_yet(self):
+    def test_h_other_schemes_are_not_supported(self):
         with self.assertRaises(Exception) as raised:
             self.conductor.call("fetch_image", node_uuid=str(uuid.uuid4()), instance_info={"image_source": "ftp://example.com/x.img"})
         self.assertEqual(harness.remote_class_name(raised.exception), "ImageRefValidationFailed")
         self.assertIn("Image download protocol ftp is not supported", str(raised.exception))
+
+    def test_k_cast_https_image_with_a_checksum_file_url(self):
+        harness.require_image_servers()
+        name = "interop-%s.qcow2" % uuid.uuid4().hex[:6]
+        data = os.urandom(200_000)
+        harness.publish_http("images/" + name, data)
+        harness.publish_http("images/%s.sha256" % name, ("%s  %s\n" % (hashlib.sha256(data).hexdigest(), name)).encode())
+        node = str(uuid.uuid4())
+        self.conductor.cast("fetch_image", node_uuid=node, instance_info={
+            "image_source": "%s/images/%s" % (harness.HTTPS_URL, name),
+            "image_checksum": "%s/images/%s.sha256" % (harness.HTTPS_URL, name)})
+        end = self.events.wait_for(for_node(node, "baremetal.image.fetch.end"), description="fetch.end for the https image")
+        image = data_of(end)["images"]["image"]
+        self.assertEqual(image["service"], "http")
+        self.assertTrue(image["verified"])
+        self.assertEqual(image["checksum"], {"algo": "sha256", "value": hashlib.sha256(data).hexdigest()})
+        self.assertEqual(image["transfer"], "download")
+        with open(self.node_path(node, "disk"), "rb") as disk:
+            self.assertEqual(disk.read(), data)
+
+    def test_l_cast_a_glance_partition_image(self):
+        harness.require_image_servers()
+        kernel = harness.glance_image(os.urandom(4000))
+        ramdisk = harness.glance_image(os.urandom(6000))
+        disk_data = os.urandom(50_000)
+        disk = harness.glance_image(disk_data, properties={"kernel_id": kernel, "ramdisk_id": ramdisk})
+        node = str(uuid.uuid4())
+        self.conductor.cast("fetch_image", node_uuid=node, instance_info={"image_source": disk})
+        end = self.events.wait_for(for_node(node, "baremetal.image.fetch.end"), description="fetch.end for the Glance image")
+        result = data_of(end)
+        self.assertEqual(result["image_type"], "partition")
+        self.assertEqual(set(result["images"]), {"image", "kernel", "ramdisk"})
+        self.assertTrue(all(image["verified"] and image["service"] == "glance" for image in result["images"].values()))
+        self.assertEqual(result["instance_info"]["kernel"], kernel)
+        self.assertEqual(result["instance_info"]["image_os_hash_value"], hashlib.sha512(disk_data).hexdigest())
+        for name in ("disk", "kernel", "ramdisk"):
+            self.assertTrue(os.path.exists(self.node_path(node, name)), name)
+
+    def test_m_validate_image_on_a_missing_http_image(self):
+        harness.require_image_servers()
+        with self.assertRaises(Exception) as raised:
+            self.conductor.call("validate_image", node_uuid=str(uuid.uuid4()), instance_info={
+                "image_source": "%s/images/missing-%s.img" % (harness.HTTP_URL, uuid.uuid4().hex), "image_checksum": "a" * 64})
+        self.assertEqual(harness.remote_class_name(raised.exception), "ImageRefValidationFailed")
+        self.assertIn("Got HTTP code 404", str(raised.exception))
 
     def test_i_delete_images_removes_the_node_folder(self):
         source = self.make_file("delete.img")

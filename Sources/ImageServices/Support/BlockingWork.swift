@@ -24,18 +24,10 @@ public enum BlockingWork {
         let flag = CancellationFlag()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, Error>) in
-                let job = Job { continuation.resume(with: Swift.Result { try work(flag) }) }
-                let box = Unmanaged.passRetained(job)
-                var thread = pthread_t()
-                let status = pthread_create(&thread, nil, { argument in
-                    Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().body()
-                    return nil
-                }, box.toOpaque())
-                if status != 0 {
-                    box.release()
-                    continuation.resume(throwing: SystemCallError(call: "pthread_create", subject: "a blocking I/O thread", errno: status))
-                } else {
-                    pthread_detach(thread)
+                do {
+                    try DetachedThread.start("a blocking I/O thread") { continuation.resume(with: Swift.Result { try work(flag) }) }
+                } catch {
+                    continuation.resume(throwing: error)
                 }
             }
         } onCancel: {
@@ -43,8 +35,4 @@ public enum BlockingWork {
         }
     }
 
-    private final class Job {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
 }

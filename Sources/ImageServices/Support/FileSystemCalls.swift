@@ -78,6 +78,19 @@ func readRetrying(_ descriptor: Int32, _ buffer: UnsafeMutableRawBufferPointer, 
     }
 }
 
+/// Writes all of `buffer` to `descriptor` at `offset`, retrying on EINTR and short writes.
+func writeAll(_ descriptor: Int32, _ buffer: UnsafeRawBufferPointer, offset: Int64) throws(SystemCallError) {
+    var done = 0
+    while done < buffer.count {
+        let count = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+        if count >= 0 {
+            done += count
+        } else if errno != EINTR {
+            throw SystemCallError(call: "write", subject: "descriptor \(descriptor)", errno: errno)
+        }
+    }
+}
+
 /// Writes all of `buffer` to `descriptor`, retrying on EINTR and short writes.
 func writeAll(_ descriptor: Int32, _ buffer: UnsafeRawBufferPointer) throws(SystemCallError) {
     var done = 0

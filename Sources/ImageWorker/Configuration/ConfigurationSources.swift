@@ -26,7 +26,8 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
 /// that names the option; unknown sections and options are simply never read.
 public struct ConfigurationSources: Sendable {
     private var files: [INIFile]
-    private var environment: [String: String]
+    /// The process environment (also read for `http_proxy` and friends).
+    public private(set) var environment: [String: String]
     private var overrides: [(section: String, name: String, value: String)]
 
     /// Combines sources.

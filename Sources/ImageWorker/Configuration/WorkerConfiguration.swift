@@ -1,4 +1,5 @@
 import AMQP
+import ImageServices
 import Logging
 import OsloMessaging
 
@@ -32,6 +33,21 @@ public struct WorkerConfiguration: Sendable {
     // [agent]
     /// `allow_md5_checksum`.
     public var allowMD5Checksum: Bool
+
+    // [conductor]
+    /// `disable_support_for_checksum_files`: refuse checksum-file URLs in `image_checksum`.
+    public var checksumFilesDisabled: Bool
+
+    /// Outgoing HTTP(S) to image servers: `[DEFAULT] webserver_verify_ca`,
+    /// `webserver_connection_timeout`; `[deploy] image_server_*`; `[image_worker] http_*`, `netrc_file`,
+    /// `download_*`.
+    public var http: HTTPClientSettings
+    /// `[image_worker] require_http_checksum`: an http(s) image needs a checksum (Ironic's rule).
+    public var requireHTTPChecksum: Bool
+
+    /// `[glance]`: where Glance is and how to authenticate, with its own TLS (`cafile`, `insecure`).
+    public var glance: GlanceSettings
+    public var glanceHTTP: HTTPClientSettings
 
     // [image_worker]
     /// `images_dir`: node folders live under it.
@@ -115,6 +131,8 @@ public struct WorkerConfiguration: Sendable {
             throw ConfigurationError(section: section, name: "log_level", reason: "'\(levelText)' is not one of trace, debug, info, notice, warning, error, critical")
         }
 
+        let http = try httpSettings(sources)
+        let (glance, glanceHTTP) = try glanceSettings(sources, http: http)
         return WorkerConfiguration(
             transportURL: transportURL,
             controlExchange: controlExchange,
@@ -125,6 +143,11 @@ public struct WorkerConfiguration: Sendable {
             notificationTopics: notificationTopics,
             fileURLAllowedPaths: allowedPaths,
             allowMD5Checksum: try sources.bool("agent", "allow_md5_checksum", default: true),
+            checksumFilesDisabled: try sources.bool("conductor", "disable_support_for_checksum_files", default: false),
+            http: http,
+            requireHTTPChecksum: try sources.bool(section, "require_http_checksum", default: true),
+            glance: glance,
+            glanceHTTP: glanceHTTP,
             imagesDirectory: imagesDirectory,
             topic: topic,
             maxConcurrentDownloads: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000),
@@ -144,8 +167,128 @@ public struct WorkerConfiguration: Sendable {
         RPCServerTopology(exchange: controlExchange, topic: topic, server: host, options: queueOptions)
     }
 
+    /// The checksum rules for the fetcher.
+    public var checksumPolicy: ImageFetcher.ChecksumPolicy {
+        ImageFetcher.ChecksumPolicy(allowMD5: allowMD5Checksum, requireForHTTP: requireHTTPChecksum, checksumFilesDisabled: checksumFilesDisabled)
+    }
+
     /// The `publisher_id` of events: `image-worker.<host>`.
     public var publisherID: String { "image-worker.\(host)" }
+
+    /// Settings for image servers.
+    private static func httpSettings(_ sources: ConfigurationSources) throws(ConfigurationError) -> HTTPClientSettings {
+        var verification = HTTPClientSettings.Verification.system
+        let verifyText = sources.string("DEFAULT", "webserver_verify_ca", default: "True")
+        if let verify = ConfigurationSources.parseBool(verifyText) {
+            verification = verify ? .system : .none
+        } else {
+            guard FileAccess.isReadable(verifyText) else {
+                throw ConfigurationError(section: "DEFAULT", name: "webserver_verify_ca", reason: "'\(verifyText)' is neither true, false nor a readable CA file")
+            }
+            verification = .caFile(verifyText)
+        }
+        let connectTimeout = try sources.integer("DEFAULT", "webserver_connection_timeout", default: 60, range: 1...3600)
+        var credentials = HTTPCredentials()
+        let strategy = sources.string("deploy", "image_server_auth_strategy", default: "noauth")
+        switch strategy {
+        case "noauth": break
+        case "http_basic":
+            guard let user = sources.optionalString("deploy", "image_server_user") else {
+                throw ConfigurationError(section: "deploy", name: "image_server_user", reason: "http_basic needs a user")
+            }
+            guard let password = sources.optionalString("deploy", "image_server_password") else {
+                throw ConfigurationError(section: "deploy", name: "image_server_password", reason: "http_basic needs a password")
+            }
+            credentials.everyServer = (user, password)
+        default:
+            throw ConfigurationError(section: "deploy", name: "image_server_auth_strategy", reason: "'\(strategy)' is neither noauth nor http_basic")
+        }
+        if let netrc = try readableFile(sources, section, "netrc_file") {
+            do {
+                credentials.perHost = try NetrcFile(path: netrc)
+            } catch {
+                throw ConfigurationError(section: section, name: "netrc_file", reason: error.message)
+            }
+        }
+        let certificate = try readableFile(sources, section, "http_client_cert_file")
+        let key = try readableFile(sources, section, "http_client_key_file")
+        if (certificate == nil) != (key == nil) {
+            throw ConfigurationError(section: section, name: "http_client_key_file", reason: "http_client_cert_file and http_client_key_file must be given together")
+        }
+        let proxies: ProxySettings
+        do {
+            proxies = try ProxySettings.fromEnvironment(sources.environment, http: sources.optionalString(section, "http_proxy"),
+                                                        https: sources.optionalString(section, "https_proxy"), noProxy: sources.optionalString(section, "no_proxy"))
+        } catch {
+            throw ConfigurationError(section: section, name: "http_proxy", reason: error.message)
+        }
+        return HTTPClientSettings(
+            verification: verification, clientCertificateFile: certificate, clientKeyFile: key,
+            connectTimeout: .seconds(connectTimeout),
+            stallTimeout: .seconds(try sources.integer(section, "download_stall_timeout", default: connectTimeout, range: 1...3600)),
+            overallTimeout: .seconds(try sources.integer(section, "download_timeout", default: 6 * 3600, range: 10...7 * 86400)),
+            retries: try sources.integer(section, "download_retries", default: 3, range: 0...100),
+            proxies: proxies, credentials: credentials)
+    }
+
+    /// Settings for Glance and, with a password, Keystone.
+    private static func glanceSettings(_ sources: ConfigurationSources, http: HTTPClientSettings) throws(ConfigurationError) -> (GlanceSettings, HTTPClientSettings) {
+        let group = "glance"
+        let authType = sources.string(group, "auth_type", default: "none").lowercased()
+        let authentication: GlanceSettings.Authentication
+        switch authType {
+        case "none", "noauth":
+            authentication = .none
+        case "token", "admin_token":
+            guard let token = sources.optionalString(group, "token") else {
+                throw ConfigurationError(section: group, name: "token", reason: "auth_type = token needs a token")
+            }
+            authentication = .token(token)
+        case "password", "v3password":
+            func required(_ name: String) throws(ConfigurationError) -> String {
+                guard let value = sources.optionalString(group, name) else {
+                    throw ConfigurationError(section: group, name: name, reason: "auth_type = password needs \(name)")
+                }
+                return value
+            }
+            let projectName = sources.optionalString(group, "project_name")
+            let projectID = sources.optionalString(group, "project_id")
+            guard projectName != nil || projectID != nil else {
+                throw ConfigurationError(section: group, name: "project_name", reason: "auth_type = password needs project_name or project_id")
+            }
+            authentication = .password(GlanceSettings.KeystonePassword(
+                authURL: try required("auth_url"), username: try required("username"), password: try required("password"),
+                userDomainName: sources.optionalString(group, "user_domain_name") ?? "Default", projectName: projectName, projectID: projectID,
+                projectDomainName: sources.optionalString(group, "project_domain_name") ?? "Default",
+                regionName: sources.optionalString(group, "region_name"),
+                interface: sources.list(group, "valid_interfaces", default: [sources.string(group, "interface", default: "public")]).first ?? "public"))
+        default:
+            throw ConfigurationError(section: group, name: "auth_type", reason: "'\(authType)' is not one of none, token, password")
+        }
+        if let endpoint = sources.optionalString(group, "endpoint_override") {
+            guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
+                throw ConfigurationError(section: group, name: "endpoint_override", reason: "'\(endpoint)' is not an http(s) URL")
+            }
+        }
+        let glance = GlanceSettings(
+            endpointOverride: sources.optionalString(group, "endpoint_override"), authentication: authentication,
+            projectID: sources.optionalString(group, "project_id"),
+            retries: try sources.integer(group, "num_retries", default: 0, range: 0...100),
+            adminBypassesProjectCheck: try sources.bool("DEFAULT", "ignore_project_check_for_admin_tasks", default: true),
+            allowAccessViaAuthToken: try sources.bool("DEFAULT", "allow_image_access_via_auth_token", default: false))
+        var glanceHTTP = http
+        glanceHTTP.credentials = HTTPCredentials()
+        glanceHTTP.clientCertificateFile = try readableFile(sources, group, "certfile")
+        glanceHTTP.clientKeyFile = try readableFile(sources, group, "keyfile")
+        if try sources.bool(group, "insecure", default: false) {
+            glanceHTTP.verification = .none
+        } else if let caFile = try readableFile(sources, group, "cafile") {
+            glanceHTTP.verification = .caFile(caFile)
+        } else {
+            glanceHTTP.verification = .system
+        }
+        return (glance, glanceHTTP)
+    }
 
     private static func readableFile(_ sources: ConfigurationSources, _ section: String, _ name: String) throws(ConfigurationError) -> String? {
         guard let path = sources.optionalString(section, name) else { return nil }

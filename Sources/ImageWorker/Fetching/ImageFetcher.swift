@@ -53,15 +53,31 @@ public struct NodeImages: Sendable {
 /// against its expected checksum, and only when all are good renames them into place. On any
 /// failure every staging file is removed: nothing partial is ever left under a final name.
 public struct ImageFetcher: Sendable {
+    /// Ironic's checksum rules, as configured.
+    public struct ChecksumPolicy: Sendable {
+        /// `[agent] allow_md5_checksum`.
+        public var allowMD5: Bool
+        /// `[image_worker] require_http_checksum`: an http(s) image without any checksum is refused.
+        public var requireForHTTP: Bool
+        /// `[conductor] disable_support_for_checksum_files`.
+        public var checksumFilesDisabled: Bool
+
+        public init(allowMD5: Bool = true, requireForHTTP: Bool = true, checksumFilesDisabled: Bool = false) {
+            self.allowMD5 = allowMD5
+            self.requireForHTTP = requireForHTTP
+            self.checksumFilesDisabled = checksumFilesDisabled
+        }
+    }
+
     public let registry: ImageServiceRegistry
     public let store: NodeImageStore
-    public let allowMD5Checksum: Bool
+    public let checksums: ChecksumPolicy
 
     /// Creates a fetcher.
-    public init(registry: ImageServiceRegistry, store: NodeImageStore, allowMD5Checksum: Bool) {
+    public init(registry: ImageServiceRegistry, store: NodeImageStore, checksums: ChecksumPolicy = ChecksumPolicy()) {
         self.registry = registry
         self.store = store
-        self.allowMD5Checksum = allowMD5Checksum
+        self.checksums = checksums
     }
 
     private struct Plan {
@@ -109,7 +125,7 @@ public struct ImageFetcher: Sendable {
         var images: [ResolvedImage] = []
         for plan in plans {
             let started = monotonicMicroseconds()
-            let metadata = try await perRole(plan) { try await plan.service.validate(plan.reference, context: context) }
+            let metadata = try await perRole(plan.role, plan.reference) { try await plan.service.validate(plan.reference, context: context) }
             var checksum: ImageChecksum? = nil
             if case .value(let expected) = plan.checksum { checksum = expected }
             images.append(ResolvedImage(role: plan.role, reference: plan.reference, serviceName: plan.service.name, metadata: metadata,
@@ -122,33 +138,80 @@ public struct ImageFetcher: Sendable {
     /// The images to fetch, each with its service and expected checksum.
     private func plan(_ arguments: FetchImageArguments, context: ImageRequestContext) async throws -> (ImageType, [Plan]) {
         let info = arguments.instanceInfo
-        let imagePlan = try makePlan(.image, info.imageSource, checksum: {
+        let (imageReference, imageService) = try resolve(.image, info.imageSource)
+        // Glance knows more: the type (kernel_id/ramdisk_id), the kernel and ramdisk, the checksum.
+        let glanceMetadata = imageService is GlanceImageService
+            ? try await perRole(.image, imageReference) { try await imageService.show(imageReference, context: context) } : nil
+        let imageChecksum = try await expectedChecksum(for: imageReference, service: imageService, glanceMetadata: glanceMetadata, role: .image, context: context) {
             try ChecksumSource.parse(imageChecksum: info.imageChecksum, osHashAlgorithm: info.osHashAlgorithm,
-                                     osHashValue: info.osHashValue, allowMD5: allowMD5Checksum)
-        })
-        let imageType = info.decideImageType()
-        guard imageType == .partition else { return (imageType, [imagePlan]) }
-        let missing = [("kernel", info.kernel), ("ramdisk", info.ramdisk)].filter { $0.1 == nil }.map(\.0)
-        guard missing.isEmpty else {
-            throw RoleError(role: .image, reference: imagePlan.reference.redacted,
-                            error: .missingParameter("Image \(imagePlan.reference.redacted) is missing the following properties: \(missing.joined(separator: ", "))."))
+                                     osHashValue: info.osHashValue, allowMD5: checksums.allowMD5)
         }
-        let kernelPlan = try makePlan(.kernel, info.kernel!, checksum: { .none })
-        let ramdiskPlan = try makePlan(.ramdisk, info.ramdisk!, checksum: { .none })
-        return (imageType, [imagePlan, kernelPlan, ramdiskPlan])
+        let imagePlan = Plan(role: .image, reference: imageReference, service: imageService, checksum: imageChecksum)
+        let imageType = info.decideImageType(glanceProperties: glanceMetadata?.properties)
+        guard imageType == .partition else { return (imageType, [imagePlan]) }
+        let kernel = info.kernel ?? glanceMetadata?.properties["kernel_id"]
+        let ramdisk = info.ramdisk ?? glanceMetadata?.properties["ramdisk_id"]
+        let missing = [("kernel", kernel), ("ramdisk", ramdisk)].filter { $0.1 == nil }.map(\.0)
+        guard missing.isEmpty else {
+            throw RoleError(role: .image, reference: imageReference.redacted,
+                            error: .missingParameter("Image \(imageReference.redacted) is missing the following properties: \(missing.joined(separator: ", "))."))
+        }
+        var plans = [imagePlan]
+        for (role, text) in [(ImageRole.kernel, kernel!), (.ramdisk, ramdisk!)] {
+            let (reference, service) = try resolve(role, text)
+            let metadata = service is GlanceImageService
+                ? try await perRole(role, reference) { try await service.show(reference, context: context) } : nil
+            let checksum = try await expectedChecksum(for: reference, service: service, glanceMetadata: metadata, role: role, context: context) { .none }
+            plans.append(Plan(role: role, reference: reference, service: service, checksum: checksum))
+        }
+        return (imageType, plans)
     }
 
-    private func makePlan(_ role: ImageRole, _ text: String, checksum: () throws -> ChecksumSource) throws -> Plan {
+    /// A reference and the service for its scheme.
+    private func resolve(_ role: ImageRole, _ text: String) throws -> (ImageReference, any ImageService) {
         do {
             let reference = try ImageReference(text)
-            let service = try registry.service(for: reference)
-            let source = try checksum()
-            if case .checksumFile = source {
-                throw IronicError.validationFailed(reference.redacted, "checksum file URLs are resolved by the http image service, which this worker does not have.")
-            }
-            return Plan(role: role, reference: reference, service: service, checksum: source)
-        } catch let error as IronicError {
+            return (reference, try registry.service(for: reference))
+        } catch {
             throw RoleError(role: role, reference: ImageReference.redact(text), error: error)
+        }
+    }
+
+    /// What the image must hash to: Glance's own checksum for Glance images; otherwise what
+    /// `instance_info` says (a checksum file is fetched and searched), which an http(s) image must have.
+    private func expectedChecksum(for reference: ImageReference, service: any ImageService, glanceMetadata: ImageMetadata?, role: ImageRole,
+                                  context: ImageRequestContext, given: () throws -> ChecksumSource) async throws -> ChecksumSource {
+        if service is GlanceImageService {
+            return glanceMetadata?.checksum.map(ChecksumSource.value) ?? .none
+        }
+        let source: ChecksumSource
+        do {
+            source = try given()
+        } catch let error as IronicError {
+            throw RoleError(role: role, reference: reference.redacted, error: error)
+        }
+        switch source {
+        case .value:
+            return source
+        case .checksumFile(let url):
+            guard !checksums.checksumFilesDisabled else {
+                throw RoleError(role: role, reference: reference.redacted,
+                                error: .invalidParameter("Checksum file URLs are disabled ([conductor] disable_support_for_checksum_files); give the checksum itself."))
+            }
+            guard let http = try? registry.service(for: url) as? HTTPImageService else {
+                throw RoleError(role: role, reference: reference.redacted,
+                                error: .validationFailed(url.redacted, "checksum file URLs need the http image service."))
+            }
+            return try await perRole(role, reference) {
+                let text = try await http.text(of: url, context: context)
+                return .value(try ChecksumFile.checksum(in: text, for: ChecksumFile.fileName(of: reference), reference: url.redacted, allowMD5: checksums.allowMD5))
+            }
+        case .none:
+            if role == .image && checksums.requireForHTTP && service is HTTPImageService {
+                throw RoleError(role: role, reference: reference.redacted, error: .missingParameter(
+                    "image_checksum, or image_os_hash_algo and image_os_hash_value, must be given in instance_info for the http(s) image \(reference.redacted)."))
+            }
+            return .none
         }
     }
 
@@ -161,7 +224,7 @@ public struct ImageFetcher: Sendable {
         let role = plan.role
         let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: algorithms, context: context,
                                         progress: { progress(role, $0) })
-        let fetched = try await perRole(plan) {
+        let fetched = try await perRole(plan.role, plan.reference) {
             do {
                 return try await plan.service.fetch(request)
             } catch {
@@ -185,19 +248,19 @@ public struct ImageFetcher: Sendable {
                              cache: .bypass, durationMicroseconds: monotonicMicroseconds() - started)
     }
 
-    /// Runs `body`, attributing any failure to the plan's role (non-Ironic errors become
+    /// Runs `body`, attributing any failure to the role (non-Ironic errors become
     /// `ImageDownloadFailed`; cancellation passes through).
-    private func perRole<T>(_ plan: Plan, _ body: () async throws -> T) async throws -> T {
+    private func perRole<T>(_ role: ImageRole, _ reference: ImageReference, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as IronicError {
-            throw RoleError(role: plan.role, reference: plan.reference.redacted, error: error)
+            throw RoleError(role: role, reference: reference.redacted, error: error)
         } catch is CancellationError {
             throw CancellationError()
         } catch let error as RoleError {
             throw error
         } catch {
-            throw RoleError(role: plan.role, reference: plan.reference.redacted, error: .downloadFailed(plan.reference.redacted, "\(error)"))
+            throw RoleError(role: role, reference: reference.redacted, error: .downloadFailed(reference.redacted, "\(error)"))
         }
     }
 }

@@ -11,11 +11,13 @@ public struct ImageWorkerApplication: Sendable {
     public let transport: AMQPOsloTransport
     public let server: RPCServer
     public let store: NodeImageStore
+    public let imageServices: ImageServicesBundle
 
     /// Builds the worker; opens (creating if needed) `images_dir` and removes staging files a
     /// killed process left behind.
-    public init(configuration: WorkerConfiguration, registry: ImageServiceRegistry? = nil, logger: Logger) throws {
+    public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
+        imageServices = try ImageServicesBundle(configuration: configuration)
         store = try NodeImageStore(path: configuration.imagesDirectory)
         let leftovers = try store.removeLeftoverStagingFiles()
         if leftovers > 0 { logger.notice("removed staging files left by an earlier process", metadata: ["count": "\(leftovers)"]) }
@@ -23,8 +25,7 @@ public struct ImageWorkerApplication: Sendable {
         let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 1)
         transport = AMQPOsloTransport(configuration: configuration.amqpConfiguration, topology: configuration.rpcTopology(),
                                       notificationTopics: configuration.notificationTopics, prefetch: prefetch, logger: logger)
-        let fetcher = ImageFetcher(registry: registry ?? Self.defaultRegistry(configuration), store: store,
-                                   allowMD5Checksum: configuration.allowMD5Checksum)
+        let fetcher = ImageFetcher(registry: imageServices.registry, store: store, checksums: configuration.checksumPolicy)
         let endpoint = WorkerEndpoint(fetcher: fetcher, events: ImageEventPublisher(transport: transport, publisherID: configuration.publisherID),
                                       progressInterval: configuration.progressInterval, logger: logger)
         server = RPCServer(transport: transport, endpoint: endpoint,
@@ -33,17 +34,39 @@ public struct ImageWorkerApplication: Sendable {
                            logger: logger)
     }
 
-    /// The image services this build carries, by scheme.
-    public static func defaultRegistry(_ configuration: WorkerConfiguration) -> ImageServiceRegistry {
+    /// The long-running parts, in start order (they stop in reverse: the server drains first,
+    /// then the broker connections close, then the HTTP clients).
+    public var services: [any Service] {
+        [imageServices, TransportService(transport: transport), server]
+    }
+}
+
+/// The image services this build carries, by scheme, with the HTTP clients they share; a
+/// `Service` so that the clients are shut down when the worker stops.
+public struct ImageServicesBundle: Service {
+    public let registry: ImageServiceRegistry
+    private let transports: [HTTPTransport]
+
+    /// Builds the services from the configuration (TLS files are read now).
+    public init(configuration: WorkerConfiguration) throws {
+        let web = try HTTPTransport(settings: configuration.http)
+        let glance = try HTTPTransport(settings: configuration.glanceHTTP)
         var registry = ImageServiceRegistry()
         registry.register(FileImageService(policy: FilePathPolicy(allowedPaths: configuration.fileURLAllowedPaths)))
-        return registry
+        registry.register(HTTPImageService(transport: web))
+        registry.register(GlanceImageService(settings: configuration.glance, transport: glance))
+        self.registry = registry
+        transports = [web, glance]
     }
 
-    /// The long-running parts, in start order (they stop in reverse: the server drains first,
-    /// then the broker connections close).
-    public var services: [any Service] {
-        [TransportService(transport: transport), server]
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Closes the HTTP clients (for users outside a service group, like `image-worker fetch`).
+    public func shutdown() async {
+        for transport in transports { await transport.shutdown() }
     }
 }
 

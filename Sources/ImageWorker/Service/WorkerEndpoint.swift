@@ -33,7 +33,7 @@ public struct WorkerEndpoint: RPCEndpoint {
         if let node = task.nodeUUID { logger[metadataKey: "node_uuid"] = "\(node)" }
         if let global = request.context.globalRequestID { logger[metadataKey: "global_request_id"] = "\(global)" }
         let context = ImageRequestContext(requestID: task.requestID, authToken: request.context.authToken, projectID: request.context.projectID,
-                                          roles: request.context.roles, logger: logger)
+                                          roles: request.context.roles, isAdmin: request.context.isAdmin, logger: logger)
         switch request.method {
         case "fetch_image":
             return try await fetchImage(request, task: task, attempt: delivery.attempt, context: context)

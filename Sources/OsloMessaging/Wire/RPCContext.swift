@@ -27,6 +27,9 @@ public struct RPCContext: Sendable, Hashable, CustomStringConvertible {
     /// The project the caller acts in.
     public var projectID: String? { fields["project_id"]?.stringValue ?? fields["project"]?.stringValue }
 
+    /// Whether the caller acts as an administrator (`is_admin`).
+    public var isAdmin: Bool { fields["is_admin"]?.boolValue ?? false }
+
     /// The caller's roles.
     public var roles: [String] { fields["roles"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
 

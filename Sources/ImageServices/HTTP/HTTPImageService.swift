@@ -1,0 +1,170 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// `http://` and `https://` images.
+///
+/// - **validate/show**: HEAD, as Ironic does (non-200 refused; a 403 on a URL ending in `/` is a
+///   directory); a server that refuses HEAD (405, 501) is asked for one byte with a ranged GET.
+///   Size from `Content-Length`, `updated_at` from `Last-Modified`, `no_cache` from
+///   `Cache-Control: no-store`, and the `ETag`.
+/// - **fetch**: a streamed GET into the staging file, hashed in the same pass, retried with
+///   back-off on transient failures and resumed with `Range` + `If-Range` when that is safe
+///   (see ``ResumableDownload``).
+public struct HTTPImageService: ImageService {
+    public let name = "http"
+    public let schemes = ["http", "https"]
+    public let transport: HTTPTransport
+
+    /// Creates the service.
+    public init(transport: HTTPTransport) {
+        self.transport = transport
+    }
+
+    /// What a HEAD (or its ranged-GET stand-in) told.
+    struct Probe {
+        var metadata: ImageMetadata
+        var entityTag: String?
+        var isDirectory: Bool
+    }
+
+    public func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
+        try await probe(reference, context: context, allowDirectory: true).metadata
+    }
+
+    public func show(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
+        let probe = try await probe(reference, context: context, allowDirectory: false)
+        guard probe.metadata.size != nil else {
+            throw IronicError.validationFailed(reference.redacted, "Cannot determine image size as there is no Content-Length header specified in response to HEAD request.")
+        }
+        return probe.metadata
+    }
+
+    public func fetch(_ request: ImageFetchRequest) async throws -> FetchedImage {
+        try await ResumableDownload(transport: transport, url: try ParsedHTTPURL(request.reference.original), request: request).run()
+    }
+
+    /// The body of a small resource (a checksum file), at most `limit` bytes, as text.
+    public func text(of reference: ImageReference, context: ImageRequestContext, limit: Int = 1 << 20) async throws -> String {
+        let url = try ParsedHTTPURL(reference.original)
+        let exchange = HTTPExchange(transport: transport, reference: reference)
+        do {
+            let response = try await exchange.send(.GET, url, deadline: .now() + .seconds(Int64(transport.settings.connectTimeout.seconds + transport.settings.stallTimeout.seconds)))
+            guard response.response.status == .ok else {
+                throw IronicError.validationFailed(reference.redacted, "Got HTTP code \(response.response.status.code) instead of 200 in response to GET request.")
+            }
+            let body = try await response.response.body.collect(upTo: limit)
+            return String(buffer: body)
+        } catch let error as IronicError {
+            throw error
+        } catch let error as NIOTooManyBytesError {
+            _ = error
+            throw IronicError.downloadFailed(reference.redacted, "the checksum file is larger than \(limit) bytes.")
+        } catch {
+            throw IronicError.downloadFailed(reference.redacted, HTTPErrors.describe(error), retryable: true)
+        }
+    }
+
+    func probe(_ reference: ImageReference, context: ImageRequestContext, allowDirectory: Bool) async throws -> Probe {
+        let url = try ParsedHTTPURL(reference.original)
+        let exchange = HTTPExchange(transport: transport, reference: reference)
+        let deadline = NIODeadline.now() + .seconds(Int64(transport.settings.connectTimeout.seconds + transport.settings.stallTimeout.seconds))
+        do {
+            var answer = try await exchange.send(.HEAD, url, deadline: deadline)
+            var method = "HEAD"
+            if [405, 501].contains(answer.response.status.code) {
+                context.logger.debug("the server refuses HEAD; asking for one byte", metadata: ["status": "\(answer.response.status.code)"])
+                answer = try await exchange.send(.GET, url, headers: ["Range": "bytes=0-0"], deadline: deadline)
+                method = "GET"
+            }
+            let status = answer.response.status.code
+            // Ironic looks at the reference as written, not where redirects led.
+            if status == 403, allowDirectory, url.path.hasSuffix("/") {
+                context.logger.warning("HEAD answered 403 on a URL ending in '/': taking it as a directory", metadata: ["href": "\(reference.redacted)"])
+                return Probe(metadata: ImageMetadata(), entityTag: nil, isDirectory: true)
+            }
+            guard status == 200 || (method == "GET" && status == 206) else {
+                throw IronicError.validationFailed(reference.redacted, "Got HTTP code \(status) instead of 200 in response to \(method) request.")
+            }
+            return Probe(metadata: Self.metadata(answer.response.headers, status: status), entityTag: answer.response.headers.first(name: "ETag"), isDirectory: false)
+        } catch let error as IronicError {
+            throw error
+        } catch {
+            throw IronicError.validationFailed(reference.redacted, HTTPErrors.describe(error))
+        }
+    }
+
+    /// Metadata from response headers (a 206's size comes from `Content-Range`'s total).
+    static func metadata(_ headers: HTTPHeaders, status: UInt) -> ImageMetadata {
+        var size: Int64? = nil
+        if status == 206, let range = headers.first(name: "Content-Range").flatMap(ContentRange.init) {
+            size = range.total
+        } else if let length = headers.first(name: "Content-Length").flatMap({ Int64($0.trimmingCharacters(in: .whitespaces)) }) {
+            size = length
+        }
+        let cacheControl = headers[canonicalForm: "Cache-Control"].map { $0.lowercased() }
+        return ImageMetadata(size: size, updatedAtMicroseconds: headers.first(name: "Last-Modified").flatMap(HTTPDate.parse),
+                             noCache: cacheControl.contains { $0.trimmingCharacters(in: .whitespaces) == "no-store" })
+    }
+}
+
+/// `Content-Range: bytes START-END/TOTAL`.
+struct ContentRange: Hashable {
+    var start: Int64
+    var end: Int64
+    var total: Int64?
+
+    init?(_ text: String) {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("bytes ") else { return nil }
+        let spec = trimmed.dropFirst(6)
+        let parts = spec.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        let bounds = parts[0].split(separator: "-", maxSplits: 1)
+        guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), start <= end else { return nil }
+        self.start = start
+        self.end = end
+        total = parts[1] == "*" ? nil : Int64(parts[1])
+        if parts[1] != "*" && total == nil { return nil }
+    }
+}
+
+/// Turns transport errors into words for messages (no URLs with credentials: the client's own
+/// errors do not carry URLs).
+enum HTTPErrors {
+    static func describe(_ error: Error) -> String {
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .connectTimeout: return "connection timed out"
+            case .readTimeout: return "no data received within the stall timeout"
+            case .deadlineExceeded: return "the download took longer than its deadline"
+            case .remoteConnectionClosed: return "the server closed the connection"
+            default: return "\(client)"
+            }
+        }
+        if let parser = error as? HTTPParserError, parser == .invalidEOFState { return "the connection closed in the middle of the body" }
+        if let ssl = error as? NIOSSLErrorDescribable { return ssl.sslDescription }
+        return "\(error)"
+    }
+
+    /// Whether trying again may help: connection trouble and timeouts, not protocol or TLS refusals.
+    static func isTransient(_ error: Error) -> Bool {
+        if error is NIOSSLErrorDescribable { return false }
+        // The connection closed before the body was complete.
+        if let parser = error as? HTTPParserError { return parser == .invalidEOFState }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .connectTimeout, .readTimeout, .remoteConnectionClosed, .requestStreamCancelled: return true
+            default: return "\(client)".contains("connection") || "\(client)".contains("closed")
+            }
+        }
+        return error is ChannelError || error is IOError || error is NIOConnectionError
+    }
+}
+
+/// NIOSSL errors, described without pulling NIOSSL into every file.
+protocol NIOSSLErrorDescribable: Error {
+    var sslDescription: String { get }
+}

@@ -1,0 +1,121 @@
+import Testing
+@testable import ImageServices
+
+@Suite("checksum files")
+struct ChecksumFileTests {
+    let sha256 = String(repeating: "a1", count: 32)
+    let other = String(repeating: "b2", count: 32)
+
+    func find(_ text: String, _ name: String = "image.qcow2") throws -> ImageChecksum {
+        try ChecksumFile.checksum(in: text, for: name, reference: "https://h/SUMS", allowMD5: true)
+    }
+
+    @Test("GNU text and binary mode lines, and ./ prefixes")
+    func gnu() throws {
+        #expect(try find("\(other)  other.img\n\(sha256)  image.qcow2\n").value == sha256)
+        #expect(try find("\(other) *other.img\n\(sha256) *image.qcow2\n").value == sha256)
+        #expect(try find("\(sha256)  ./image.qcow2").value == sha256)
+    }
+
+    @Test("BSD lines name the algorithm")
+    func bsd() throws {
+        let sha512 = String(repeating: "c3", count: 64)
+        let found = try find("SHA256 (other.img) = \(other)\nSHA512 (image.qcow2) = \(sha512)\n")
+        #expect(found.algorithm == .sha512)
+        #expect(found.value == sha512)
+    }
+
+    @Test("the name is matched literally, never as a pattern")
+    func regexCharacters() throws {
+        let name = "img+v1.(final)[x].qcow2"
+        let text = "\(other)  imgXv1X(final)[x]Xqcow2\n\(other)  img+v1.(final)[x].qcow2.bak\n\(sha256)  \(name)\n"
+        #expect(try find(text, name).value == sha256)
+        #expect(throws: IronicError.self) { try find("\(other)  imgXv1.qcow2\n", "img.v1.qcow2") }
+    }
+
+    @Test("upper-case hex is read in any case")
+    func upperCase() throws {
+        #expect(try find("\(sha256.uppercased())  image.qcow2").value == sha256)
+    }
+
+    @Test("a single bare hash is the checksum; comments are skipped")
+    func bareAndComments() throws {
+        #expect(try find(sha256 + "\n").value == sha256)
+        #expect(try find("# \(other)  image.qcow2\n\(sha256)  image.qcow2").value == sha256)
+    }
+
+    @Test("empty files, missing names and junk are refused with Ironic's messages", arguments: [
+        ("", "Checksum file empty."),
+        ("\n \n", "Checksum file empty."),
+        ("foobar", "Invalid checksum file (No valid checksum found)"),
+        ("aaaa  other.img\nbbbb  more.img", "Checksum file does not contain name image.qcow2"),
+    ])
+    func refused(text: String, expected: String) {
+        #expect { _ = try find(text) } throws: { ($0 as? IronicError)?.message.contains(expected) == true }
+    }
+
+    @Test("md5 entries obey allow_md5_checksum")
+    func md5() {
+        let md5 = String(repeating: "d4", count: 16)
+        #expect(throws: Never.self) { _ = try ChecksumFile.checksum(in: "\(md5)  image.qcow2", for: "image.qcow2", reference: "r", allowMD5: true) }
+        #expect { _ = try ChecksumFile.checksum(in: "\(md5)  image.qcow2", for: "image.qcow2", reference: "r", allowMD5: false) } throws: {
+            ($0 as? IronicError)?.code == .imageChecksumAlgorithmFailure
+        }
+    }
+
+    @Test("an image is named by the last segment of its URL path, decoded")
+    func fileName() throws {
+        #expect(ChecksumFile.fileName(of: try ImageReference("https://h/a/b/my%20image.qcow2?sig=x")) == "my image.qcow2")
+    }
+}
+
+@Suite("HTTP helpers")
+struct HTTPHelperTests {
+    @Test("Last-Modified in its three formats", arguments: [
+        "Tue, 15 Nov 2014 08:12:31 GMT", "Tuesday, 15-Nov-14 08:12:31 GMT", "Tue Nov 15 08:12:31 2014",
+    ])
+    func dates(text: String) {
+        #expect(HTTPDate.parse(text) == 1_416_039_151_000_000)
+    }
+
+    @Test("no_proxy: exact hosts, domain suffixes, ports and *")
+    func noProxy() throws {
+        let proxy = try ProxySettings.parseProxy("http://user:p%40ss@proxy.example:3128")
+        #expect(proxy.host == "proxy.example" && proxy.port == 3128 && proxy.password == "p@ss")
+        let settings = ProxySettings(http: proxy, https: proxy, noProxy: ["localhost", ".internal.example", "example.org", "10.0.0.1:8080"])
+        #expect(settings.proxy(scheme: "http", host: "images.example.com", port: 80) == proxy)
+        #expect(settings.proxy(scheme: "http", host: "localhost", port: 80) == nil)
+        #expect(settings.proxy(scheme: "https", host: "a.internal.example", port: 443) == nil)
+        #expect(settings.proxy(scheme: "https", host: "mirror.example.org", port: 443) == nil)
+        #expect(settings.proxy(scheme: "http", host: "10.0.0.1", port: 8080) == nil)
+        #expect(settings.proxy(scheme: "http", host: "10.0.0.1", port: 80) == proxy)
+        #expect(ProxySettings(http: proxy, noProxy: ["*"]).proxy(scheme: "http", host: "x", port: 1) == nil)
+    }
+
+    @Test("netrc: machine entries, default, and other tokens")
+    func netrc() throws {
+        let file = try NetrcFile(text: "machine a.example login ua password pa\nmacdef init\ncd /\n\ndefault login ud password pd\n")
+        #expect(file.credentials(for: "A.example")! == ("ua", "pa"))
+        #expect(file.credentials(for: "b.example")! == ("ud", "pd"))
+    }
+
+    @Test("Content-Range parsing")
+    func contentRange() {
+        #expect(ContentRange("bytes 10-19/100") == ContentRange("bytes 10-19/100"))
+        #expect(ContentRange("bytes 10-19/100")?.total == 100)
+        #expect(ContentRange("bytes 10-19/*")?.total == nil)
+        #expect(ContentRange("bytes 19-10/100") == nil)
+        #expect(ContentRange("items 1-2/3") == nil)
+    }
+
+    @Test("Location headers resolve against the current URL")
+    func locations() throws {
+        let base = try ParsedHTTPURL("https://u:p@h.example:8443/a/b/image.img?x=1")
+        #expect(base.resolving("/c/d")?.withoutUserInfo == "https://h.example:8443/c/d")
+        #expect(base.resolving("other.img")?.withoutUserInfo == "https://h.example:8443/a/b/other.img")
+        #expect(base.resolving("//cdn.example/z")?.withoutUserInfo == "https://cdn.example/z")
+        #expect(base.resolving("http://x.example/y")?.withoutUserInfo == "http://x.example/y")
+        #expect(base.resolving("file:///etc/passwd")?.scheme == "file")
+        #expect(base.withoutUserInfo == "https://h.example:8443/a/b/image.img?x=1")
+    }
+}
