@@ -15,6 +15,7 @@ struct FetcherIntegrationTests {
     struct Fixture {
         let images: TemporaryDirectory
         let fetcher: ImageFetcher
+        let store: NodeImageStore
         let server: NginxTestServer
         var http: String { server.http }
         var https: String { server.https }
@@ -31,8 +32,8 @@ struct FetcherIntegrationTests {
             var registry = ImageServiceRegistry()
             registry.register(HTTPImageService(transport: web))
             registry.register(GlanceImageService(settings: GlanceSettings(endpointOverride: glance.url), transport: glanceTransport))
-            fetcher = ImageFetcher(registry: registry, store: try NodeImageStore(path: images.path),
-                                   checksums: .init(requireForHTTP: requireHTTPChecksum))
+            fetcher = ImageFetcher(registry: registry, checksums: .init(requireForHTTP: requireHTTPChecksum))
+            store = try NodeImageStore(path: images.path)
             transports = [web, glanceTransport]
         }
 
@@ -73,7 +74,7 @@ struct FetcherIntegrationTests {
         let ramdisk = try await fixture.glance.image(randomBytes(8192), visibility: "public")
         let disk = try await fixture.glance.image(randomBytes(100_000), properties: ["kernel_id": kernel, "ramdisk_id": ramdisk])
         let node = UUID().uuidString.lowercased()
-        let images = try await fixture.fetcher.fetch(try arguments(node, ["image_source": .string(disk)]), context: context) { _, _ in }
+        let images = try await fixture.fetcher.fetch(try arguments(node, ["image_source": .string(disk)]), into: fixture.store, context: context) { _, _ in }
         #expect(images.imageType == .partition)
         #expect(images.images.map(\.role) == [.image, .kernel, .ramdisk])
         #expect(images.images.allSatisfy { $0.verified && $0.checksum?.algorithm == .sha512 && $0.serviceName == "glance" })
@@ -95,7 +96,7 @@ struct FetcherIntegrationTests {
         let images = try await fixture.fetcher.fetch(try arguments(node, [
             "image_source": .string(disk), "kernel": .string("\(fixture.http)/images/\(name)-vmlinuz"),
             "ramdisk": .string("\(fixture.https)/images/\(name)-initrd"),
-        ]), context: context) { _, _ in }
+        ]), into: fixture.store, context: context) { _, _ in }
         #expect(images.images.map(\.serviceName) == ["glance", "http", "http"])
         #expect(try fixture.nodeFiles(node) == ["disk", "kernel", "ramdisk"])
         await fixture.close()
@@ -111,7 +112,7 @@ struct FetcherIntegrationTests {
         altered[25_000] ^= 0xFF
         try Data(altered).write(to: URL(fileURLWithPath: stored))
         let node = UUID().uuidString.lowercased()
-        let error = await roleError { _ = try await fixture.fetcher.fetch(try arguments(node, ["image_source": .string(id)]), context: context) { _, _ in } }
+        let error = await roleError { _ = try await fixture.fetcher.fetch(try arguments(node, ["image_source": .string(id)]), into: fixture.store, context: context) { _, _ in } }
         #expect(error?.error.code == .imageChecksumError)
         #expect(error?.error.message.contains("sha512") == true)
         #expect(try fixture.nodeFiles(node).isEmpty)
@@ -129,7 +130,7 @@ struct FetcherIntegrationTests {
         let encoded = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!
         let images = try await fixture.fetcher.fetch(try arguments(node, [
             "image_source": .string("\(fixture.https)/images/\(encoded)"), "image_checksum": .string("\(fixture.https)/images/\(encoded).SHA256SUMS"),
-        ]), context: context) { _, _ in }
+        ]), into: fixture.store, context: context) { _, _ in }
         #expect(images.images[0].verified)
         #expect(images.images[0].checksum?.value == sha256(bytes))
         await fixture.close()
@@ -141,12 +142,12 @@ struct FetcherIntegrationTests {
         let name = "\(uniqueHex().prefix(8)).img"
         try strict.publish("images/\(name)", randomBytes(1000))
         let error = await roleError {
-            _ = try await strict.fetcher.fetch(try arguments(UUID().uuidString.lowercased(), ["image_source": .string("\(strict.http)/images/\(name)")]), context: context) { _, _ in }
+            _ = try await strict.fetcher.fetch(try arguments(UUID().uuidString.lowercased(), ["image_source": .string("\(strict.http)/images/\(name)")]), into: strict.store, context: context) { _, _ in }
         }
         #expect(error?.error.code == .missingParameterValue)
         await strict.close()
         let lenient = try Fixture(requireHTTPChecksum: false)
-        let images = try await lenient.fetcher.fetch(try arguments(UUID().uuidString.lowercased(), ["image_source": .string("\(lenient.http)/images/\(name)")]), context: context) { _, _ in }
+        let images = try await lenient.fetcher.fetch(try arguments(UUID().uuidString.lowercased(), ["image_source": .string("\(lenient.http)/images/\(name)")]), into: lenient.store, context: context) { _, _ in }
         #expect(images.images[0].verified == false)
         #expect(images.images[0].checksum?.algorithm == .sha256)
         await lenient.close()

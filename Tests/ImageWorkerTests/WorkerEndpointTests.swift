@@ -21,7 +21,7 @@ struct WorkerEndpointTests {
             var registry = ImageServiceRegistry()
             registry.register(FileImageService(policy: FilePathPolicy(allowedPaths: [sources.path])))
             let store = try NodeImageStore(path: images.path)
-            let endpoint = WorkerEndpoint(fetcher: ImageFetcher(registry: registry, store: store),
+            let endpoint = WorkerEndpoint(fetcher: ImageFetcher(registry: registry), store: store,
                                           events: ImageEventPublisher(transport: transport, publisherID: "image-worker.test"),
                                           progressInterval: .seconds(5), logger: Logger(label: "test"))
             server = RPCServer(transport: transport, endpoint: endpoint, configuration: .init(), logger: Logger(label: "test"))

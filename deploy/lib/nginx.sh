@@ -16,6 +16,9 @@ nginx_start() {
   local dir=$1 port=$2 tls_port=$3 certs=$4
   ensure_packages nginx openssl
   mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/dir,logs,tmp}
+  # nginx's workers run as nobody: they must be able to walk to the files (mktemp makes 0700 folders).
+  chmod o+x "$(dirname "$dir")" "$dir"
+  chmod -R o+rX "$dir/data"
   printf 'imageuser:%s\n' "$(openssl passwd -apr1 "${NGINX_TEST_PASSWORD:-image-pass}")" > "$dir/htpasswd"
   cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;

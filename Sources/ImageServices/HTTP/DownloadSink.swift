@@ -17,6 +17,9 @@ final class DownloadSink: @unchecked Sendable {
     private let file: OwnedDescriptor
     private let algorithms: Set<HashAlgorithm>
     private let capacityBytes: Int
+    /// Buffers held at most: each pins its whole backing storage (up to a receive buffer, 1 MiB),
+    /// however few bytes of it are readable.
+    private let capacityBuffers: Int
     private let lock = ConditionLock()
 
     private var queue: [ByteBuffer] = []
@@ -30,10 +33,11 @@ final class DownloadSink: @unchecked Sendable {
     private var writtenBytes: Int64 = 0
 
     /// Starts the sink thread for `file`, computing `algorithms` over what is written.
-    init(file: OwnedDescriptor, algorithms: Set<HashAlgorithm>, capacityBytes: Int = 16 << 20) throws {
+    init(file: OwnedDescriptor, algorithms: Set<HashAlgorithm>, capacityBytes: Int = 8 << 20, capacityBuffers: Int = 8) throws {
         self.file = file
         self.algorithms = algorithms
         self.capacityBytes = capacityBytes
+        self.capacityBuffers = capacityBuffers
         self.digest = MultiDigest(algorithms)
         try DetachedThread.start("a download writer") { self.run() }
     }
@@ -47,7 +51,7 @@ final class DownloadSink: @unchecked Sendable {
         while true {
             let outcome: WriteOutcome = lock.withLock {
                 if let failure { return .failed(failure) }
-                if queuedBytes > 0 && queuedBytes + buffer.readableBytes > capacityBytes { return .full }
+                if isFull(adding: buffer) { return .full }
                 queue.append(buffer)
                 queuedBytes += buffer.readableBytes
                 lock.signal()
@@ -59,7 +63,7 @@ final class DownloadSink: @unchecked Sendable {
             case .full:
                 await withCheckedContinuation { continuation in
                     let resumeNow = lock.withLock { () -> Bool in
-                        if failure != nil || queuedBytes + buffer.readableBytes <= capacityBytes || queuedBytes == 0 { return true }
+                        if failure != nil || !isFull(adding: buffer) { return true }
                         spaceWaiters.append(continuation)
                         return false
                     }
@@ -67,6 +71,11 @@ final class DownloadSink: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Whether `buffer` must wait (call with the lock held). An empty queue always takes one.
+    private func isFull(adding buffer: ByteBuffer) -> Bool {
+        !queue.isEmpty && (queue.count >= capacityBuffers || queuedBytes + buffer.readableBytes > capacityBytes)
     }
 
     private enum WriteOutcome {

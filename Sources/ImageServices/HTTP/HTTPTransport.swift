@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import Foundation
 import NIOSSL
 import Synchronization
 
@@ -67,7 +68,7 @@ public final class HTTPTransport: Sendable {
         // event loop to the consuming task (docs: http-stack.md, "The AHC read chunk size").
         let receiveBytes = settings.receiveBufferBytes
         configuration.http1_1ConnectionDebugInitializer = { channel in
-            channel.setOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64 << 10, initial: receiveBytes, maximum: receiveBytes))
+            channel.setOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: receiveBytes))
         }
         return configuration
     }
@@ -99,11 +100,21 @@ extension Duration {
 }
 
 extension NIOSSLError: NIOSSLErrorDescribable {
-    var sslDescription: String { "TLS: \(self)" }
+    var sslDescription: String {
+        if case .handshakeFailed(let error) = self { return "TLS handshake failed: \(error.reasons)" }
+        return "TLS: \(self)"
+    }
 }
 
 extension BoringSSLError: NIOSSLErrorDescribable {
-    var sslDescription: String { "TLS: \(self)" }
+    var sslDescription: String { "TLS: \(reasons)" }
+
+    /// BoringSSL's reason names (`CERTIFICATE_VERIFY_FAILED`), without its source paths.
+    var reasons: String {
+        let text = "\(self)"
+        let names = text.components(separatedBy: "OPENSSL_internal:").dropFirst().map { $0.prefix { $0 != " " && $0 != "]" && $0 != ")" } }
+        return names.isEmpty ? text : names.joined(separator: ", ")
+    }
 }
 
 extension NIOSSLExtraError: NIOSSLErrorDescribable {

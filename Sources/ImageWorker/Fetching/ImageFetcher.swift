@@ -70,13 +70,11 @@ public struct ImageFetcher: Sendable {
     }
 
     public let registry: ImageServiceRegistry
-    public let store: NodeImageStore
     public let checksums: ChecksumPolicy
 
     /// Creates a fetcher.
-    public init(registry: ImageServiceRegistry, store: NodeImageStore, checksums: ChecksumPolicy = ChecksumPolicy()) {
+    public init(registry: ImageServiceRegistry, checksums: ChecksumPolicy = ChecksumPolicy()) {
         self.registry = registry
-        self.store = store
         self.checksums = checksums
     }
 
@@ -87,8 +85,8 @@ public struct ImageFetcher: Sendable {
         var checksum: ChecksumSource
     }
 
-    /// Fetches the node's images into its folder.
-    public func fetch(_ arguments: FetchImageArguments, context: ImageRequestContext,
+    /// Fetches the node's images into its folder in `store`.
+    public func fetch(_ arguments: FetchImageArguments, into store: NodeImageStore, context: ImageRequestContext,
                       progress: @escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> NodeImages {
         let (imageType, plans) = try await plan(arguments, context: context)
         let directory: DirectoryHandle
@@ -135,9 +133,26 @@ public struct ImageFetcher: Sendable {
         return NodeImages(nodeUUID: arguments.nodeUUID, imageType: imageType, images: images, instanceInfo: arguments.instanceInfo)
     }
 
-    /// The images to fetch, each with its service and expected checksum.
-    private func plan(_ arguments: FetchImageArguments, context: ImageRequestContext) async throws -> (ImageType, [Plan]) {
-        let info = arguments.instanceInfo
+    /// Fetches one image (no kernel or ramdisk) to `directory/name`, verified as a node's disk
+    /// would be: for `image-worker fetch --output`.
+    public func fetchImage(_ info: InstanceInfo, into directory: DirectoryHandle, named name: String, context: ImageRequestContext,
+                           progress: @escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> ResolvedImage {
+        let (plan, _) = try await imagePlan(info, context: context)
+        let staging = StagingFile(in: directory, finalName: name)
+        var image = try await fetchOne(plan, into: staging, context: context, progress: progress)
+        do {
+            try staging.commit()
+        } catch {
+            staging.discard()
+            throw RoleError(role: .image, reference: plan.reference.redacted,
+                            error: IronicError(.imageDownloadFailed, "Cannot move image \(plan.reference.redacted) into place: \(error)."))
+        }
+        image.path = staging.finalPath
+        return image
+    }
+
+    /// The image's plan, and Glance's metadata when it is a Glance image.
+    private func imagePlan(_ info: InstanceInfo, context: ImageRequestContext) async throws -> (Plan, ImageMetadata?) {
         let (imageReference, imageService) = try resolve(.image, info.imageSource)
         // Glance knows more: the type (kernel_id/ramdisk_id), the kernel and ramdisk, the checksum.
         let glanceMetadata = imageService is GlanceImageService
@@ -146,7 +161,14 @@ public struct ImageFetcher: Sendable {
             try ChecksumSource.parse(imageChecksum: info.imageChecksum, osHashAlgorithm: info.osHashAlgorithm,
                                      osHashValue: info.osHashValue, allowMD5: checksums.allowMD5)
         }
-        let imagePlan = Plan(role: .image, reference: imageReference, service: imageService, checksum: imageChecksum)
+        return (Plan(role: .image, reference: imageReference, service: imageService, checksum: imageChecksum), glanceMetadata)
+    }
+
+    /// The images to fetch, each with its service and expected checksum.
+    private func plan(_ arguments: FetchImageArguments, context: ImageRequestContext) async throws -> (ImageType, [Plan]) {
+        let info = arguments.instanceInfo
+        let (imagePlan, glanceMetadata) = try await imagePlan(info, context: context)
+        let imageReference = imagePlan.reference
         let imageType = info.decideImageType(glanceProperties: glanceMetadata?.properties)
         guard imageType == .partition else { return (imageType, [imagePlan]) }
         let kernel = info.kernel ?? glanceMetadata?.properties["kernel_id"]

@@ -37,7 +37,8 @@ extension NodeImages {
 }
 
 extension ResolvedImage {
-    func json(diskFormat: String?) -> JSONObject {
+    /// The image's part of the result (contract §3.1: `href`, `service`, `path`, `size`, …).
+    public func json(diskFormat: String?) -> JSONObject {
         [
             "href": .string(reference.redacted),
             "service": .string(serviceName),
@@ -51,6 +52,22 @@ extension ResolvedImage {
             "transfer": .string(orNull: fetched?.transfer.rawValue),
             "bytes_transferred": fetched.map { .integer($0.bytesTransferred) } ?? .null,
             "duration_ms": .integer(durationMicroseconds / 1000),
+        ]
+    }
+}
+
+extension ImageMetadata {
+    /// What `show_image` returns (contract §3.2).
+    public var json: JSONObject {
+        var propertyObject = JSONObject()
+        for key in properties.keys.sorted() { propertyObject[key] = .string(properties[key]!) }
+        return [
+            "size": .integer(orNull: size),
+            "updated_at": .string(orNull: updatedAtMicroseconds.map(OsloTimestamp.isoFormat)),
+            "disk_format": .string(orNull: diskFormat),
+            "checksum": checksum.map { .object(["algo": .string($0.algorithm.rawValue), "value": .string($0.value)]) } ?? .null,
+            "properties": .object(propertyObject),
+            "no_cache": .bool(noCache),
         ]
     }
 }

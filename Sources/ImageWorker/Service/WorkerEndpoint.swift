@@ -12,13 +12,15 @@ public struct WorkerEndpoint: RPCEndpoint {
     public let methods: Set<String> = ["fetch_image", "validate_image", "show_image", "delete_images"]
 
     private let fetcher: ImageFetcher
+    private let store: NodeImageStore
     private let events: ImageEventPublisher
     private let progressInterval: Duration
     private let logger: Logger
 
     /// Creates the endpoint.
-    public init(fetcher: ImageFetcher, events: ImageEventPublisher, progressInterval: Duration, logger: Logger) {
+    public init(fetcher: ImageFetcher, store: NodeImageStore, events: ImageEventPublisher, progressInterval: Duration, logger: Logger) {
         self.fetcher = fetcher
+        self.store = store
         self.events = events
         self.progressInterval = progressInterval
         self.logger = logger
@@ -68,7 +70,7 @@ public struct WorkerEndpoint: RPCEndpoint {
         context.logger.info("fetching images", metadata: ["image_source": "\(imageSource ?? "-")", "attempt": "\(attempt)"])
         do {
             let images = try await withProgressEvents(task, context: request.context) { progress in
-                try await fetcher.fetch(arguments, context: context, progress: progress)
+                try await fetcher.fetch(arguments, into: store, context: context, progress: progress)
             }
             let result = images.resultJSON(requestID: task.requestID, taskID: task.taskID)
             try await events.ended(result: result, context: request.context)
@@ -113,16 +115,7 @@ public struct WorkerEndpoint: RPCEndpoint {
             } catch {
                 throw IronicError.validationFailed(reference.redacted, "\(error)")
             }
-            var properties = JSONObject()
-            for key in metadata.properties.keys.sorted() { properties[key] = .string(metadata.properties[key]!) }
-            return .success([
-                "size": .integer(orNull: metadata.size),
-                "updated_at": .string(orNull: metadata.updatedAtMicroseconds.map(OsloTimestamp.isoFormat)),
-                "disk_format": .string(orNull: metadata.diskFormat),
-                "checksum": metadata.checksum.map { .object(["algo": .string($0.algorithm.rawValue), "value": .string($0.value)]) } ?? .null,
-                "properties": .object(properties),
-                "no_cache": .bool(metadata.noCache),
-            ])
+            return .success(.object(metadata.json))
         } catch let error as IronicError {
             return .failure(Self.remote(error))
         } catch {
@@ -137,7 +130,7 @@ public struct WorkerEndpoint: RPCEndpoint {
             let node = try FetchImageArguments.nodeUUID(request.args)
             let deleted: Bool
             do {
-                deleted = try fetcher.store.deleteNode(node)
+                deleted = try store.deleteNode(node)
             } catch {
                 throw IronicError(.imageDownloadFailed, "Cannot remove the images of node \(node): \(error).")
             }

@@ -7,6 +7,15 @@ public struct FetchImageArguments: Sendable, Hashable {
     public var nodeUUID: String
     public var instanceInfo: InstanceInfo
 
+    /// Arguments for a node, already checked.
+    public init(nodeUUID: String, instanceInfo: InstanceInfo) throws(IronicError) {
+        guard let canonical = UUIDText.canonical(nodeUUID) else {
+            throw IronicError.invalidParameter("node_uuid '\(Self.printable(nodeUUID))' is not a UUID.")
+        }
+        self.nodeUUID = canonical
+        self.instanceInfo = instanceInfo
+    }
+
     /// Reads and checks the arguments.
     public init(_ args: JSONObject) throws(IronicError) {
         nodeUUID = try Self.nodeUUID(args)

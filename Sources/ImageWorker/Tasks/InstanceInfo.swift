@@ -14,6 +14,15 @@ public struct InstanceInfo: Sendable, Hashable {
     public var imageType: ImageType?
     public var isWholeDisk: Bool?
 
+    /// An image with an optional checksum (what `image-worker fetch` takes on its command line).
+    public init(imageSource: String, imageChecksum: String? = nil, kernel: String? = nil, ramdisk: String? = nil, imageType: ImageType? = nil) {
+        self.imageSource = imageSource
+        self.imageChecksum = imageChecksum
+        self.kernel = kernel
+        self.ramdisk = ramdisk
+        self.imageType = imageType
+    }
+
     /// Reads the fields from `instance_info`.
     public init(_ object: JSONObject) throws(IronicError) {
         guard let source = try Self.string(object, "image_source"), !source.isEmpty else {
