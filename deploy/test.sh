@@ -3,8 +3,8 @@
 #   1. installs the Debian packages the tests need (RabbitMQ, librabbitmq, oslo.messaging, …),
 #   2. builds the package and its tests,
 #   3. starts, on free loopback ports, a private RabbitMQ node (plain and TLS), nginx (HTTP and
-#      HTTPS with a CA made by openssl) and glance-api (sqlite, file store, no Keystone), all
-#      stopped again on exit,
+#      HTTPS with a CA made by openssl), glance-api (sqlite, file store, no Keystone) and a
+#      forward proxy (tinyproxy), all stopped again on exit,
 #   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
 #      real worker binary with the real oslo.messaging client and notification listener,
 #   5. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
@@ -15,9 +15,10 @@ source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
 source "$REPO_ROOT/deploy/lib/tls.sh"
 source "$REPO_ROOT/deploy/lib/nginx.sh"
 source "$REPO_ROOT/deploy/lib/glance.sh"
+source "$REPO_ROOT/deploy/lib/tinyproxy.sh"
 
 require_swift
-ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api \
+ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api tinyproxy \
   python3-oslo.messaging python3-pika python3-ironic
 cd "$REPO_ROOT"
 
@@ -28,6 +29,7 @@ cleanup() {
   broker_stop
   nginx_stop "$WORK_DIR/nginx"
   glance_stop "$WORK_DIR/glance"
+  proxy_stop "$WORK_DIR/proxy"
   rm -rf "$WORK_DIR"
   exit $status
 }
@@ -48,11 +50,17 @@ export IMAGE_WORKER_TEST_TLS_DIR=$BROKER_TLS_DIR
 HTTP_PORT=$(free_port 18100 18199) || die "no free port for nginx"
 HTTPS_PORT=$(free_port 18500 18599) || die "no free port for nginx's TLS listener"
 export NGINX_TEST_PASSWORD=image-pass-$RANDOM
-nginx_start "$WORK_DIR/nginx" "$HTTP_PORT" "$HTTPS_PORT" "$WORK_DIR/tls"
+CLIENT_TLS_PORT=$(free_port 18600 18649) || die "no free port for nginx's client-certificate listener"
+nginx_start "$WORK_DIR/nginx" "$HTTP_PORT" "$HTTPS_PORT" "$WORK_DIR/tls" "$CLIENT_TLS_PORT"
+PROXY_PORT=$(free_port 18650 18699) || die "no free port for the proxy"
+proxy_start "$WORK_DIR/proxy" "$PROXY_PORT"
 export IMAGE_WORKER_TEST_HTTP_URL="http://127.0.0.1:$HTTP_PORT"
 export IMAGE_WORKER_TEST_HTTPS_URL="https://localhost:$HTTPS_PORT"
 export IMAGE_WORKER_TEST_HTTP_ROOT="$WORK_DIR/nginx/data"
 export IMAGE_WORKER_TEST_HTTP_PASSWORD=$NGINX_TEST_PASSWORD
+export IMAGE_WORKER_TEST_CLIENT_TLS_URL="https://localhost:$CLIENT_TLS_PORT"
+export IMAGE_WORKER_TEST_HTTP_PROXY="http://127.0.0.1:$PROXY_PORT"
+export IMAGE_WORKER_TEST_PROXY_LOG="$WORK_DIR/proxy/proxy.log"
 
 GLANCE_PORT=$(free_port 19300 19399) || die "no free port for glance-api"
 glance_start "$WORK_DIR/glance" "$GLANCE_PORT"

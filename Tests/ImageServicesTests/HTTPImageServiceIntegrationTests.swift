@@ -127,6 +127,49 @@ struct HTTPImageServiceIntegrationTests {
         }
     }
 
+    @Test("a server that demands a client certificate gets the configured one; without it, it refuses")
+    func clientCertificate() async throws {
+        let server = try Server()
+        let url = try IntegrationEnvironment.require("IMAGE_WORKER_TEST_CLIENT_TLS_URL", for: "nginx's client-certificate listener")
+        let name = unique("mtls.img")
+        let (_, sha) = try publish(server, "images/\(name)")
+        let ca = HTTPClientSettings.Verification.caFile(server.certificates + "/ca.pem")
+        let withCertificate = try service(HTTPClientSettings(verification: ca, clientCertificateFile: server.certificates + "/client.pem",
+                                                             clientKeyFile: server.certificates + "/client.key", connectTimeout: .seconds(5)))
+        defer { Task { await withCertificate.transport.shutdown() } }
+        #expect(try await fetch(withCertificate, "\(url)/images/\(name)").0.digests[.sha256] == sha)
+        let without = try service(HTTPClientSettings(verification: ca, connectTimeout: .seconds(5), retries: 0))
+        defer { Task { await without.transport.shutdown() } }
+        await #expect { _ = try await fetch(without, "\(url)/images/\(name)") } throws: {
+            ($0 as? IronicError)?.message.contains("Got HTTP code 400") == true
+        }
+    }
+
+    @Test("http_proxy carries the requests (a CONNECT tunnel through a real proxy); no_proxy bypasses it")
+    func proxy() async throws {
+        let server = try Server()
+        let proxyURL = try IntegrationEnvironment.require("IMAGE_WORKER_TEST_HTTP_PROXY", for: "the test proxy")
+        let proxyLog = try IntegrationEnvironment.require("IMAGE_WORKER_TEST_PROXY_LOG", for: "the test proxy's log")
+        let name = unique("proxied.img")
+        let (_, sha) = try publish(server, "images/\(name)")
+        let proxy = try ProxySettings.parseProxy(proxyURL)
+        let href = "\(server.http)/images/\(name)"
+        let target = String(server.http.dropFirst("http://".count))
+        func tunnels() throws -> Int {
+            try String(contentsOfFile: proxyLog, encoding: .utf8).components(separatedBy: "CONNECT \(target)").count - 1
+        }
+        let before = try tunnels()
+        let proxied = try service(HTTPClientSettings(connectTimeout: .seconds(5), proxies: ProxySettings(http: proxy)))
+        defer { Task { await proxied.transport.shutdown() } }
+        #expect(try await fetch(proxied, href).0.digests[.sha256] == sha)
+        let through = try tunnels()
+        #expect(through > before, "the download did not go through the proxy")
+        let bypassing = try service(HTTPClientSettings(connectTimeout: .seconds(5), proxies: ProxySettings(http: proxy, noProxy: ["127.0.0.1"])))
+        defer { Task { await bypassing.transport.shutdown() } }
+        #expect(try await fetch(bypassing, href).0.digests[.sha256] == sha)
+        #expect(try tunnels() == through, "no_proxy did not bypass the proxy")
+    }
+
     @Test("a 404 fails validation and fetch with Ironic's messages")
     func notFound() async throws {
         let server = try Server()

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # A private nginx for the HTTP(S) image tests, on loopback ports of its own. Source it, then:
-#   nginx_start DIR PORT TLS_PORT CERT_DIR   serves DIR/data over http://127.0.0.1:PORT and
-#                                            https://localhost:TLS_PORT (CERT_DIR/server.pem, server.key)
+#   nginx_start DIR PORT TLS_PORT CERT_DIR [CLIENT_TLS_PORT]
+#       serves DIR/data over http://127.0.0.1:PORT and https://localhost:TLS_PORT (CERT_DIR/server.pem);
+#       with CLIENT_TLS_PORT, also https://localhost:CLIENT_TLS_PORT, which demands a client
+#       certificate signed by CERT_DIR/ca.pem
 #   nginx_stop DIR
 # What it serves, under DIR/data (the tests put images there):
 #   /private/…         basic auth (user imageuser, password from $NGINX_TEST_PASSWORD)
@@ -13,7 +15,7 @@
 # The access log (DIR/logs/access.log) has method, path, status, bytes sent and the Range header.
 
 nginx_start() {
-  local dir=$1 port=$2 tls_port=$3 certs=$4
+  local dir=$1 port=$2 tls_port=$3 certs=$4 client_port=${5:-}
   ensure_packages nginx openssl
   mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/dir,logs,tmp}
   # nginx's workers run as nobody: they must be able to walk to the files (mktemp makes 0700 folders).
@@ -55,6 +57,18 @@ http {
         location = /redirect/to-file { return 302 file:///etc/passwd; }
         location = /redirect/loop { return 302 /redirect/loop; }
     }
+$( [ -n "$client_port" ] && cat <<CLIENT
+    server {
+        listen 127.0.0.1:$client_port ssl;
+        server_name localhost;
+        ssl_certificate $certs/server.pem;
+        ssl_certificate_key $certs/server.key;
+        ssl_client_certificate $certs/ca.pem;
+        ssl_verify_client on;
+        root $dir/data;
+    }
+CLIENT
+)
 }
 CONF
   nginx -c "$dir/nginx.conf" -p "$dir/" || die "nginx did not start (see $dir/logs/error.log)"
