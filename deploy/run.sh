@@ -55,6 +55,9 @@ host = $(hostname -s 2>/dev/null || echo local)
 [conductor]
 file_url_allowed_paths = $STATE_DIR/sources,/var/lib/ironic
 
+[pxe]
+instance_master_path = $STATE_DIR/master_images
+
 [image_worker]
 images_dir = $STATE_DIR/images
 CONF

@@ -58,6 +58,7 @@ export IMAGE_WORKER_TEST_HTTP_URL="http://127.0.0.1:$HTTP_PORT"
 export IMAGE_WORKER_TEST_HTTPS_URL="https://localhost:$HTTPS_PORT"
 export IMAGE_WORKER_TEST_HTTP_ROOT="$WORK_DIR/nginx/data"
 export IMAGE_WORKER_TEST_HTTP_PASSWORD=$NGINX_TEST_PASSWORD
+export IMAGE_WORKER_TEST_NGINX_ACCESS_LOG="$WORK_DIR/nginx/logs/access.log"
 export IMAGE_WORKER_TEST_CLIENT_TLS_URL="https://localhost:$CLIENT_TLS_PORT"
 export IMAGE_WORKER_TEST_HTTP_PROXY="http://127.0.0.1:$PROXY_PORT"
 export IMAGE_WORKER_TEST_PROXY_LOG="$WORK_DIR/proxy/proxy.log"
@@ -76,7 +77,7 @@ swift test --skip-build
 log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
 # The broker-loss suite restarts the shared broker, so it runs last.
 (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
-  test_fetch_interop test_bad_input test_topology test_tls test_broker_loss)
+  test_fetch_interop test_bad_input test_cache test_topology test_tls test_broker_loss)
 
 log "the README's quick start: deploy/run.sh, the first task, Ctrl-C (builds the release binary)"
 Tests/RunScript/test_run_script.sh

@@ -41,17 +41,34 @@ public struct ImageMetadata: Sendable, Hashable {
     public var properties: [String: String]
     /// Whether the image must not be cached (`Cache-Control: no-store`; always for `file://`).
     public var noCache: Bool
+    /// The `ETag` the server gave, as it gave it.
+    public var entityTag: String?
+    /// The `Last-Modified` the server gave, as it gave it.
+    public var lastModified: String?
 
     /// Creates metadata.
     public init(size: Int64? = nil, updatedAtMicroseconds: Int64? = nil, diskFormat: String? = nil, checksum: ImageChecksum? = nil,
-                properties: [String: String] = [:], noCache: Bool = false) {
+                properties: [String: String] = [:], noCache: Bool = false, entityTag: String? = nil, lastModified: String? = nil) {
         self.size = size
         self.updatedAtMicroseconds = updatedAtMicroseconds
         self.diskFormat = diskFormat
         self.checksum = checksum
         self.properties = properties
         self.noCache = noCache
+        self.entityTag = entityTag
+        self.lastModified = lastModified
     }
+}
+
+/// Whether images of a service may be kept in the master image cache, and how a kept copy is
+/// known to be current.
+public enum ImageCaching: Sendable, Hashable {
+    /// Never cached (local files: a link or copy of the source is as cheap).
+    case never
+    /// An image never changes once it exists (Glance: an id names one content).
+    case immutable
+    /// An image may change; its `ETag` or `Last-Modified` (from `show`) says whether it did.
+    case revalidate
 }
 
 /// How the bytes reached the destination.
@@ -139,6 +156,9 @@ public protocol ImageService: Sendable {
     /// The reference schemes it serves, lower case.
     var schemes: [String] { get }
 
+    /// Whether its images may be cached (``ImageCaching/never`` unless the service says otherwise).
+    var caching: ImageCaching { get }
+
     /// Checks that the reference can be fetched, without fetching it, and returns its metadata.
     func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata
 
@@ -150,6 +170,8 @@ public protocol ImageService: Sendable {
 }
 
 extension ImageService {
+    public var caching: ImageCaching { .never }
+
     /// By default, validating is showing.
     public func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
         try await show(reference, context: context)

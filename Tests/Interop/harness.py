@@ -30,6 +30,14 @@ HTTP_URL = os.environ.get("IMAGE_WORKER_TEST_HTTP_URL")
 HTTPS_URL = os.environ.get("IMAGE_WORKER_TEST_HTTPS_URL")
 HTTP_ROOT = os.environ.get("IMAGE_WORKER_TEST_HTTP_ROOT")
 GLANCE_URL = os.environ.get("IMAGE_WORKER_TEST_GLANCE_URL")
+NGINX_ACCESS_LOG = os.environ.get("IMAGE_WORKER_TEST_NGINX_ACCESS_LOG")
+
+
+def nginx_requests(method, path, status=None):
+    """How many `method path` requests nginx logged (with `status`, if given)."""
+    with open(NGINX_ACCESS_LOG) as log:
+        return sum(1 for line in log
+                   if line.split()[:2] == [method, path] and (status is None or line.split()[2] == str(status)))
 
 TOPIC = "ironic.image_worker"
 EXCHANGE = "ironic"
@@ -134,7 +142,7 @@ class Worker:
         sections = {
             "DEFAULT": defaults,
             "conductor": {"file_url_allowed_paths": ",".join(allowed_paths)},
-            "image_worker": {"images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
+            "image_worker": {"state_dir": self.directory, "images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
         }
         if GLANCE_URL:
             sections["glance"] = {"endpoint_override": GLANCE_URL, "project_id": "project-worker"}

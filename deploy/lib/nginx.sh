@@ -9,6 +9,7 @@
 #   /private/…         basic auth (user imageuser, password from $NGINX_TEST_PASSWORD)
 #   /nohead/…          refuses HEAD with 405, as some servers do
 #   /nostore/…         sends Cache-Control: no-store
+#   /slow/…            sent at 16 MiB/s, to catch a download in the middle
 #   /dir/              a folder without an index: 403, as Ironic's "source is a path" case
 #   /redirect/hop1 → hop2 → hop3 → /images/redirected.img    a redirect chain
 #   /redirect/to-file  a redirect to file:///etc/passwd
@@ -17,7 +18,7 @@
 nginx_start() {
   local dir=$1 port=$2 tls_port=$3 certs=$4 client_port=${5:-}
   ensure_packages nginx openssl
-  mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/dir,logs,tmp}
+  mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/slow,data/dir,logs,tmp}
   # nginx's workers run as nobody: they must be able to walk to the files (mktemp makes 0700 folders).
   chmod o+x "$(dirname "$dir")" "$dir"
   chmod -R o+rX "$dir/data"
@@ -51,6 +52,7 @@ http {
         location /private/ { auth_basic "images"; auth_basic_user_file $dir/htpasswd; }
         location /nohead/ { if (\$request_method = HEAD) { return 405; } }
         location /nostore/ { add_header Cache-Control "no-store"; }
+        location /slow/ { limit_rate 16m; }
         location = /redirect/hop1 { return 302 /redirect/hop2; }
         location = /redirect/hop2 { return 301 http://127.0.0.1:$port/redirect/hop3; }
         location = /redirect/hop3 { return 307 /images/redirected.img; }

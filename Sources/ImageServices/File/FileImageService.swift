@@ -160,30 +160,35 @@ public struct FileImageService: ImageService {
 
     private static func digest(_ file: OpenFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
                                cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> [HashAlgorithm: String] {
-        try stream(file, into: nil, phase: .verify, algorithms: algorithms, chunkSize: chunkSize, cancellation: cancellation, progress: progress).1
+        try stream(file.descriptor, size: file.metadata.size, into: nil, phase: .verify, algorithms: algorithms, chunkSize: chunkSize,
+                   cancellation: cancellation, progress: progress).1
+    }
+
+    /// The digests of a whole open file (blocking: call from ``BlockingWork``).
+    public static func digests(of file: OwnedDescriptor, algorithms: Set<HashAlgorithm>, cancellation: BlockingWork.CancellationFlag) throws -> [HashAlgorithm: String] {
+        try stream(file, size: nil, into: nil, phase: .verify, algorithms: algorithms, chunkSize: 1 << 20, cancellation: cancellation) { _ in }.1
     }
 
     private static func copy(_ file: OpenFile, to destination: StagingFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
                              cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         let output = try destination.create()
-        let result = try stream(file, into: output, phase: .download, algorithms: algorithms, chunkSize: chunkSize,
-                                cancellation: cancellation, progress: progress)
+        let result = try stream(file.descriptor, size: file.metadata.size, into: output, phase: .download, algorithms: algorithms,
+                                chunkSize: chunkSize, cancellation: cancellation, progress: progress)
         try output.sync()
         return result
     }
 
     /// Reads the whole file once, hashing every chunk and writing it to `output` when given.
-    private static func stream(_ file: OpenFile, into output: OwnedDescriptor?, phase: TransferProgress.Phase, algorithms: Set<HashAlgorithm>,
-                               chunkSize: Int, cancellation: BlockingWork.CancellationFlag,
+    private static func stream(_ file: OwnedDescriptor, size total: Int64?, into output: OwnedDescriptor?, phase: TransferProgress.Phase,
+                               algorithms: Set<HashAlgorithm>, chunkSize: Int, cancellation: BlockingWork.CancellationFlag,
                                progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         var digest = MultiDigest(algorithms)
-        let total = file.metadata.size
         var offset: Int64 = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         while true {
             if cancellation.isCancelled { throw CancellationError() }
-            let count = try readRetrying(file.descriptor.rawValue, buffer, offset: offset)
+            let count = try readRetrying(file.rawValue, buffer, offset: offset)
             if count == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
             if let output { try writeAll(output.rawValue, chunk) }

@@ -19,6 +19,7 @@ import NIOHTTP1
 public struct GlanceImageService: ImageService {
     public let name = "glance"
     public let schemes = ["glance"]
+    public let caching = ImageCaching.immutable
     public let settings: GlanceSettings
     private let transport: HTTPTransport
     private let keystone: KeystoneSession?
@@ -79,7 +80,7 @@ public struct GlanceImageService: ImageService {
     }
 
     /// The image id in a reference: a bare UUID, or the last path segment of `glance://…`.
-    static func imageID(_ reference: ImageReference) throws(IronicError) -> String {
+    public static func imageID(_ reference: ImageReference) throws(IronicError) -> String {
         if let id = UUIDText.canonical(reference.original) { return id }
         let last = reference.original.split(separator: "/").last.map(String.init) ?? ""
         guard let id = UUIDText.canonical(last) else {

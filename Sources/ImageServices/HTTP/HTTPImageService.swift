@@ -16,6 +16,7 @@ import NIOPosix
 public struct HTTPImageService: ImageService {
     public let name = "http"
     public let schemes = ["http", "https"]
+    public let caching = ImageCaching.revalidate
     public let transport: HTTPTransport
 
     /// Creates the service.
@@ -105,8 +106,10 @@ public struct HTTPImageService: ImageService {
             size = length
         }
         let cacheControl = headers[canonicalForm: "Cache-Control"].map { $0.lowercased() }
-        return ImageMetadata(size: size, updatedAtMicroseconds: headers.first(name: "Last-Modified").flatMap(HTTPDate.parse),
-                             noCache: cacheControl.contains { $0.trimmingCharacters(in: .whitespaces) == "no-store" })
+        let lastModified = headers.first(name: "Last-Modified")
+        return ImageMetadata(size: size, updatedAtMicroseconds: lastModified.flatMap(HTTPDate.parse),
+                             noCache: cacheControl.contains { $0.trimmingCharacters(in: .whitespaces) == "no-store" },
+                             entityTag: headers.first(name: "ETag"), lastModified: lastModified)
     }
 }
 

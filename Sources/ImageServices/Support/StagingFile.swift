@@ -20,6 +20,18 @@ public final class DirectoryHandle: Sendable {
         self.path = path
     }
 
+    /// Opens `path` as a directory, creating it and its parents first if needed (`mkdir -p`).
+    public convenience init(makingPath path: String) throws(SystemCallError) {
+        var current = ""
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw SystemCallError(call: "mkdir", subject: current, errno: errno)
+            }
+        }
+        try self.init(path: path)
+    }
+
     private init(descriptor: OwnedDescriptor, path: String) {
         self.descriptor = descriptor
         self.path = path

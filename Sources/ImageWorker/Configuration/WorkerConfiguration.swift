@@ -49,7 +49,14 @@ public struct WorkerConfiguration: Sendable {
     public var glance: GlanceSettings
     public var glanceHTTP: HTTPClientSettings
 
+    // [pxe]
+    /// `instance_master_path`, `image_cache_size` (MiB), `image_cache_ttl` (minutes); nil when
+    /// `instance_master_path` is set empty (no cache, as in Ironic).
+    public var cache: MasterImageCache.Settings?
+
     // [image_worker]
+    /// `state_dir`: where the worker keeps its state (defaults of `images_dir` and the cache).
+    public var stateDirectory: String
     /// `images_dir`: node folders live under it.
     public var imagesDirectory: String
     /// `topic` (`ironic.image_worker`).
@@ -122,9 +129,14 @@ public struct WorkerConfiguration: Sendable {
             }
         }
 
-        let imagesDirectory = sources.string(section, "images_dir", default: "/var/lib/image-worker/images")
-        guard imagesDirectory.hasPrefix("/"), FilePathNormalisation.isNormalised(imagesDirectory) else {
-            throw ConfigurationError(section: section, name: "images_dir", reason: "'\(imagesDirectory)' is not an absolute path without '.' or '..'")
+        let stateDirectory = try absolutePath(sources, section, "state_dir", default: "/var/lib/image-worker")
+        let imagesDirectory = try absolutePath(sources, section, "images_dir", default: stateDirectory + "/images")
+        var cache: MasterImageCache.Settings? = nil
+        if sources.raw("pxe", "instance_master_path") != "" {
+            cache = MasterImageCache.Settings(
+                directory: try absolutePath(sources, "pxe", "instance_master_path", default: stateDirectory + "/master_images"),
+                sizeLimitBytes: Int64(try sources.integer("pxe", "image_cache_size", default: 20_480, range: 0...Int(Int32.max))) << 20,
+                timeToLive: .seconds(60 * (try sources.integer("pxe", "image_cache_ttl", default: 10_080, range: 0...Int(Int32.max)))))
         }
         let levelText = sources.string(section, "log_level", default: "info").lowercased()
         guard let logLevel = Logger.Level(rawValue: levelText == "warn" ? "warning" : levelText) else {
@@ -148,6 +160,8 @@ public struct WorkerConfiguration: Sendable {
             requireHTTPChecksum: try sources.bool(section, "require_http_checksum", default: true),
             glance: glance,
             glanceHTTP: glanceHTTP,
+            cache: cache,
+            stateDirectory: stateDirectory,
             imagesDirectory: imagesDirectory,
             topic: topic,
             maxConcurrentDownloads: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000),
@@ -174,6 +188,15 @@ public struct WorkerConfiguration: Sendable {
 
     /// The `publisher_id` of events: `image-worker.<host>`.
     public var publisherID: String { "image-worker.\(host)" }
+
+    /// An absolute, normalised path option.
+    private static func absolutePath(_ sources: ConfigurationSources, _ section: String, _ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
+        let path = sources.string(section, name, default: defaultValue)
+        guard path.hasPrefix("/"), FilePathNormalisation.isNormalised(path) else {
+            throw ConfigurationError(section: section, name: name, reason: "'\(path)' is not an absolute path without '.' or '..'")
+        }
+        return path
+    }
 
     /// Settings for image servers.
     private static func httpSettings(_ sources: ConfigurationSources) throws(ConfigurationError) -> HTTPClientSettings {

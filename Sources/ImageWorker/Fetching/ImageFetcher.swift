@@ -71,11 +71,14 @@ public struct ImageFetcher: Sendable {
 
     public let registry: ImageServiceRegistry
     public let checksums: ChecksumPolicy
+    /// The master image cache, if the worker keeps one (`[pxe] instance_master_path`).
+    public let cache: MasterImageCache?
 
     /// Creates a fetcher.
-    public init(registry: ImageServiceRegistry, checksums: ChecksumPolicy = ChecksumPolicy()) {
+    public init(registry: ImageServiceRegistry, checksums: ChecksumPolicy = ChecksumPolicy(), cache: MasterImageCache? = nil) {
         self.registry = registry
         self.checksums = checksums
+        self.cache = cache
     }
 
     private struct Plan {
@@ -83,6 +86,8 @@ public struct ImageFetcher: Sendable {
         var reference: ImageReference
         var service: any ImageService
         var checksum: ChecksumSource
+        /// What the service said of the image while planning (Glance's record), if it was asked.
+        var shown: ImageMetadata?
     }
 
     /// Fetches the node's images into its folder in `store`.
@@ -161,7 +166,7 @@ public struct ImageFetcher: Sendable {
             try ChecksumSource.parse(imageChecksum: info.imageChecksum, osHashAlgorithm: info.osHashAlgorithm,
                                      osHashValue: info.osHashValue, allowMD5: checksums.allowMD5)
         }
-        return (Plan(role: .image, reference: imageReference, service: imageService, checksum: imageChecksum), glanceMetadata)
+        return (Plan(role: .image, reference: imageReference, service: imageService, checksum: imageChecksum, shown: glanceMetadata), glanceMetadata)
     }
 
     /// The images to fetch, each with its service and expected checksum.
@@ -184,7 +189,7 @@ public struct ImageFetcher: Sendable {
             let metadata = service is GlanceImageService
                 ? try await perRole(role, reference) { try await service.show(reference, context: context) } : nil
             let checksum = try await expectedChecksum(for: reference, service: service, glanceMetadata: metadata, role: role, context: context) { .none }
-            plans.append(Plan(role: role, reference: reference, service: service, checksum: checksum))
+            plans.append(Plan(role: role, reference: reference, service: service, checksum: checksum, shown: metadata))
         }
         return (imageType, plans)
     }
@@ -242,32 +247,41 @@ public struct ImageFetcher: Sendable {
         let started = monotonicMicroseconds()
         var expected: ImageChecksum? = nil
         if case .value(let checksum) = plan.checksum { expected = checksum }
-        let algorithms: Set<HashAlgorithm> = [expected?.algorithm ?? .sha256]
         let role = plan.role
-        let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: algorithms, context: context,
-                                        progress: { progress(role, $0) })
-        let fetched = try await perRole(plan.role, plan.reference) {
+        let report: TransferProgressHandler = { progress(role, $0) }
+        let (fetched, cacheOutcome) = try await perRole(role, plan.reference) { () -> (FetchedImage, CacheOutcome) in
+            // What the service says now: Glance's record from planning, else a HEAD for images
+            // whose cached copy must be revalidated.
+            let current = plan.service.caching == .revalidate && cache != nil
+                ? try await plan.service.validate(plan.reference, context: context) : plan.shown
+            if let cache, plan.service.caching != .never, current?.noCache != true {
+                let outcome = try await cache.fetch(plan.reference, service: plan.service, current: current, expected: expected,
+                                                    into: staging, context: context, progress: report)
+                return (outcome.fetched, outcome.cache)
+            }
+            if let size = current?.size {
+                let available = try DiskSpace.available(at: staging.directory)
+                if available < size { throw DiskSpace.insufficient(staging.directory.path, required: size, available: available) }
+            }
+            let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],
+                                            context: context, progress: report)
             do {
-                return try await plan.service.fetch(request)
+                return (try await plan.service.fetch(request), .bypass)
             } catch {
                 staging.discard()
                 throw error
             }
         }
-        let algorithm = expected?.algorithm ?? .sha256
-        guard let actual = fetched.digests[algorithm] else {
+        let checksum: ImageChecksum
+        do {
+            checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: plan.reference, serviceName: plan.service.name)
+        } catch {
             staging.discard()
-            throw RoleError(role: role, reference: plan.reference.redacted,
-                            error: IronicError(.imageChecksumAlgorithmFailure, "The \(plan.service.name) service did not compute the \(algorithm) digest of \(plan.reference.redacted)."))
-        }
-        if let expected, actual != expected.value {
-            staging.discard()
-            throw RoleError(role: role, reference: plan.reference.redacted,
-                            error: IronicError(.imageChecksumError, "The checksum of image \(plan.reference.redacted) does not match: expected \(expected.algorithm) \(expected.value), got \(actual)."))
+            throw RoleError(role: role, reference: plan.reference.redacted, error: error)
         }
         return ResolvedImage(role: role, reference: plan.reference, serviceName: plan.service.name, metadata: fetched.metadata, path: nil,
-                             fetched: fetched, checksum: try? ImageChecksum(algorithm: algorithm, value: actual), verified: expected != nil,
-                             cache: .bypass, durationMicroseconds: monotonicMicroseconds() - started)
+                             fetched: fetched, checksum: checksum, verified: expected != nil, cache: cacheOutcome,
+                             durationMicroseconds: monotonicMicroseconds() - started)
     }
 
     /// Runs `body`, attributing any failure to the role (non-Ironic errors become

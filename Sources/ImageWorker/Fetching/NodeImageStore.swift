@@ -13,8 +13,7 @@ public final class NodeImageStore: Sendable {
 
     /// Opens `images_dir`, creating it (and its parents) if needed.
     public init(path: String) throws {
-        try Self.makeDirectories(path)
-        root = try DirectoryHandle(path: path)
+        root = try DirectoryHandle(makingPath: path)
     }
 
     /// A node's folder, created if asked.
@@ -46,15 +45,5 @@ public final class NodeImageStore: Sendable {
             }
         }
         return removed
-    }
-
-    private static func makeDirectories(_ path: String) throws {
-        var current = ""
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw SystemCallError(call: "mkdir", subject: current, errno: errno)
-            }
-        }
     }
 }

@@ -25,7 +25,8 @@ public struct ImageWorkerApplication: Sendable {
         let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 1)
         transport = AMQPOsloTransport(configuration: configuration.amqpConfiguration, topology: configuration.rpcTopology(),
                                       notificationTopics: configuration.notificationTopics, prefetch: prefetch, logger: logger)
-        let fetcher = ImageFetcher(registry: imageServices.registry, checksums: configuration.checksumPolicy)
+        let cache = try configuration.cache.map { try MasterImageCache(settings: $0, logger: logger) }
+        let fetcher = ImageFetcher(registry: imageServices.registry, checksums: configuration.checksumPolicy, cache: cache)
         let endpoint = WorkerEndpoint(fetcher: fetcher, store: store, events: ImageEventPublisher(transport: transport, publisherID: configuration.publisherID),
                                       progressInterval: configuration.progressInterval, logger: logger)
         server = RPCServer(transport: transport, endpoint: endpoint,

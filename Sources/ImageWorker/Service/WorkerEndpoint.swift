@@ -9,7 +9,7 @@ import OsloMessaging
 /// confirmed by the broker before the method returns (and so before the request is acknowledged).
 public struct WorkerEndpoint: RPCEndpoint {
     public let version = RPCVersion(major: 1, minor: 0)
-    public let methods: Set<String> = ["fetch_image", "validate_image", "show_image", "delete_images"]
+    public let methods: Set<String> = ["fetch_image", "validate_image", "show_image", "delete_images", "clean_up_cache"]
 
     private let fetcher: ImageFetcher
     private let store: NodeImageStore
@@ -45,6 +45,8 @@ public struct WorkerEndpoint: RPCEndpoint {
             return await showImage(request, context: context)
         case "delete_images":
             return deleteImages(request, logger: logger)
+        case "clean_up_cache":
+            return cleanUpCache(request, logger: logger)
         default:
             return .failure(.noSuchMethod(request.method))
         }
@@ -140,6 +142,28 @@ public struct WorkerEndpoint: RPCEndpoint {
             return .failure(Self.remote(error))
         } catch {
             return .failure(Self.remote(IronicError(.imageDownloadFailed, "\(error)")))
+        }
+    }
+
+    // MARK: clean_up_cache
+
+    /// Runs cache eviction now (a fanout cast reaches every worker); `amount` asks for that many
+    /// bytes freed beyond the usual size and age limits.
+    private func cleanUpCache(_ request: RPCRequest, logger: Logger) -> Result<JSONValue, RemoteFailure> {
+        var amount: Int64? = nil
+        if let value = request.args["amount"], !value.isNull {
+            guard let bytes = value.integerValue, bytes >= 0 else {
+                return .failure(Self.remote(.invalidParameter("clean_up_cache's amount must be a number of bytes, not \(value.typeDescription).")))
+            }
+            amount = bytes
+        }
+        guard let cache = fetcher.cache else { return .success(["removed": 0, "freed_bytes": 0]) }
+        do {
+            let report = try cache.cleanUp(amount: amount)
+            logger.info("cleaned up the image cache", metadata: ["removed": "\(report.removed)", "freed_bytes": "\(report.freedBytes)"])
+            return .success(["removed": .integer(Int64(report.removed)), "freed_bytes": .integer(report.freedBytes)])
+        } catch {
+            return .failure(Self.remote(IronicError(.imageDownloadFailed, "The image cache could not be cleaned up: \(error).")))
         }
     }
 

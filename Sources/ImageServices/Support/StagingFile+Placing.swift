@@ -1,0 +1,38 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension StagingFile {
+    /// `FICLONE` (`_IOW(0x94, 9, int)`): share the source's extents (btrfs, XFS with reflink).
+    private static let ficlone: UInt = 0x4004_9409
+
+    /// Puts the content of the open file `source` under the temporary name as cheaply as the file
+    /// systems allow: a hard link on the same file system, else a reflink where supported, else a
+    /// copy. Returns which it was.
+    public func place(from source: OwnedDescriptor, cancellation: BlockingWork.CancellationFlag? = nil) throws -> ImageTransfer {
+        do {
+            try link(from: source)
+            return .hardlink
+        } catch {
+            // Another file system, or links not allowed: a reflink or a copy instead.
+            guard [EXDEV, EPERM, EACCES, EMLINK, EOPNOTSUPP, ENOTSUP].contains(error.errno) else { throw error }
+        }
+        let output = try create()
+        if ioctl(output.rawValue, Self.ficlone, source.rawValue) == 0 {
+            try output.sync()
+            return .reflink
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            if cancellation?.isCancelled == true { throw CancellationError() }
+            let count = try readRetrying(source.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            try writeAll(output.rawValue, UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            offset += Int64(count)
+        }
+        try output.sync()
+        return .copy
+    }
+}

@@ -1,0 +1,253 @@
+import Foundation
+import ImageServices
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The master image cache, as Ironic's instance image cache: one master copy of each image
+/// (`<instance_master_path>/<key>`), hard-linked into every node folder that needs it, so a
+/// hundred nodes deploying one image cost one download. Beyond Ironic:
+///
+/// - **single flight across processes**: concurrent requests for one key wait for the first
+///   (an in-process lock, then `flock` on `.locks/<key>.lock` shared by every worker process on the
+///   host), then link what it made;
+/// - **ETag** as well as `Last-Modified` decides whether an http(s) master is current;
+/// - **what a hit knows**: `<key>.json` beside each master keeps its validators, size and digests,
+///   so a hit reports (and checks) its checksum without reading the image;
+/// - **crash safety**: downloads go to a staging file in the cache folder (named after the owning
+///   process), are fsynced and renamed; staging files of dead processes are removed at start;
+/// - masters are linked into node folders with a reflink or a copy when a hard link is impossible.
+///
+/// Eviction (``cleanUp(amount:)``) removes only masters no node folder links to (link count 1):
+/// expired ones first (`image_cache_ttl`), then the oldest while the cache is over
+/// `image_cache_size`.
+public final class MasterImageCache: Sendable {
+    /// `[pxe] instance_master_path`, `image_cache_size`, `image_cache_ttl`.
+    public struct Settings: Sendable, Hashable {
+        public var directory: String
+        public var sizeLimitBytes: Int64
+        public var timeToLive: Duration
+
+        public init(directory: String, sizeLimitBytes: Int64 = 20_480 << 20, timeToLive: Duration = .seconds(10_080 * 60)) {
+            self.directory = directory
+            self.sizeLimitBytes = sizeLimitBytes
+            self.timeToLive = timeToLive
+        }
+    }
+
+    /// What a fetch through the cache produced.
+    public struct Outcome: Sendable {
+        public var fetched: FetchedImage
+        public var cache: CacheOutcome
+    }
+
+    /// What an eviction pass did.
+    public struct CleanUpReport: Sendable, Hashable {
+        public var removed: Int
+        public var freedBytes: Int64
+    }
+
+    public let settings: Settings
+    let directory: DirectoryHandle
+    private let locks: DirectoryHandle
+    private let keyLock = KeyedLock()
+    private let logger: Logger
+
+    /// Opens (creating it) the cache folder and removes what dead processes left in it.
+    public init(settings: Settings, logger: Logger) throws {
+        self.settings = settings
+        self.logger = logger
+        directory = try DirectoryHandle(makingPath: settings.directory)
+        locks = try directory.subdirectory(".locks", create: true)
+        var abandoned = 0
+        for entry in try directory.entries() where StagingFile.isAbandoned(entry) {
+            try directory.remove(entry)
+            abandoned += 1
+        }
+        if abandoned > 0 { logger.notice("removed staging files left in the image cache by an earlier process", metadata: ["count": "\(abandoned)"]) }
+    }
+
+    /// Fetches `reference` through the cache into `destination` (a node's staging file).
+    ///
+    /// - Parameters:
+    ///   - current: what the service says of the image now (`show`), for staleness and the space check.
+    ///   - expected: the checksum the image must have, if known.
+    public func fetch(_ reference: ImageReference, service: any ImageService, current: ImageMetadata?, expected: ImageChecksum?,
+                      into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> Outcome {
+        let key = CacheKey.key(for: reference, service: service)
+        var logger = context.logger
+        logger[metadataKey: "cache_key"] = "\(key)"
+        return try await keyLock.withLock(key) {
+            let fileLock = try await CacheFileLock.acquire(in: locks, key: key)
+            defer { _ = fileLock }
+            if let hit = try await hit(key, current: current, caching: service.caching, expected: expected, into: destination, logger: logger) {
+                return hit
+            }
+            return try await miss(key, reference: reference, service: service, current: current, expected: expected,
+                                  into: destination, context: context, progress: progress, logger: logger)
+        }
+    }
+
+    // MARK: Hit
+
+    private func hit(_ key: String, current: ImageMetadata?, caching: ImageCaching, expected: ImageChecksum?,
+                     into destination: StagingFile, logger: Logger) async throws -> Outcome? {
+        guard var record = CacheRecord.read(from: directory, key: key), let master = openMaster(key) else { return nil }
+        guard record.isCurrent(for: current, caching: caching) else {
+            logger.info("the cached master is stale; fetching again")
+            return nil
+        }
+        let algorithm = expected?.algorithm ?? .sha256
+        if record.digest(algorithm) == nil {
+            // Asked for a digest the record lacks: compute it once from the master and keep it.
+            let digests = try await BlockingWork.run { cancellation in
+                try FileImageService.digests(of: master, algorithms: [algorithm], cancellation: cancellation)
+            }
+            record.digests[algorithm.rawValue] = digests[algorithm]
+            try record.write(to: directory, key: key)
+        }
+        if let expected, record.digest(algorithm) != expected.value {
+            logger.warning("the cached master does not have the expected checksum; fetching again")
+            return nil
+        }
+        let transfer = try await BlockingWork.run { cancellation in try destination.place(from: master, cancellation: cancellation) }
+        Self.markUsed(master)
+        var digests: [HashAlgorithm: String] = [:]
+        for (name, value) in record.digests { if let algorithm = HashAlgorithm(name: name) { digests[algorithm] = value } }
+        logger.info("image cache hit", metadata: ["transfer": "\(transfer.rawValue)"])
+        let fetched = FetchedImage(size: record.size, digests: digests, transfer: transfer,
+                                   bytesTransferred: transfer == .copy ? record.size : 0, metadata: record.metadata)
+        return Outcome(fetched: fetched, cache: .hit)
+    }
+
+    // MARK: Miss
+
+    private func miss(_ key: String, reference: ImageReference, service: any ImageService, current: ImageMetadata?, expected: ImageChecksum?,
+                      into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler,
+                      logger: Logger) async throws -> Outcome {
+        if let size = current?.size { try ensureSpace(for: size) }
+        try directory.remove(key)
+        try directory.remove("\(key).json")
+        let staging = StagingFile(in: directory, finalName: key)
+        let algorithm = expected?.algorithm ?? .sha256
+        var fetched: FetchedImage
+        do {
+            fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
+                                                                context: context, progress: progress))
+            try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
+            try staging.commit()
+        } catch {
+            staging.discard()
+            throw error
+        }
+        let metadata = fetched.metadata
+        let record = CacheRecord(
+            source: reference.redacted, service: service.name, entityTag: metadata.entityTag ?? current?.entityTag,
+            lastModified: metadata.lastModified ?? current?.lastModified, updatedAtMicroseconds: metadata.updatedAtMicroseconds ?? current?.updatedAtMicroseconds,
+            diskFormat: metadata.diskFormat ?? current?.diskFormat, size: fetched.size,
+            digests: Dictionary(uniqueKeysWithValues: fetched.digests.map { ($0.key.rawValue, $0.value) }),
+            fetchedAtMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
+        try record.write(to: directory, key: key)
+        guard let master = openMaster(key) else {
+            throw IronicError(.imageDownloadFailed, "The cached master of \(reference.redacted) vanished after it was written.")
+        }
+        let placed = try await BlockingWork.run { cancellation in try destination.place(from: master, cancellation: cancellation) }
+        logger.info("image cache miss: downloaded", metadata: ["bytes": "\(fetched.bytesTransferred)", "linked": "\(placed.rawValue)"])
+        fetched.metadata = record.metadata
+        do {
+            let report = try cleanUp()
+            if report.removed > 0 { logger.info("evicted cached images", metadata: ["removed": "\(report.removed)", "freed_bytes": "\(report.freedBytes)"]) }
+        } catch {
+            logger.warning("image cache eviction failed", metadata: ["error": "\(error)"])
+        }
+        return Outcome(fetched: fetched, cache: .miss)
+    }
+
+    /// Makes room for `size` bytes: cleans the cache when short, else `InsufficientDiskSpace`.
+    public func ensureSpace(for size: Int64) throws {
+        var available = try DiskSpace.available(at: directory)
+        if available >= size { return }
+        logger.notice("short of disk space for a download; cleaning the image cache", metadata: [
+            "needed_bytes": "\(size)", "available_bytes": "\(available)",
+        ])
+        _ = try cleanUp(amount: size - available)
+        available = try DiskSpace.available(at: directory)
+        guard available >= size else { throw DiskSpace.insufficient(directory.path, required: size, available: available) }
+    }
+
+    // MARK: Eviction
+
+    /// Removes masters no node uses: expired ones, then the oldest while the cache is over its size
+    /// or (when asked) until `amount` bytes are freed. Masters still linked from a node folder, and
+    /// masters another task or process is working on, are never removed.
+    @discardableResult
+    public func cleanUp(amount: Int64? = nil) throws -> CleanUpReport {
+        struct Master {
+            var key: String
+            var size: Int64
+            var lastUsed: Int64
+        }
+        var masters: [Master] = []
+        var total: Int64 = 0
+        for entry in try directory.entries() where !entry.hasPrefix(".") && !entry.hasSuffix(".json") {
+            guard let info = try directory.status(of: entry), info.st_mode & S_IFMT == S_IFREG else { continue }
+            total += Int64(info.st_size)
+            guard info.st_nlink == 1 else { continue }
+            let lastUsed = [info.st_mtim, info.st_atim, info.st_ctim].map { Int64($0.tv_sec) * 1_000_000 + Int64($0.tv_nsec) / 1_000 }.max()!
+            masters.append(Master(key: entry, size: Int64(info.st_size), lastUsed: lastUsed))
+        }
+        masters.sort { $0.lastUsed < $1.lastUsed }
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        let ttl = Int64(settings.timeToLive.components.seconds) * 1_000_000
+        var report = CleanUpReport(removed: 0, freedBytes: 0)
+        var remaining: [Master] = []
+        for master in masters {
+            if now - master.lastUsed > ttl, try remove(master.key) {
+                report.removed += 1
+                report.freedBytes += master.size
+                total -= master.size
+            } else {
+                remaining.append(master)
+            }
+        }
+        for master in remaining {
+            let wanted = total > settings.sizeLimitBytes || (amount.map { report.freedBytes < $0 } ?? false)
+            guard wanted else { break }
+            if try remove(master.key) {
+                report.removed += 1
+                report.freedBytes += master.size
+                total -= master.size
+            }
+        }
+        return report
+    }
+
+    /// Removes one master and its record, unless it is in use (locked, or linked from a node).
+    private func remove(_ key: String) throws -> Bool {
+        guard let lock = try CacheFileLock.tryAcquire(in: locks, key: key) else { return false }
+        defer { _ = lock }
+        guard let info = try directory.status(of: key), info.st_nlink == 1 else { return false }
+        try directory.remove(key)
+        try directory.remove("\(key).json")
+        return true
+    }
+
+    // MARK: Helpers
+
+    private func openMaster(_ key: String) -> OwnedDescriptor? {
+        let fd = openat(directory.descriptor.rawValue, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        return fd >= 0 ? OwnedDescriptor(fd) : nil
+    }
+
+    /// Records a use: the access time is what eviction's "last used" reads (mounts with
+    /// relatime or noatime would not update it by reading).
+    private static func markUsed(_ master: OwnedDescriptor) {
+        // <sys/stat.h>'s UTIME_NOW and UTIME_OMIT, which Swift's Glibc module does not export.
+        let now = (1 << 30) - 1
+        let omit = (1 << 30) - 2
+        var times = [timespec(tv_sec: 0, tv_nsec: now), timespec(tv_sec: 0, tv_nsec: omit)]
+        _ = futimens(master.rawValue, &times)
+    }
+}
