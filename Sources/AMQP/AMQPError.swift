@@ -12,7 +12,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let connectionLost = Code(name: "connectionLost")
         /// The broker closed the channel or the connection (see ``AMQPError/replyCode``).
         public static let brokerClosed = Code(name: "brokerClosed")
-        /// The broker refused a published message (`basic.nack`).
+        /// The broker refused a published message (`basic.nack`), or returned one it could not route.
         public static let publishNacked = Code(name: "publishNacked")
         /// The connection was closed by its owner; no more commands are accepted.
         public static let closed = Code(name: "closed")

@@ -85,6 +85,7 @@ struct WorkerEndpointTests {
             case .reply: "reply"
             case .acknowledged: "ack"
             case .rejected: "reject"
+            case .deadLettered: "dead-letter"
             }
         }
         #expect(kinds == ["baremetal.image.fetch.start", "baremetal.image.fetch.end", "reply", "ack"])

@@ -10,6 +10,8 @@ final class TestEndpoint: RPCEndpoint {
     let version = RPCVersion(major: 1, minor: 3)
     let methods: Set<String> = ["echo", "fail", "slow", "crash"]
     let refusals = Mutex<[RPCRefusal]>([])
+    /// The attempt number of every run.
+    let runs = Mutex<[Int]>([])
     let running = Mutex((now: 0, peak: 0))
     let slowDuration: Duration
 
@@ -17,31 +19,56 @@ final class TestEndpoint: RPCEndpoint {
         self.slowDuration = slowDuration
     }
 
-    func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure> {
+    func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> RPCOutcome {
         running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
         defer { running.withLock { $0.now -= 1 } }
+        runs.withLock { $0.append(delivery.attempt) }
         switch request.method {
-        case "echo": return .success(.object(request.args))
-        case "fail": return .failure(.ironic("ImageNotFound", message: "Image x could not be found.", httpStatus: 404))
+        case "echo": return outcome(.success(.object(request.args)))
+        case "fail": return outcome(.failure(.ironic("ImageNotFound", message: "Image x could not be found.", httpStatus: 404)))
         case "slow":
             try await Task.sleep(for: slowDuration)
-            return .success("done")
+            return outcome(.success("done"))
         default: throw CancellationError()
         }
     }
 
-    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws {
+    /// Every outcome carries an event, as the worker's do.
+    func outcome(_ reply: Result<JSONValue, RemoteFailure>) -> RPCOutcome {
+        RPCOutcome(reply: reply, notification: OsloNotification(publisherID: "test", eventType: "test.end", priority: .info, payload: .null))
+    }
+
+    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) -> OsloNotification? {
         refusals.withLock { $0.append(refusal) }
+        return OsloNotification(publisherID: "test", eventType: "test.refused", priority: .error, payload: .null)
+    }
+
+    func gaveUp(_ request: RPCRequest, attempts: Int, delivery: RequestDelivery) -> RPCOutcome {
+        RPCOutcome(reply: .failure(.ironic("ImageDownloadFailed", message: "gave up after \(attempts)", httpStatus: 500)),
+                   notification: OsloNotification(publisherID: "test", eventType: "test.gave_up", priority: .error, payload: .null))
     }
 }
 
 @Suite("RPC server on the in-memory transport")
 struct RPCServerTests {
+    /// A delivery for the in-memory transport.
+    struct Delivery {
+        var body: [UInt8]
+        var contentType: String? = "application/json"
+        var headers: AMQPTable? = nil
+        var exchange = "ironic"
+    }
+
     /// Runs a server, delivers requests, and returns the first `count` transport events.
     func run(_ requests: [[UInt8]], contentType: String? = "application/json", endpoint: TestEndpoint = TestEndpoint(),
              configuration: RPCServer.Configuration = .init(), expecting count: Int) async throws -> [InMemoryOsloTransport.Event] {
-        let transport = InMemoryOsloTransport()
-        let server = RPCServer(transport: transport, endpoint: endpoint, configuration: configuration, logger: Logger(label: "test"))
+        try await run(requests.map { Delivery(body: $0, contentType: contentType) }, endpoint: endpoint, configuration: configuration, expecting: count)
+    }
+
+    func run(_ deliveries: [Delivery], endpoint: TestEndpoint = TestEndpoint(), transport: InMemoryOsloTransport = InMemoryOsloTransport(),
+             journal: any RequestJournal = InMemoryRequestJournal(), configuration: RPCServer.Configuration = .init(),
+             expecting count: Int) async throws -> [InMemoryOsloTransport.Event] {
+        let server = RPCServer(transport: transport, endpoint: endpoint, journal: journal, configuration: configuration, logger: Logger(label: "test"))
         return try await withThrowingTaskGroup(of: [InMemoryOsloTransport.Event]?.self) { group in
             group.addTask {
                 try await server.run()
@@ -59,7 +86,9 @@ struct RPCServerTests {
                 try await Task.sleep(for: .seconds(20))
                 return nil
             }
-            for body in requests { transport.deliver(body: body, contentType: contentType) }
+            for delivery in deliveries {
+                transport.deliver(body: delivery.body, contentType: delivery.contentType, headers: delivery.headers, exchange: delivery.exchange)
+            }
             var collected: [InMemoryOsloTransport.Event]? = nil
             while collected == nil, let next = try await group.next() {
                 collected = next
@@ -78,8 +107,8 @@ struct RPCServerTests {
         return OsloEnvelope.wrap(message)
     }
 
-    func cast(_ method: String, args: JSONObject = [:]) -> [UInt8] {
-        OsloEnvelope.wrap(["method": .string(method), "args": .object(args), "version": "1.0", "_unique_id": "u1"])
+    func cast(_ method: String, args: JSONObject = [:], uniqueID: String = "u1") -> [UInt8] {
+        OsloEnvelope.wrap(["method": .string(method), "args": .object(args), "version": "1.0", "_unique_id": .string(uniqueID)])
     }
 
     func reply(_ event: InMemoryOsloTransport.Event) -> RPCReply? {
@@ -87,27 +116,45 @@ struct RPCServerTests {
         return nil
     }
 
-    @Test("a cast runs and is acknowledged, with no reply")
-    func castIsAcked() async throws {
-        let events = try await run([cast("echo", args: ["a": 1])], expecting: 1)
-        guard case .acknowledged(1) = events[0] else { Issue.record("expected an ack, got \(events)"); return }
+    func notification(_ event: InMemoryOsloTransport.Event) -> OsloNotification? {
+        if case .notification(let notification) = event { return notification }
+        return nil
     }
 
-    @Test("a call is replied to, then acknowledged")
+    /// The events by kind, for order checks: `ack`, `requeue`, `reject`, `reply`, `dead-letter`, or
+    /// the notification's event type.
+    func kinds(_ events: [InMemoryOsloTransport.Event]) -> [String] {
+        events.map { event in
+            switch event {
+            case .acknowledged: "ack"
+            case .rejected(_, let requeue): requeue ? "requeue" : "reject"
+            case .reply(let reply, _): reply.ending ? "reply" : "heartbeat"
+            case .notification(let notification): notification.eventType
+            case .deadLettered: "dead-letter"
+            }
+        }
+    }
+
+    @Test("a cast runs; its outcome event is published, then it is acknowledged; no reply")
+    func castIsAcked() async throws {
+        let events = try await run([cast("echo", args: ["a": 1])], expecting: 2)
+        #expect(kinds(events) == ["test.end", "ack"])
+    }
+
+    @Test("a call: outcome event, then the reply, then the ack")
     func callRepliedThenAcked() async throws {
-        let events = try await run([call("echo", args: ["x": "y"])], expecting: 2)
-        let first = try #require(reply(events[0]))
+        let events = try await run([call("echo", args: ["x": "y"])], expecting: 3)
+        #expect(kinds(events) == ["test.end", "reply", "ack"])
+        let first = try #require(reply(events[1]))
         #expect(first.result == ["x": "y"])
         #expect(first.failure == nil)
-        #expect(first.ending)
         #expect(first.messageID == "m1")
-        guard case .acknowledged = events[1] else { Issue.record("the ack must come after the reply: \(events)"); return }
     }
 
     @Test("a failed call carries the failure; an endpoint's compatible minor versions are served")
     func failure() async throws {
-        let events = try await run([call("fail", version: "1.3")], expecting: 2)
-        let failure = try #require(reply(events[0])?.failure)
+        let events = try await run([call("fail", version: "1.3")], expecting: 3)
+        let failure = try #require(reply(events[1])?.failure)
         #expect(failure.className == "ImageNotFound")
         #expect(failure.module == "ironic.common.exception")
         #expect(failure.kwargs["code"] == 404)
@@ -121,55 +168,64 @@ struct RPCServerTests {
     ])
     func refusals(method: String, version: String, expected: String) async throws {
         let endpoint = TestEndpoint()
-        let events = try await run([call(method, version: version)], endpoint: endpoint, expecting: 2)
-        let failure = try #require(reply(events[0])?.failure)
+        let events = try await run([call(method, version: version)], endpoint: endpoint, expecting: 3)
+        #expect(kinds(events) == ["test.refused", "reply", "ack"])
+        let failure = try #require(reply(events[1])?.failure)
         #expect(failure.className == expected)
         #expect(failure.module == "oslo_messaging.rpc.dispatcher")
-        guard case .acknowledged = events[1] else { Issue.record("refusals are acknowledged"); return }
         #expect(endpoint.refusals.withLock { $0.count } == 1)
         #expect(endpoint.refusals.withLock { $0.first?.malformed } == false)
     }
 
-    @Test("a malformed message is reported to the endpoint and acknowledged")
+    @Test("a malformed message is reported and acknowledged")
     func malformedAcked() async throws {
         let endpoint = TestEndpoint()
-        let events = try await run([Array("{nope".utf8)], endpoint: endpoint, expecting: 1)
-        guard case .acknowledged = events[0] else { Issue.record("expected an ack: \(events)"); return }
+        let events = try await run([Array("{nope".utf8)], endpoint: endpoint, expecting: 2)
+        #expect(kinds(events) == ["test.refused", "ack"])
         let refusal = try #require(endpoint.refusals.withLock { $0.first })
         #expect(refusal.malformed)
         #expect(refusal.failure.className == "InvalidParameterValue")
         #expect(refusal.failure.kwargs["code"] == 400)
     }
 
-    @Test("a malformed call with readable ids gets an InvalidParameterValue reply; dead-lettering rejects it")
+    @Test("a malformed call with readable ids gets an InvalidParameterValue reply, and is dead-lettered when there is an exchange for it")
     func malformedCallDeadLettered() async throws {
         let body = OsloEnvelope.wrap(["args": [:], "_msg_id": "m9", "_reply_q": "reply_q"])
-        let events = try await run([body], configuration: .init(deadLetterMalformedRequests: true), expecting: 2)
-        #expect(reply(events[0])?.failure?.className == "InvalidParameterValue")
-        guard case .rejected(_, requeue: false) = events[1] else { Issue.record("expected a reject without requeue: \(events)"); return }
+        let events = try await run([Delivery(body: body)], transport: InMemoryOsloTransport(hasDeadLetterExchange: true), expecting: 4)
+        #expect(kinds(events) == ["test.refused", "reply", "dead-letter", "ack"])
+        #expect(reply(events[1])?.failure?.className == "InvalidParameterValue")
+        guard case .deadLettered(_, let reason) = events[2] else { return }
+        #expect(reason.code == "InvalidParameterValue")
+        #expect(reason.message.contains("method"))
+    }
+
+    @Test("an unknown method is not dead-lettered: it is a valid message this worker does not serve")
+    func unknownMethodNotDeadLettered() async throws {
+        let events = try await run([Delivery(body: cast("nope"))], transport: InMemoryOsloTransport(hasDeadLetterExchange: true), expecting: 2)
+        #expect(kinds(events) == ["test.refused", "ack"])
     }
 
     @Test("a wrong content type is refused even when the body is fine")
     func wrongContentType() async throws {
-        let events = try await run([call("echo")], contentType: "text/plain", expecting: 2)
-        #expect(reply(events[0])?.failure?.message.contains("text/plain") == true)
+        let events = try await run([call("echo")], contentType: "text/plain", expecting: 3)
+        #expect(reply(events[1])?.failure?.message.contains("text/plain") == true)
     }
 
     @Test("heartbeats every half call-monitor timeout, only when asked")
     func heartbeats() async throws {
-        let events = try await run([call("slow", timeout: 0.2)], endpoint: TestEndpoint(slowDuration: .milliseconds(450)), expecting: 4)
+        let events = try await run([call("slow", timeout: 0.2)], endpoint: TestEndpoint(slowDuration: .milliseconds(450)), expecting: 5)
         let replies = events.compactMap(reply)
         let heartbeats = replies.filter { !$0.ending }
         #expect(heartbeats.count >= 2)
         #expect(heartbeats.allSatisfy { $0.result == .null && $0.failure == nil && $0.messageID == "m1" })
-        let quiet = try await run([call("slow")], endpoint: TestEndpoint(slowDuration: .milliseconds(300)), expecting: 2)
-        #expect(quiet.compactMap(reply).allSatisfy { $0.ending })
+        let quiet = try await run([call("slow")], endpoint: TestEndpoint(slowDuration: .milliseconds(300)), expecting: 3)
+        #expect(kinds(quiet) == ["test.end", "reply", "ack"])
     }
 
     @Test("absurd values anyone can put in a message do not crash the server")
     func hostileNumbers() async throws {
-        let events = try await run([call("echo", timeout: 1e300)], expecting: 2)
-        #expect(reply(events[0])?.result == [:])
+        let events = try await run([call("echo", timeout: 1e300)], expecting: 3)
+        #expect(reply(events[1])?.result == [:])
         let headers: AMQPTable = ["x-delivery-count": .int64(.max)]
         let delivery = AMQPDelivery(body: [], properties: AMQPMessageProperties(headers: headers), exchange: "", routingKey: "",
                                     consumerTag: "", deliveryTag: 1, redelivered: true, connectionGeneration: 1)
@@ -179,18 +235,64 @@ struct RPCServerTests {
         #expect(RequestDelivery(negative).attempt == 1)
     }
 
-    @Test("an outcome that could not be made durable is requeued, not acknowledged")
+    @Test("a request that could not finish is requeued, not acknowledged, and runs again when redelivered")
     func crashRequeues() async throws {
-        let events = try await run([call("crash")], expecting: 1)
-        guard case .rejected(_, requeue: true) = events[0] else { Issue.record("expected a requeue: \(events)"); return }
+        let endpoint = TestEndpoint()
+        let events = try await run([call("crash"), call("crash")], endpoint: endpoint, expecting: 2)
+        #expect(kinds(events) == ["requeue", "requeue"])
+        #expect(endpoint.runs.withLock { $0 } == [1, 1], "an abandoned run is not a failed attempt")
     }
 
     @Test("no more requests run at once than the limit")
     func concurrencyLimit() async throws {
         let endpoint = TestEndpoint(slowDuration: .milliseconds(100))
-        let requests = (0..<9).map { _ in cast("slow") }
-        let events = try await run(requests, endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 3), expecting: 9)
-        #expect(events.count == 9)
+        let requests = (0..<9).map { cast("slow", uniqueID: "u\($0)") }
+        let events = try await run(requests, endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 3), expecting: 18)
+        #expect(kinds(events).filter { $0 == "ack" }.count == 9)
         #expect(endpoint.running.withLock { $0.peak } == 3)
+    }
+
+    // MARK: Duplicates
+
+    @Test("a duplicate of a finished request gets the same outcome again and does not run")
+    func duplicateAfterFinish() async throws {
+        let endpoint = TestEndpoint()
+        let events = try await run([call("echo", args: ["n": 1]), call("echo", args: ["n": 1])], endpoint: endpoint, expecting: 6)
+        #expect(kinds(events) == ["test.end", "reply", "ack", "test.end", "reply", "ack"])
+        #expect(endpoint.runs.withLock { $0.count } == 1)
+        let first = try #require(notification(events[0])), second = try #require(notification(events[3]))
+        #expect(first == second, "the same event, message_id included, so a listener can tell it is a repeat")
+        #expect(reply(events[4])?.result == ["n": 1])
+    }
+
+    @Test("a duplicate that arrives while the first runs joins it")
+    func duplicateWhileRunning() async throws {
+        let endpoint = TestEndpoint(slowDuration: .milliseconds(300))
+        let events = try await run([cast("slow", uniqueID: "same"), cast("slow", uniqueID: "same")], endpoint: endpoint, expecting: 4)
+        #expect(kinds(events) == ["test.end", "ack", "test.end", "ack"])
+        #expect(endpoint.runs.withLock { $0.count } == 1)
+        #expect(endpoint.running.withLock { $0.peak } == 1)
+        #expect(notification(events[0]) == notification(events[2]))
+    }
+
+    @Test("broadcasts are not journaled: every delivery runs")
+    func fanoutRunsEveryTime() async throws {
+        let endpoint = TestEndpoint()
+        let fanout = Delivery(body: cast("echo", uniqueID: "b"), exchange: "ironic.image_worker_fanout")
+        let events = try await run([fanout, fanout], endpoint: endpoint, expecting: 4)
+        #expect(kinds(events) == ["test.end", "ack", "test.end", "ack"])
+        #expect(endpoint.runs.withLock { $0.count } == 2)
+    }
+
+    @Test("at the broker's delivery limit the request is given up on: error event, failure reply, dead-lettered")
+    func givenUpAtTheLimit() async throws {
+        let endpoint = TestEndpoint()
+        let fifth = Delivery(body: call("echo"), headers: ["x-delivery-count": .int64(4)])
+        let sixth = Delivery(body: call("echo", id: "m2"), headers: ["x-delivery-count": .int64(5)])
+        let events = try await run([fifth, sixth], endpoint: endpoint, transport: InMemoryOsloTransport(hasDeadLetterExchange: true),
+                                   configuration: .init(maximumAttempts: 5), expecting: 7)
+        #expect(kinds(events) == ["test.end", "reply", "ack", "test.gave_up", "reply", "dead-letter", "ack"])
+        #expect(endpoint.runs.withLock { $0 } == [5])
+        #expect(reply(events[4])?.failure?.message == "gave up after 5")
     }
 }

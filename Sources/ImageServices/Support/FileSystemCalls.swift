@@ -65,7 +65,7 @@ extension stat {
     /// Whether this is a directory.
     var isDirectory: Bool { (st_mode & S_IFMT) == S_IFDIR }
     /// Last modification in microseconds since the epoch.
-    var modificationMicroseconds: Int64 { Int64(st_mtim.tv_sec) * 1_000_000 + Int64(st_mtim.tv_nsec) / 1_000 }
+    public var modificationMicroseconds: Int64 { Int64(st_mtim.tv_sec) * 1_000_000 + Int64(st_mtim.tv_nsec) / 1_000 }
 }
 
 /// Reads from `descriptor` at `offset` into `buffer`, retrying on EINTR; returns the count read.

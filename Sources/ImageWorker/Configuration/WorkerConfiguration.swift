@@ -69,6 +69,23 @@ public struct WorkerConfiguration: Sendable {
     public var gracefulShutdownTimeout: Duration
     /// `log_level`.
     public var logLevel: Logger.Level
+    /// `log_format`: `text` (one line per record) or `json` (one JSON object per line).
+    public var logFormat: LogFormat
+    /// `dead_letter_exchange`: where malformed and given-up requests are copied (none by default).
+    public var deadLetterExchange: String?
+    /// `max_task_attempts`: runs of one request (started and never finished) before the worker
+    /// gives up on it; defaults to `rabbit_quorum_delivery_limit` when that is set, else 5.
+    public var maxTaskAttempts: Int
+    /// `journal_size`: outcomes kept in `<state_dir>/journal` for duplicate requests.
+    public var journalSize: Int
+    /// `metrics_address`: `host:port` of the `/metrics`, `/healthz` and `/readyz` endpoint; off
+    /// (nil) when empty, the default, so that several workers can share a host unconfigured.
+    public var metricsAddress: MetricsAddress?
+
+    /// How log records are written.
+    public enum LogFormat: String, Sendable, Hashable, CaseIterable {
+        case text, json
+    }
 
     /// The section of the worker's own options.
     public static let section = "image_worker"
@@ -143,6 +160,21 @@ public struct WorkerConfiguration: Sendable {
             throw ConfigurationError(section: section, name: "log_level", reason: "'\(levelText)' is not one of trace, debug, info, notice, warning, error, critical")
         }
 
+        let formatText = sources.string(section, "log_format", default: "text").lowercased()
+        guard let logFormat = LogFormat(rawValue: formatText) else {
+            throw ConfigurationError(section: section, name: "log_format", reason: "'\(formatText)' is neither text nor json")
+        }
+        let deadLetterExchange = sources.optionalString(section, "dead_letter_exchange")
+        if let deadLetterExchange { try checkRoutingWord(deadLetterExchange, section, "dead_letter_exchange") }
+        var metricsAddress: MetricsAddress? = nil
+        let metricsText = sources.string(section, "metrics_address", default: "")
+        if !metricsText.isEmpty {
+            guard let parsed = MetricsAddress(metricsText) else {
+                throw ConfigurationError(section: section, name: "metrics_address", reason: "'\(metricsText)' is not host:port (an IPv6 host in brackets), nor empty")
+            }
+            metricsAddress = parsed
+        }
+
         let http = try httpSettings(sources)
         let (glance, glanceHTTP) = try glanceSettings(sources, http: http)
         return WorkerConfiguration(
@@ -167,7 +199,12 @@ public struct WorkerConfiguration: Sendable {
             maxConcurrentDownloads: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000),
             progressInterval: .milliseconds(Int64(try sources.number(section, "progress_interval", default: 5, range: 0.1...3600) * 1000)),
             gracefulShutdownTimeout: .seconds(try sources.integer(section, "graceful_shutdown_timeout", default: 60, range: 0...86400)),
-            logLevel: logLevel)
+            logLevel: logLevel,
+            logFormat: logFormat,
+            deadLetterExchange: deadLetterExchange,
+            maxTaskAttempts: try sources.integer(section, "max_task_attempts", default: deliveryLimit > 0 ? deliveryLimit : 5, range: 1...1000),
+            journalSize: try sources.integer(section, "journal_size", default: 10_000, range: 100...10_000_000),
+            metricsAddress: metricsAddress)
     }
 
     /// The AMQP connection settings this configuration implies.

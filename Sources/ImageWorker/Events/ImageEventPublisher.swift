@@ -19,8 +19,10 @@ public struct TaskIdentity: Sendable, Hashable {
     }
 }
 
-/// Publishes the `baremetal.image.fetch.*` notifications of contract §4, each an
-/// `ImageFetchPayload` versioned object, and waits for the broker to confirm them.
+/// Makes the `baremetal.image.fetch.*` notifications of contract §4, each an `ImageFetchPayload`
+/// versioned object. `.start` and `.progress` are published here (waiting for the broker's
+/// confirm); `.end` and `.error` are outcomes, returned to the RPC server, which records them
+/// before it publishes them.
 public struct ImageEventPublisher: Sendable {
     private let transport: any OsloTransport
     private let publisherID: String
@@ -56,14 +58,15 @@ public struct ImageEventPublisher: Sendable {
         ])
     }
 
-    /// `baremetal.image.fetch.end`, whose data is the task's result.
-    public func ended(result: JSONObject, context: RPCContext) async throws {
-        try await publish("baremetal.image.fetch.end", .info, context: context, data: result)
+    /// `baremetal.image.fetch.end`, whose data is the task's result (not published: the RPC
+    /// server publishes outcomes once they are recorded).
+    public func ended(result: JSONObject, context: RPCContext) -> OsloNotification {
+        notification("baremetal.image.fetch.end", .info, context: context, data: result)
     }
 
-    /// `baremetal.image.fetch.error`.
-    public func failed(_ task: TaskIdentity, imageSource: String?, role: ImageRole?, error: IronicError, context: RPCContext) async throws {
-        try await publish("baremetal.image.fetch.error", .error, context: context, data: [
+    /// `baremetal.image.fetch.error` (not published, as ``ended(result:context:)``).
+    public func failed(_ task: TaskIdentity, imageSource: String?, role: ImageRole?, error: IronicError, context: RPCContext) -> OsloNotification {
+        notification("baremetal.image.fetch.error", .error, context: context, data: [
             "node_uuid": .string(orNull: task.nodeUUID),
             "request_id": .string(task.requestID),
             "task_id": .string(task.taskID),
@@ -79,15 +82,18 @@ public struct ImageEventPublisher: Sendable {
     }
 
     private func publish(_ eventType: String, _ priority: OsloNotification.Priority, context: RPCContext, data: JSONObject) async throws {
+        try await transport.sendNotification(notification(eventType, priority, context: context, data: data))
+    }
+
+    private func notification(_ eventType: String, _ priority: OsloNotification.Priority, context: RPCContext, data: JSONObject) -> OsloNotification {
         let payload: JSONValue = [
             "ironic_object.name": "ImageFetchPayload",
             "ironic_object.namespace": "ironic",
             "ironic_object.version": "1.0",
             "ironic_object.data": .object(data),
         ]
-        let notification = OsloNotification(publisherID: publisherID, eventType: eventType, priority: priority, payload: payload,
-                                            context: context.redactedFields)
-        try await transport.sendNotification(notification)
+        return OsloNotification(publisherID: publisherID, eventType: eventType, priority: priority, payload: payload,
+                                context: context.redactedFields)
     }
 }
 

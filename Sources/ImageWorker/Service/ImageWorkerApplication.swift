@@ -23,15 +23,19 @@ public struct ImageWorkerApplication: Sendable {
         if leftovers > 0 { logger.notice("removed staging files left by an earlier process", metadata: ["count": "\(leftovers)"]) }
         // A small look-ahead on the work queue, so a slot freed is filled without a round trip.
         let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 1)
+        let deadLetterQueue = configuration.deadLetterExchange.map { DeadLetterQueue(name: $0, quorum: configuration.queueOptions.quorumQueues) }
         transport = AMQPOsloTransport(configuration: configuration.amqpConfiguration, topology: configuration.rpcTopology(),
-                                      notificationTopics: configuration.notificationTopics, prefetch: prefetch, logger: logger)
+                                      notificationTopics: configuration.notificationTopics, prefetch: prefetch,
+                                      deadLetterQueue: deadLetterQueue, logger: logger)
+        let journal = try FileRequestJournal(path: configuration.stateDirectory + "/journal", capacity: configuration.journalSize, logger: logger)
         let cache = try configuration.cache.map { try MasterImageCache(settings: $0, logger: logger) }
         let fetcher = ImageFetcher(registry: imageServices.registry, checksums: configuration.checksumPolicy, cache: cache)
         let endpoint = WorkerEndpoint(fetcher: fetcher, store: store, events: ImageEventPublisher(transport: transport, publisherID: configuration.publisherID),
                                       progressInterval: configuration.progressInterval, logger: logger)
-        server = RPCServer(transport: transport, endpoint: endpoint,
+        server = RPCServer(transport: transport, endpoint: endpoint, journal: journal,
                            configuration: RPCServer.Configuration(maximumConcurrentRequests: configuration.maxConcurrentDownloads,
-                                                                  gracefulShutdownTimeout: configuration.gracefulShutdownTimeout),
+                                                                  gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
+                                                                  maximumAttempts: configuration.maxTaskAttempts),
                            logger: logger)
     }
 

@@ -5,8 +5,9 @@ import OsloMessaging
 /// The worker's RPC methods (contract §3): `fetch_image`, `validate_image`, `show_image` and
 /// `delete_images`, API version 1.0.
 ///
-/// Every fetch sends `.start`, throttled `.progress`, and `.end` or `.error`; the outcome event is
-/// confirmed by the broker before the method returns (and so before the request is acknowledged).
+/// Every fetch sends `.start` and throttled `.progress`, and ends with `.end` or `.error`: that
+/// outcome event is returned with the reply, and the RPC server records it in its journal,
+/// publishes it and only then acknowledges the request.
 public struct WorkerEndpoint: RPCEndpoint {
     public let version = RPCVersion(major: 1, minor: 0)
     public let methods: Set<String> = ["fetch_image", "validate_image", "show_image", "delete_images", "clean_up_cache"]
@@ -26,7 +27,7 @@ public struct WorkerEndpoint: RPCEndpoint {
         self.logger = logger
     }
 
-    public func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure> {
+    public func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> RPCOutcome {
         let task = TaskIdentity(requestID: request.context.requestID, uniqueID: request.uniqueID,
                                 nodeUUID: request.args["node_uuid"]?.stringValue.flatMap(UUIDText.canonical))
         var logger = self.logger
@@ -40,33 +41,43 @@ public struct WorkerEndpoint: RPCEndpoint {
         case "fetch_image":
             return try await fetchImage(request, task: task, attempt: delivery.attempt, context: context)
         case "validate_image":
-            return try await validateImage(request, task: task, context: context)
+            return RPCOutcome(reply: try await validateImage(request, task: task, context: context))
         case "show_image":
-            return await showImage(request, context: context)
+            return RPCOutcome(reply: await showImage(request, context: context))
         case "delete_images":
-            return deleteImages(request, logger: logger)
+            return RPCOutcome(reply: deleteImages(request, logger: logger))
         case "clean_up_cache":
-            return cleanUpCache(request, logger: logger)
+            return RPCOutcome(reply: cleanUpCache(request, logger: logger))
         default:
-            return .failure(.noSuchMethod(request.method))
+            return RPCOutcome(reply: .failure(.noSuchMethod(request.method)))
         }
     }
 
-    public func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws {
+    public func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) -> OsloNotification? {
         let task = TaskIdentity(requestID: refusal.context.requestID, uniqueID: refusal.uniqueID, nodeUUID: refusal.nodeUUID)
         let code = IronicError.Code(name: refusal.failure.className, httpStatus: Int(refusal.failure.kwargs["code"]?.integerValue ?? 400))
-        try await events.failed(task, imageSource: nil, role: nil, error: IronicError(code, refusal.failure.message), context: refusal.context)
+        return events.failed(task, imageSource: nil, role: nil, error: IronicError(code, refusal.failure.message), context: refusal.context)
+    }
+
+    public func gaveUp(_ request: RPCRequest, attempts: Int, delivery: RequestDelivery) -> RPCOutcome {
+        let task = TaskIdentity(requestID: request.context.requestID, uniqueID: request.uniqueID,
+                                nodeUUID: request.args["node_uuid"]?.stringValue.flatMap(UUIDText.canonical))
+        let error = IronicError(.imageDownloadFailed, "The \(request.method) task was started \(attempts) times and never finished "
+                                + "(the worker running it stopped each time); giving up on it.")
+        let imageSource = request.args["instance_info"]?.objectValue?["image_source"]?.stringValue.map(ImageReference.redact)
+        return RPCOutcome(reply: .failure(Self.remote(error)),
+                          notification: events.failed(task, imageSource: imageSource, role: nil, error: error, context: request.context))
     }
 
     // MARK: fetch_image
 
-    private func fetchImage(_ request: RPCRequest, task: TaskIdentity, attempt: Int, context: ImageRequestContext) async throws -> Result<JSONValue, RemoteFailure> {
+    private func fetchImage(_ request: RPCRequest, task: TaskIdentity, attempt: Int, context: ImageRequestContext) async throws -> RPCOutcome {
         let imageSource = request.args["instance_info"]?.objectValue?["image_source"]?.stringValue.map(ImageReference.redact)
         let arguments: FetchImageArguments
         do {
             arguments = try FetchImageArguments(request.args)
         } catch {
-            return try await fail(task, imageSource: imageSource, role: nil, error: error, request: request, logger: context.logger)
+            return fail(task, imageSource: imageSource, role: nil, error: error, request: request, logger: context.logger)
         }
         try await events.started(task, imageSource: imageSource, attempt: attempt, context: request.context)
         context.logger.info("fetching images", metadata: ["image_source": "\(imageSource ?? "-")", "attempt": "\(attempt)"])
@@ -75,14 +86,13 @@ public struct WorkerEndpoint: RPCEndpoint {
                 try await fetcher.fetch(arguments, into: store, context: context, progress: progress)
             }
             let result = images.resultJSON(requestID: task.requestID, taskID: task.taskID)
-            try await events.ended(result: result, context: request.context)
             context.logger.info("fetched images", metadata: [
                 "image_type": "\(images.imageType.rawValue)",
                 "transfers": "\(images.images.map { "\($0.role.rawValue)=\($0.fetched?.transfer.rawValue ?? "-")" }.joined(separator: ","))",
             ])
-            return .success(.object(result))
+            return RPCOutcome(reply: .success(.object(result)), notification: events.ended(result: result, context: request.context))
         } catch let error as RoleError {
-            return try await fail(task, imageSource: imageSource, role: error.role, error: error.error, request: request, logger: context.logger)
+            return fail(task, imageSource: imageSource, role: error.role, error: error.error, request: request, logger: context.logger)
         }
     }
 
@@ -169,10 +179,10 @@ public struct WorkerEndpoint: RPCEndpoint {
 
     // MARK: Helpers
 
-    private func fail(_ task: TaskIdentity, imageSource: String?, role: ImageRole?, error: IronicError, request: RPCRequest, logger: Logger) async throws -> Result<JSONValue, RemoteFailure> {
+    private func fail(_ task: TaskIdentity, imageSource: String?, role: ImageRole?, error: IronicError, request: RPCRequest, logger: Logger) -> RPCOutcome {
         logger.warning("image fetch failed", metadata: ["error": "\(error.code.name)", "reason": "\(error.message)", "role": "\(role?.rawValue ?? "-")"])
-        try await events.failed(task, imageSource: imageSource, role: role, error: error, context: request.context)
-        return .failure(Self.remote(error))
+        return RPCOutcome(reply: .failure(Self.remote(error)),
+                          notification: events.failed(task, imageSource: imageSource, role: role, error: error, context: request.context))
     }
 
     /// The failure a Python caller re-raises as `ironic.common.exception.<Code>`.

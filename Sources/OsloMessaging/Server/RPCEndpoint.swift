@@ -9,10 +9,14 @@ public struct RequestDelivery: Sendable, Hashable {
     /// The routing key it was published with (`ironic.image_worker`, `…<host>`, `…_fanout`).
     public var routingKey: String
 
+    /// The run number from the request journal, when the server keeps one: how many times this
+    /// request was started, this run included.
+    public var journalAttempt: Int?
+
     /// The attempt number of this delivery: 1 for the first.
     public var attempt: Int {
-        if let previousDeliveries { return previousDeliveries + 1 }
-        return redelivered ? 2 : 1
+        let broker = previousDeliveries.map { $0 + 1 } ?? (redelivered ? 2 : 1)
+        return max(broker, journalAttempt ?? 1)
     }
 
     /// Creates delivery information.
@@ -58,6 +62,10 @@ public struct RPCRefusal: Sendable, Hashable {
 }
 
 /// The application behind an ``RPCServer``: the methods it serves and what they do.
+///
+/// The endpoint computes outcomes; the server makes them durable: it records each in the request
+/// journal, publishes its notification (confirmed by the broker), replies, and only then
+/// acknowledges the request.
 public protocol RPCEndpoint: Sendable {
     /// The API version served; requests with the same major and a minor not above it are accepted.
     var version: RPCVersion { get }
@@ -66,13 +74,14 @@ public protocol RPCEndpoint: Sendable {
     /// access policy).
     var methods: Set<String> { get }
 
-    /// Runs a method. Returns its result, or the failure to send back; by the time this returns,
-    /// everything the method must make durable (its outcome event) is confirmed, because the
-    /// server acknowledges the request next. Throwing means the outcome could not be made durable
-    /// (or the work was cancelled): the request is then requeued, not acknowledged.
-    func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure>
+    /// Runs a method and returns its outcome. Throwing means the work was cancelled or could not
+    /// finish here (the request is then requeued, not acknowledged).
+    func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> RPCOutcome
 
-    /// Told about every refused request, so that it can report it (an error event). Throwing means
-    /// the report could not be made durable: the request is requeued, not acknowledged.
-    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) async throws
+    /// The notification reporting a refused request (an error event), if the endpoint sends one.
+    func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) -> OsloNotification?
+
+    /// The outcome of a request given up on: it was started `attempts` times and never finished
+    /// (each run killed its worker, or the broker's delivery limit is reached).
+    func gaveUp(_ request: RPCRequest, attempts: Int, delivery: RequestDelivery) -> RPCOutcome
 }

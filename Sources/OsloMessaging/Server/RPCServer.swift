@@ -8,6 +8,14 @@ import Synchronization
 /// acknowledges each request only once its outcome is final — unlike oslo, which acknowledges
 /// before dispatching and so loses the request if the process dies.
 ///
+/// Each request is remembered by `_unique_id` in a ``RequestJournal``: a duplicate (a redelivery
+/// after a crash or a lost connection, or the same message published twice) whose outcome is
+/// known gets that outcome again without running; one still running is joined. The outcome is
+/// recorded before its event is published, so a crash anywhere yields one outcome, perhaps
+/// published twice, never two different ones. A request started more than
+/// ``Configuration/maximumAttempts`` times without finishing is given up on (error event,
+/// dead-lettered when configured). Broadcasts (fanout) are not journaled: every process runs them.
+///
 /// Refusals follow oslo: a method the endpoint does not serve (or starting with `_`) gets
 /// `NoSuchMethod`, a version it does not serve `UnsupportedVersion`; a message that is not a
 /// valid request gets Ironic's `InvalidParameterValue`. Each refusal is replied to when the ids
@@ -22,30 +30,35 @@ public final class RPCServer: Service {
         public var maximumConcurrentRequests: Int
         /// How long running requests may take to finish after a shutdown signal.
         public var gracefulShutdownTimeout: Duration
-        /// Reject malformed requests without requeue (dead-lettering them when the queue has a
-        /// dead-letter exchange) instead of acknowledging them.
-        public var deadLetterMalformedRequests: Bool
+        /// How many times a request may be started (counted by the journal, or by the broker's
+        /// `x-delivery-count`) before the server gives up on it: set it to the quorum queue's
+        /// delivery limit, so that the worker reports the failure before the broker drops the
+        /// message.
+        public var maximumAttempts: Int
         /// Bounds on request JSON.
         public var parser: JSONParser
 
         /// Creates a configuration.
-        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), deadLetterMalformedRequests: Bool = false, parser: JSONParser = JSONParser()) {
+        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), maximumAttempts: Int = 5, parser: JSONParser = JSONParser()) {
             self.maximumConcurrentRequests = max(1, maximumConcurrentRequests)
             self.gracefulShutdownTimeout = gracefulShutdownTimeout
-            self.deadLetterMalformedRequests = deadLetterMalformedRequests
+            self.maximumAttempts = max(1, maximumAttempts)
             self.parser = parser
         }
     }
 
     private let transport: any OsloTransport
     private let endpoint: any RPCEndpoint
+    private let journal: any RequestJournal
     private let configuration: Configuration
     private let logger: Logger
 
-    /// Creates a server.
-    public init(transport: any OsloTransport, endpoint: any RPCEndpoint, configuration: Configuration, logger: Logger) {
+    /// Creates a server that remembers requests in `journal`.
+    public init(transport: any OsloTransport, endpoint: any RPCEndpoint, journal: any RequestJournal = InMemoryRequestJournal(),
+                configuration: Configuration, logger: Logger) {
         self.transport = transport
         self.endpoint = endpoint
+        self.journal = journal
         self.configuration = configuration
         self.logger = logger
     }
@@ -106,7 +119,7 @@ public final class RPCServer: Service {
 
     /// Handles one delivery from decoding to acknowledgement.
     func process(_ delivery: AMQPDelivery) async {
-        let info = RequestDelivery(delivery)
+        var info = RequestDelivery(delivery)
         let request: RPCRequest
         do {
             request = try RPCRequest.decode(body: delivery.body, contentType: delivery.properties.contentType, parser: configuration.parser)
@@ -125,21 +138,97 @@ public final class RPCServer: Service {
             await refuse(refusal(.noSuchMethod(request.method), for: request), delivery: delivery, info: info)
             return
         }
-        let outcome: Result<JSONValue, RemoteFailure>
+        // A broadcast reaches every process under the same `_unique_id`: each must run it.
+        let journaled = request.uniqueID.flatMap { delivery.exchange.hasSuffix("_fanout") ? nil : $0 }
+        if let uniqueID = journaled {
+            let decision: JournalDecision
+            do {
+                decision = try await journal.begin(uniqueID: uniqueID)
+            } catch {
+                await transport.reject(delivery, requeue: true)
+                return
+            }
+            switch decision {
+            case .finished(let outcome):
+                logger.info("a duplicate of a finished request; sending its outcome again", metadata: [
+                    "method": "\(request.method)", "task_id": "\(uniqueID)", "request_id": "\(request.context.requestID ?? "-")",
+                ])
+                await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+                return
+            case .run(let attempt):
+                info.journalAttempt = attempt
+            }
+        }
+        let limit = configuration.maximumAttempts
+        let started = max(info.journalAttempt ?? 1, info.previousDeliveries.map { $0 + 1 } ?? 1)
+        if started > limit {
+            let outcome = endpoint.gaveUp(request, attempts: started - 1, delivery: info)
+            logger.error("a request was started too often without finishing; giving up on it", metadata: [
+                "method": "\(request.method)", "attempts": "\(started - 1)", "request_id": "\(request.context.requestID ?? "-")",
+            ])
+            await record(outcome, of: journaled)
+            let reason = DeadLetterReason(code: outcome.failureClass ?? "ImageDownloadFailed", message: "started \(started - 1) times without finishing")
+            await settle(delivery, request: request, outcome: outcome, deadLetter: reason)
+            return
+        }
+        let outcome: RPCOutcome
         do {
             outcome = try await dispatchWithHeartbeats(request, info: info)
         } catch {
             logger.notice("request not finished; returning it to the queue", metadata: ["method": "\(request.method)", "reason": "\(error)"])
+            if let journaled { await journal.abandon(uniqueID: journaled) }
             await transport.reject(delivery, requeue: true)
             return
         }
-        if let messageID = request.messageID, let replyQueue = request.replyQueue {
-            let reply: RPCReply
-            switch outcome {
-            case .success(let result): reply = RPCReply(result: result, messageID: messageID)
-            case .failure(let failure): reply = RPCReply(failure: failure, messageID: messageID)
+        await record(outcome, of: journaled)
+        await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+    }
+
+    /// Records an outcome in the journal before anything else sees it, so that whatever happens
+    /// next (a crash, a lost connection) a redelivery reproduces this outcome instead of another.
+    private func record(_ outcome: RPCOutcome, of uniqueID: String?) async {
+        guard let uniqueID else { return }
+        do {
+            try await journal.finish(uniqueID: uniqueID, outcome: outcome)
+        } catch {
+            // Not fatal: the outcome still goes out; a duplicate would run the request again.
+            logger.error("could not record a request's outcome in the journal", metadata: ["task_id": "\(uniqueID)", "error": "\(error)"])
+            await journal.abandon(uniqueID: uniqueID)
+        }
+    }
+
+    /// Makes an outcome durable and final: publishes its notification (confirmed), replies to a
+    /// call, then acknowledges the request (or dead-letters it). If any step fails the request is
+    /// requeued; its redelivery finds the outcome in the journal and repeats these steps.
+    private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, deadLetter reason: DeadLetterReason?) async {
+        await settle(delivery, notification: outcome.notification, messageID: request.messageID, replyQueue: request.replyQueue,
+                     reply: outcome.reply(to: request.messageID ?? ""), deadLetter: reason)
+    }
+
+    private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, messageID: String?, replyQueue: String?, reply: RPCReply,
+                        deadLetter reason: DeadLetterReason?) async {
+        if let notification {
+            do {
+                try await transport.sendNotification(notification)
+            } catch {
+                logger.error("could not publish an outcome event; the request will be redelivered", metadata: [
+                    "event_type": "\(notification.eventType)", "error": "\(error)",
+                ])
+                await transport.reject(delivery, requeue: true)
+                return
             }
+        }
+        if messageID != nil, let replyQueue {
             guard await send(reply, to: replyQueue) else {
+                await transport.reject(delivery, requeue: true)
+                return
+            }
+        }
+        if let reason {
+            do {
+                _ = try await transport.deadLetter(delivery, reason: reason)
+            } catch {
+                logger.error("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
                 await transport.reject(delivery, requeue: true)
                 return
             }
@@ -152,29 +241,16 @@ public final class RPCServer: Service {
                    uniqueID: request.uniqueID, context: request.context, nodeUUID: request.args["node_uuid"]?.stringValue)
     }
 
+    /// Reports a refused request (error event, failure reply) and acknowledges it; a malformed
+    /// one is dead-lettered first when a dead-letter exchange is configured.
     private func refuse(_ refusal: RPCRefusal, delivery: AMQPDelivery, info: RequestDelivery) async {
         logger.warning("refused a request", metadata: [
             "error": "\(refusal.failure.className)", "reason": "\(refusal.failure.message)",
             "method": "\(refusal.method ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
         ])
-        do {
-            try await endpoint.refused(refusal, delivery: info)
-        } catch {
-            logger.notice("the refusal could not be reported; returning the request to the queue", metadata: ["reason": "\(error)"])
-            await transport.reject(delivery, requeue: true)
-            return
-        }
-        if let messageID = refusal.messageID, let replyQueue = refusal.replyQueue {
-            guard await send(RPCReply(failure: refusal.failure, messageID: messageID), to: replyQueue) else {
-                await transport.reject(delivery, requeue: true)
-                return
-            }
-        }
-        if refusal.malformed && configuration.deadLetterMalformedRequests {
-            await transport.reject(delivery, requeue: false)
-        } else {
-            await transport.acknowledge(delivery)
-        }
+        let reason = refusal.malformed ? DeadLetterReason(code: refusal.failure.className, message: refusal.failure.message) : nil
+        await settle(delivery, notification: endpoint.refused(refusal, delivery: info), messageID: refusal.messageID, replyQueue: refusal.replyQueue,
+                     reply: RPCReply(failure: refusal.failure, messageID: refusal.messageID ?? ""), deadLetter: reason)
     }
 
     /// Sends a reply; `false` when it could not be sent (the request is then requeued).
@@ -191,12 +267,12 @@ public final class RPCServer: Service {
     /// Runs the method; for a call with a call-monitor timeout, sends `ending: false` heartbeats
     /// every half of that timeout meanwhile (only then: an oslo caller without a monitor crashes
     /// on a heartbeat).
-    private func dispatchWithHeartbeats(_ request: RPCRequest, info: RequestDelivery) async throws -> Result<JSONValue, RemoteFailure> {
+    private func dispatchWithHeartbeats(_ request: RPCRequest, info: RequestDelivery) async throws -> RPCOutcome {
         guard let timeout = request.callMonitorTimeout, let messageID = request.messageID, let replyQueue = request.replyQueue else {
             return try await endpoint.dispatch(request, delivery: info)
         }
         let interval = Duration.milliseconds(Int64(min(max(timeout / 2, 0.05), 43_200) * 1000))
-        return try await withThrowingTaskGroup(of: Result<JSONValue, RemoteFailure>?.self) { group in
+        return try await withThrowingTaskGroup(of: RPCOutcome?.self) { group in
             group.addTask { try await self.endpoint.dispatch(request, delivery: info) }
             group.addTask {
                 while !Task.isCancelled {

@@ -15,6 +15,8 @@ public final class AMQPOsloTransport: OsloTransport {
     /// How long to keep trying a reply whose queue does not exist (oslo: 60 s), for a caller that
     /// is declaring it again after a reconnect.
     public let replyRetryDuration: Duration
+    /// Where malformed and given-up requests are copied, if anywhere.
+    public let deadLetterQueue: DeadLetterQueue?
 
     private let consumer: AMQPConnection
     private let publisher: AMQPConnection
@@ -28,7 +30,8 @@ public final class AMQPOsloTransport: OsloTransport {
 
     /// Creates the transport; ``start()`` opens the connections.
     public init(configuration: AMQPConfiguration, topology: RPCServerTopology, notificationTopics: [String], prefetch: UInt16,
-                replyRetryDuration: Duration = .seconds(60), logger: Logger) {
+                deadLetterQueue: DeadLetterQueue? = nil, replyRetryDuration: Duration = .seconds(60), logger: Logger) {
+        self.deadLetterQueue = deadLetterQueue
         self.topology = topology
         self.notificationTopics = notificationTopics
         self.prefetch = prefetch
@@ -66,6 +69,11 @@ public final class AMQPOsloTransport: OsloTransport {
         for exchange in topology.exchanges { try await consumer.declareExchange(exchange) }
         for queue in topology.queues { try await consumer.declareQueue(queue) }
         for binding in topology.bindings { try await consumer.bindQueue(binding) }
+        if let deadLetterQueue {
+            try await consumer.declareExchange(deadLetterQueue.exchange)
+            try await consumer.declareQueue(deadLetterQueue.queue)
+            try await consumer.bindQueue(deadLetterQueue.binding)
+        }
         // basic.qos counts per consumer, so the work queue gets the prefetch and the per-worker
         // and fanout queues one each: the process never holds much more than it can run.
         var tags: [String] = []
@@ -130,6 +138,14 @@ public final class AMQPOsloTransport: OsloTransport {
             let message = AMQPOutgoingMessage(exchange: topology.exchange, routingKey: routingKey, body: body, properties: .oslo())
             _ = try await publisher.publish(message)
         }
+    }
+
+    public func deadLetter(_ delivery: AMQPDelivery, reason: DeadLetterReason) async throws -> Bool {
+        guard let deadLetterQueue else { return false }
+        if case .returned(let code, let text) = try await publisher.publish(deadLetterQueue.message(for: delivery, reason: reason)) {
+            throw AMQPError(.publishNacked, "the dead-letter exchange \(deadLetterQueue.name) routed the message nowhere: \(code) \(text)")
+        }
+        return true
     }
 
     /// oslo declares the `<topic>.<priority>` queue and binds it before it publishes there, so

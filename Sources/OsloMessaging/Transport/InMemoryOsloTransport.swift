@@ -10,6 +10,7 @@ public final class InMemoryOsloTransport: OsloTransport {
         case rejected(deliveryTag: UInt64, requeue: Bool)
         case reply(RPCReply, replyQueue: String)
         case notification(OsloNotification)
+        case deadLettered(deliveryTag: UInt64, reason: DeadLetterReason)
     }
 
     public let requests: AsyncStream<AMQPDelivery>
@@ -26,15 +27,20 @@ public final class InMemoryOsloTransport: OsloTransport {
         var goneReplyQueues: Set<String> = []
     }
 
+    /// Whether ``deadLetter(_:reason:)`` has an exchange to send to.
+    public let hasDeadLetterExchange: Bool
+
     /// Creates an empty transport.
-    public init() {
+    public init(hasDeadLetterExchange: Bool = false) {
+        self.hasDeadLetterExchange = hasDeadLetterExchange
         (requests, requestContinuation) = AsyncStream.makeStream(of: AMQPDelivery.self)
         (events, eventContinuation) = AsyncStream.makeStream(of: Event.self)
     }
 
     /// Delivers a request body to the server; returns its delivery tag.
     @discardableResult
-    public func deliver(body: [UInt8], contentType: String? = "application/json", redelivered: Bool = false, headers: AMQPTable? = nil) -> UInt64 {
+    public func deliver(body: [UInt8], contentType: String? = "application/json", redelivered: Bool = false, headers: AMQPTable? = nil,
+                        exchange: String = "ironic") -> UInt64 {
         let tag = state.withLock { state -> UInt64 in
             defer { state.nextTag += 1 }
             return state.nextTag
@@ -42,7 +48,7 @@ public final class InMemoryOsloTransport: OsloTransport {
         var properties = AMQPMessageProperties.oslo()
         properties.contentType = contentType
         properties.headers = headers
-        requestContinuation.yield(AMQPDelivery(body: body, properties: properties, exchange: "ironic", routingKey: "memory",
+        requestContinuation.yield(AMQPDelivery(body: body, properties: properties, exchange: exchange, routingKey: "memory",
                                                consumerTag: "memory", deliveryTag: tag, redelivered: redelivered, connectionGeneration: 1))
         return tag
     }
@@ -91,5 +97,11 @@ public final class InMemoryOsloTransport: OsloTransport {
 
     public func sendNotification(_ notification: OsloNotification) async throws {
         eventContinuation.yield(.notification(notification))
+    }
+
+    public func deadLetter(_ delivery: AMQPDelivery, reason: DeadLetterReason) async throws -> Bool {
+        guard hasDeadLetterExchange else { return false }
+        eventContinuation.yield(.deadLettered(deliveryTag: delivery.deliveryTag, reason: reason))
+        return true
     }
 }

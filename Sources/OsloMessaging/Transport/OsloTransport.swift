@@ -30,6 +30,25 @@ public protocol OsloTransport: Sendable {
     /// `<topic>.<priority>` queue first as oslo does, and waits for the broker's confirms.
     func sendNotification(_ notification: OsloNotification) async throws
 
+    /// Copies a request to the dead-letter exchange, if one is configured, with `reason` in its
+    /// headers, and waits for the broker's confirm. Returns `false` when there is none. The
+    /// caller then acknowledges the original.
+    func deadLetter(_ delivery: AMQPDelivery, reason: DeadLetterReason) async throws -> Bool
+
     /// Whether the transport is connected and consuming (for readiness checks).
     var isConsuming: Bool { get }
+}
+
+/// Why a request was dead-lettered; goes into the copy's headers.
+public struct DeadLetterReason: Sendable, Hashable {
+    /// The error code (`InvalidParameterValue`, …).
+    public var code: String
+    /// What was wrong.
+    public var message: String
+
+    /// Creates a reason.
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
 }

@@ -60,6 +60,20 @@ public struct OsloNotification: Sendable, Hashable {
         return message
     }
 
+    /// Reads a notification back from its inner message (as ``encodedMessage`` writes it).
+    public init?(decoding message: JSONObject) {
+        guard let messageID = message["message_id"]?.stringValue, let publisherID = message["publisher_id"]?.stringValue,
+              let eventType = message["event_type"]?.stringValue, let priorityName = message["priority"]?.stringValue,
+              let priority = Priority(rawValue: priorityName), let payload = message["payload"],
+              let uniqueID = message["_unique_id"]?.stringValue, let timestamp = message["timestamp"]?.stringValue,
+              let micros = OsloTimestamp.parseNotificationFormat(timestamp)
+        else { return nil }
+        var context = JSONObject()
+        for field in message where field.key.hasPrefix("_context_") { context.append(String(field.key.dropFirst(9)), field.value) }
+        self.init(publisherID: publisherID, eventType: eventType, priority: priority, payload: payload, context: context,
+                  messageID: messageID, uniqueID: uniqueID, timestampMicroseconds: micros)
+    }
+
     /// The enveloped body to publish.
     public func encodedBody() -> [UInt8] {
         OsloEnvelope.wrap(encodedMessage)

@@ -23,6 +23,30 @@ public enum OsloTimestamp {
         return text
     }
 
+    /// Reads ``notificationFormat(microseconds:)`` back.
+    public static func parseNotificationFormat(_ text: String) -> Int64? {
+        let parts = text.split(separator: " ")
+        guard parts.count == 2 else { return nil }
+        let date = parts[0].split(separator: "-").compactMap { Int32($0) }
+        let clock = parts[1].split(separator: ".")
+        let time = clock[0].split(separator: ":").compactMap { Int32($0) }
+        guard date.count == 3, time.count == 3 else { return nil }
+        var broken = tm()
+        broken.tm_year = date[0] - 1900
+        broken.tm_mon = date[1] - 1
+        broken.tm_mday = date[2]
+        broken.tm_hour = time[0]
+        broken.tm_min = time[1]
+        broken.tm_sec = time[2]
+        let seconds = Int64(timegm(&broken))
+        var micros: Int64 = 0
+        if clock.count == 2 {
+            let fraction = String(clock[1].prefix(6))
+            micros = (Int64(fraction) ?? 0) * Int64(pow(10.0, Double(6 - fraction.count)))
+        }
+        return seconds * 1_000_000 + micros
+    }
+
     /// ISO 8601 with Ironic's `+00:00` suffix and whole seconds: `2026-11-24T21:42:46+00:00`.
     public static func isoFormat(microseconds: Int64) -> String {
         let (parts, _) = utcParts(microseconds: microseconds)

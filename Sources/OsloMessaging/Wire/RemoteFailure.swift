@@ -68,9 +68,15 @@ public struct RemoteFailure: Error, Sendable, Hashable, CustomStringConvertible 
 
     /// Reads a failure from a reply's `failure` string.
     public init(jsonString: String) throws {
-        guard let object = try JSONParser().parse(jsonString).objectValue,
-              let className = object["class"]?.stringValue, let module = object["module"]?.stringValue
-        else {
+        guard let object = try JSONParser().parse(jsonString).objectValue else {
+            throw OsloEnvelope.DecodingError(reason: "a reply's failure is not a serialized exception")
+        }
+        try self.init(jsonObject: object)
+    }
+
+    /// Reads a failure from ``jsonObject``'s form.
+    public init(jsonObject object: JSONObject) throws {
+        guard let className = object["class"]?.stringValue, let module = object["module"]?.stringValue else {
             throw OsloEnvelope.DecodingError(reason: "a reply's failure is not a serialized exception")
         }
         self.init(

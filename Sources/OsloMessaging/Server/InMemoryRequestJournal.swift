@@ -1,0 +1,85 @@
+import Synchronization
+
+/// A request journal inside one process, bounded to the most recent outcomes: enough for a
+/// single worker without a state folder, and for tests. It dies with the process, so it never
+/// sees an earlier run that crashed: every run it allows is attempt 1.
+public final class InMemoryRequestJournal: RequestJournal {
+    private let capacity: Int
+    private let state = Mutex(State())
+
+    fileprivate struct State {
+        var finished: [String: RPCOutcome] = [:]
+        var finishedOrder: [String] = []
+        var running: [String: [Int: CheckedContinuation<Void, Never>]] = [:]
+        var nextWaiter = 0
+    }
+
+    /// Creates a journal that keeps the last `capacity` outcomes.
+    public init(capacity: Int = 10_000) {
+        self.capacity = max(1, capacity)
+    }
+
+    public func begin(uniqueID: String) async throws -> JournalDecision {
+        while true {
+            try Task.checkCancellation()
+            enum Step { case decided(JournalDecision), wait(Int) }
+            let step = state.withLock { state -> Step in
+                if let outcome = state.finished[uniqueID] { return .decided(.finished(outcome)) }
+                if state.running[uniqueID] != nil {
+                    state.nextWaiter += 1
+                    return .wait(state.nextWaiter)
+                }
+                state.running[uniqueID] = [:]
+                return .decided(.run(attempt: 1))
+            }
+            switch step {
+            case .decided(let decision): return decision
+            case .wait(let waiter): await waitForRun(uniqueID, waiter: waiter)
+            }
+        }
+    }
+
+    public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.finished[uniqueID] = outcome
+            state.finishedOrder.append(uniqueID)
+            if state.finishedOrder.count > capacity {
+                let excess = state.finishedOrder.count - capacity
+                for id in state.finishedOrder.prefix(excess) { state.finished[id] = nil }
+                state.finishedOrder.removeFirst(excess)
+            }
+            return state.removeRun(uniqueID)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    public func abandon(uniqueID: String) async {
+        let waiters = state.withLock { $0.removeRun(uniqueID) }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until the run of `uniqueID` ends (or this task is cancelled).
+    private func waitForRun(_ uniqueID: String, waiter: Int) async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let waiting = state.withLock { state -> Bool in
+                    guard state.running[uniqueID] != nil, !Task.isCancelled else { return false }
+                    state.running[uniqueID]![waiter] = continuation
+                    return true
+                }
+                if !waiting { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = state.withLock { $0.running[uniqueID]?.removeValue(forKey: waiter) }
+            continuation?.resume()
+        }
+    }
+}
+
+private extension InMemoryRequestJournal.State {
+    /// Ends the run of `uniqueID`; returns those waiting for it.
+    mutating func removeRun(_ uniqueID: String) -> [CheckedContinuation<Void, Never>] {
+        guard let waiters = running.removeValue(forKey: uniqueID) else { return [] }
+        return Array(waiters.values)
+    }
+}

@@ -1,0 +1,28 @@
+/// What to do with a request, given what is known about its `_unique_id`.
+public enum JournalDecision: Sendable, Hashable {
+    /// Run it: nothing is known, or every earlier run died. `attempt` counts the runs started
+    /// (1 for the first); the journal holds the request until ``RequestJournal/finish(uniqueID:outcome:)``
+    /// or ``RequestJournal/abandon(uniqueID:)``.
+    case run(attempt: Int)
+    /// It already finished: reproduce this outcome, do not run it again.
+    case finished(RPCOutcome)
+}
+
+/// Remembers requests by `_unique_id`, so that a redelivered or duplicated request is not run
+/// twice: a known outcome is reproduced, and a run still in progress is joined.
+///
+/// ``InMemoryRequestJournal`` serves one process; the worker's `FileRequestJournal` is shared by
+/// the processes of one host and survives them.
+public protocol RequestJournal: Sendable {
+    /// Decides what to do with a request. Waits while another run of it is in progress (here or,
+    /// for a shared journal, in another process), then decides again. Throws when cancelled.
+    func begin(uniqueID: String) async throws -> JournalDecision
+
+    /// Records the outcome of a run that ``begin(uniqueID:)`` allowed, and hands it to those
+    /// waiting for that run.
+    func finish(uniqueID: String, outcome: RPCOutcome) async throws
+
+    /// Forgets a run that will not finish here (cancelled, or its outcome could not be made
+    /// durable) without counting it as a failed attempt: whoever waits for it decides again.
+    func abandon(uniqueID: String) async
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import OsloMessaging
+import Synchronization
+import Testing
+import TestSupport
+@testable import ImageWorker
+
+@Suite("request journal on disk")
+struct FileRequestJournalTests {
+    let outcome = RPCOutcome(reply: .success(["path": "/images/x/disk"]),
+                             notification: OsloNotification(publisherID: "image-worker.test", eventType: "baremetal.image.fetch.end",
+                                                            priority: .info, payload: ["ironic_object.data": ["task_id": "t1"]],
+                                                            context: ["request_id": "req-1"]))
+
+    func journal(_ directory: TemporaryDirectory, capacity: Int = 100) throws -> FileRequestJournal {
+        try FileRequestJournal(path: directory.appending("journal"), capacity: capacity, pollInterval: .milliseconds(20), logger: Logger(label: "test"))
+    }
+
+    @Test("an unknown request runs; once finished, a duplicate gets the recorded outcome, also after a restart")
+    func recordsOutcomes() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let first = try journal(directory)
+        #expect(try await first.begin(uniqueID: "u1") == .run(attempt: 1))
+        try await first.finish(uniqueID: "u1", outcome: outcome)
+        #expect(try await first.begin(uniqueID: "u1") == .finished(outcome))
+        let restarted = try journal(directory)
+        #expect(try await restarted.begin(uniqueID: "u1") == .finished(outcome), "the outcome survives the process")
+        #expect(try await restarted.begin(uniqueID: "u2") == .run(attempt: 1))
+        let failure = RPCOutcome(reply: .failure(.ironic("ImageNotFound", message: "gone", httpStatus: 404)))
+        try await restarted.finish(uniqueID: "u2", outcome: failure)
+        #expect(try await first.begin(uniqueID: "u2") == .finished(failure))
+    }
+
+    @Test("file names are digests: no caller text reaches the file system")
+    func namesAreDigests() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory)
+        #expect(try await journal.begin(uniqueID: "../../etc/passwd") == .run(attempt: 1))
+        try await journal.finish(uniqueID: "../../etc/passwd", outcome: outcome)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/finished"))
+        #expect(names == [FileRequestJournal.key("../../etc/passwd")])
+        #expect(names[0].count == 64 && names[0].allSatisfy(\.isHexDigit))
+    }
+
+    @Test("a run that died (marker left, lock free) counts: the next run is attempt 2; an abandoned one does not count")
+    func deadRunsCount() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory)
+        let marker = directory.appending("journal/running/\(FileRequestJournal.key("u1"))")
+        try Array("2\n".utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: marker)) }
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
+        await journal.abandon(uniqueID: "u1")
+        #expect(try String(contentsOfFile: marker, encoding: .utf8) == "2\n", "the abandoned run is taken off the count")
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
+        try await journal.finish(uniqueID: "u1", outcome: outcome)
+        #expect(!FileManager.default.fileExists(atPath: marker), "a finished run leaves no marker")
+    }
+
+    @Test("a request running in another process is waited for, and its outcome taken")
+    func otherProcessRun() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        // Two journals on one folder lock like two processes: flock belongs to the open file.
+        let owner = try journal(directory), other = try journal(directory)
+        #expect(try await owner.begin(uniqueID: "u1") == .run(attempt: 1))
+        let decided = DecidedFlag()
+        let waiting = Task {
+            let decision = try await other.begin(uniqueID: "u1")
+            decided.set()
+            return decision
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!decided.isSet, "the duplicate must wait while the run holds the lock")
+        try await owner.finish(uniqueID: "u1", outcome: outcome)
+        #expect(try await waiting.value == .finished(outcome))
+    }
+
+    @Test("a duplicate in the same process joins the run; when that run is abandoned, it runs itself")
+    func joinsAndTakesOver() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory)
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+        async let joined = journal.begin(uniqueID: "u1")
+        try await Task.sleep(for: .milliseconds(100))
+        await journal.abandon(uniqueID: "u1")
+        #expect(try await joined == .run(attempt: 1))
+        async let second = journal.begin(uniqueID: "u1")
+        try await Task.sleep(for: .milliseconds(100))
+        try await journal.finish(uniqueID: "u1", outcome: outcome)
+        #expect(try await second == .finished(outcome))
+    }
+
+    @Test("a waiting duplicate can be cancelled")
+    func waitingIsCancellable() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let first = try journal(directory), other = try journal(directory)
+        #expect(try await first.begin(uniqueID: "u1") == .run(attempt: 1))
+        for waiter in [first, other] {
+            let task = Task { try await waiter.begin(uniqueID: "u1") }
+            try await Task.sleep(for: .milliseconds(100))
+            task.cancel()
+            await #expect(throws: CancellationError.self) { try await task.value }
+        }
+    }
+
+    @Test("the journal keeps about its capacity, the newest outcomes")
+    func bounded() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory, capacity: 10)
+        for index in 0..<40 {
+            if index == 39 { try await Task.sleep(for: .milliseconds(20)) }  // file times are coarse
+            #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
+            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+        }
+        let count = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/finished")).count
+        #expect(count >= 10 && count <= 11, "kept \(count)")
+        #expect(try await journal.begin(uniqueID: "u39") == .finished(outcome))
+    }
+
+    @Test("an unreadable record is ignored: the request runs")
+    func corruptRecord() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory)
+        let record = directory.appending("journal/finished/\(FileRequestJournal.key("u1"))")
+        FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+    }
+}
+
+/// Set once a task got its decision.
+private final class DecidedFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}
