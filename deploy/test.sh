@@ -75,9 +75,9 @@ log "Swift test suites"
 swift test --skip-build
 
 log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
-# The broker-loss suite restarts the shared broker, so it runs last.
+# The operations and broker-loss suites restart the shared broker, so they run last.
 (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
-  test_fetch_interop test_bad_input test_cache test_topology test_tls test_broker_loss)
+  test_fetch_interop test_bad_input test_cache test_topology test_tls test_operations test_broker_loss)
 
 log "the README's quick start: deploy/run.sh, the first task, Ctrl-C (builds the release binary)"
 Tests/RunScript/test_run_script.sh

@@ -42,6 +42,9 @@ public struct AMQPConfiguration: Sendable {
     public var publisherConfirms: Bool
     /// A name for the connection, shown by the broker's management tools.
     public var connectionName: String
+    /// The prefix of the connection's metrics (swift-metrics): `<prefix>_broker_reconnects_total`
+    /// and `<prefix>_broker_connected`, both labelled with the connection's label.
+    public var metricsPrefix: String
 
     /// Creates a configuration.
     public init(
@@ -53,7 +56,8 @@ public struct AMQPConfiguration: Sendable {
         rpcTimeout: Duration = .seconds(30),
         reconnect: AMQPReconnectPolicy = AMQPReconnectPolicy(),
         publisherConfirms: Bool = true,
-        connectionName: String = "image-worker"
+        connectionName: String = "image-worker",
+        metricsPrefix: String = "amqp"
     ) {
         self.endpoints = endpoints
         self.tls = tls
@@ -64,5 +68,6 @@ public struct AMQPConfiguration: Sendable {
         self.reconnect = reconnect
         self.publisherConfirms = publisherConfirms
         self.connectionName = connectionName
+        self.metricsPrefix = metricsPrefix
     }
 }

@@ -1,5 +1,6 @@
 internal import CRabbitMQ
 import Logging
+import Metrics
 import Synchronization
 
 #if canImport(Glibc)
@@ -31,6 +32,8 @@ public final class AMQPConnection: Sendable {
     private let wakeup = WakeupEvent()
     private let shared = Mutex(SharedState())
     private let deliveryContinuation: AsyncStream<AMQPDelivery>.Continuation
+    private let reconnects: Counter
+    private let connectedGauge: Gauge
 
     /// Creates a connection; nothing happens until ``start()``.
     ///
@@ -46,6 +49,8 @@ public final class AMQPConnection: Sendable {
         logger[metadataKey: "amqp_connection"] = "\(label)"
         self.logger = logger
         (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: AMQPDelivery.self, bufferingPolicy: .unbounded)
+        reconnects = Counter(label: "\(configuration.metricsPrefix)_broker_reconnects_total", dimensions: [("connection", label)])
+        connectedGauge = Gauge(label: "\(configuration.metricsPrefix)_broker_connected", dimensions: [("connection", label)])
     }
 
     /// Starts the connection thread, which connects (and keeps reconnecting) in the background.
@@ -334,6 +339,8 @@ public final class AMQPConnection: Sendable {
                 return true
             }
             thread.live = live
+            connectedGauge.record(1)
+            if generation > 1 { reconnects.increment() }
             if thread.failedAttempts > 0 || generation > 1 {
                 logger.notice("reconnected to the broker", metadata: ["endpoint": "\(endpoint)", "generation": "\(generation)", "failed_attempts": "\(thread.failedAttempts)"])
             } else {
@@ -364,6 +371,7 @@ public final class AMQPConnection: Sendable {
 
     private func connectionLost(_ thread: ConnectionThreadState, error: Error) {
         logger.warning("lost the connection to the broker; reconnecting", metadata: ["error": "\(error)"])
+        connectedGauge.record(0)
         thread.live = nil
         // Messages whose confirm did not arrive are published again on the next connection.
         let unconfirmed = thread.pendingConfirms.map { ConnectionCommand.publish($0.message, $0.ticket, $0.continuation) }

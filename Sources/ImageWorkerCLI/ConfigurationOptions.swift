@@ -54,11 +54,16 @@ struct ConfigurationOptions: ParsableArguments {
     }
 }
 
-/// Sends logs to standard error at `level`.
-func bootstrapLogging(level: Logger.Level) {
+/// Sends logs to standard error at `level`: text lines, or JSON objects (`log_format = json`).
+func bootstrapLogging(level: Logger.Level, format: WorkerConfiguration.LogFormat = .text) {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .json:
+            return JSONLogHandler(label: label, level: level)
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import ImageWorker
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 /// `image-worker serve`: consume fetch tasks until SIGTERM or SIGINT.
@@ -13,9 +15,12 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        bootstrapLogging(level: configuration.logLevel)
+        bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
         let logger = Logger(label: "image-worker")
-        let application = try ImageWorkerApplication(configuration: configuration, logger: logger)
+        // Before anything creates a metric: swift-metrics binds each one to the factory of the moment.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(ImageWorkerApplication.metricsFactory(registry: registry))
+        let application = try ImageWorkerApplication(configuration: configuration, metricsRegistry: registry, logger: logger)
         logger.info("starting", metadata: [
             "host": "\(configuration.host)",
             "transport_url": "\(configuration.transportURL)",
@@ -24,6 +29,7 @@ struct ServeCommand: AsyncParsableCommand {
             "images_dir": "\(configuration.imagesDirectory)",
             "file_url_allowed_paths": "\(configuration.fileURLAllowedPaths.joined(separator: ","))",
             "max_concurrent_downloads": "\(configuration.maxConcurrentDownloads)",
+            "metrics_address": "\(configuration.metricsAddress?.description ?? "off")",
         ])
         var groupConfiguration = ServiceGroupConfiguration(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                            cancellationSignals: [], logger: logger)

@@ -58,6 +58,32 @@ struct ConfigurationTests {
         #expect(configuration.allowMD5Checksum)
         #expect(configuration.publisherID == "image-worker.w1")
         #expect(configuration.transportURL.endpoints == [AMQPEndpoint(host: "localhost")])
+        #expect(configuration.metricsAddress == nil, "off unless asked for, so several workers can share a host")
+        #expect(configuration.deadLetterExchange == nil)
+        #expect(configuration.maxTaskAttempts == 5)
+        #expect(configuration.journalSize == 10_000)
+        #expect(configuration.logFormat == .text)
+    }
+
+    @Test("operations options: metrics address, dead-letter exchange, attempts follow the quorum delivery limit")
+    func operationsOptions() throws {
+        let configuration = try load("""
+            [DEFAULT]
+            host = w1
+            [oslo_messaging_rabbit]
+            rabbit_quorum_queue = true
+            rabbit_quorum_delivery_limit = 3
+            [image_worker]
+            metrics_address = [::1]:9464
+            dead_letter_exchange = ironic.image_worker.dead_letter
+            log_format = JSON
+            """)
+        #expect(configuration.metricsAddress == MetricsAddress(host: "::1", port: 9464))
+        #expect(configuration.metricsAddress?.description == "[::1]:9464")
+        #expect(configuration.deadLetterExchange == "ironic.image_worker.dead_letter")
+        #expect(configuration.maxTaskAttempts == 3, "the worker gives up when the broker would drop the message")
+        #expect(configuration.logFormat == .json)
+        #expect(try load("[DEFAULT]\nhost = w\n[image_worker]\nmetrics_address = 0.0.0.0:0\nmax_task_attempts = 9").maxTaskAttempts == 9)
     }
 
     @Test("an existing ironic.conf is read as it is: unknown sections and options are ignored")
@@ -122,6 +148,11 @@ struct ConfigurationTests {
         ("[oslo_messaging_rabbit]\nssl = true\nssl_ca_file = /nonexistent/ca.pem", "[oslo_messaging_rabbit] ssl_ca_file: '/nonexistent/ca.pem' cannot be read"),
         ("[image_worker]\nlog_level = loud", "[image_worker] log_level: 'loud' is not one of"),
         ("[image_worker]\nprogress_interval = 0", "[image_worker] progress_interval: 0.0 is outside"),
+        ("[image_worker]\nmetrics_address = 9464", "[image_worker] metrics_address: '9464' is not host:port"),
+        ("[image_worker]\nmetrics_address = host:99999", "[image_worker] metrics_address: 'host:99999' is not host:port"),
+        ("[image_worker]\nlog_format = xml", "[image_worker] log_format: 'xml' is neither text nor json"),
+        ("[image_worker]\ndead_letter_exchange = a b", "[image_worker] dead_letter_exchange: 'a b' must be"),
+        ("[image_worker]\nmax_task_attempts = 0", "[image_worker] max_task_attempts: 0 is outside"),
     ])
     func refused(text: String, expected: String) {
         #expect(reason("[DEFAULT]\nhost = h\n" + text).hasPrefix(expected))

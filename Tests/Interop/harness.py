@@ -130,9 +130,12 @@ def remote_class_name(error):
 class Worker:
     """An image-worker process with its own config file, images folder and log."""
 
-    def __init__(self, vhost, allowed_paths, host=None, extra=None, url_options=None):
+    def __init__(self, vhost, allowed_paths, host=None, extra=None, url_options=None, state_dir=None):
+        """`state_dir`, when given, is shared with other workers (images, cache and journal), as
+        processes of one host share them; the worker's own files (config, log) stay apart."""
         self.directory = tempfile.mkdtemp(prefix="iw-interop-")
-        self.images_dir = os.path.join(self.directory, "images")
+        self.state_dir = state_dir or self.directory
+        self.images_dir = os.path.join(self.state_dir, "images")
         self.host = host or "worker-%s" % uuid.uuid4().hex[:6]
         self.log_path = os.path.join(self.directory, "worker.log")
         self.config_path = os.path.join(self.directory, "image-worker.conf")
@@ -142,7 +145,7 @@ class Worker:
         sections = {
             "DEFAULT": defaults,
             "conductor": {"file_url_allowed_paths": ",".join(allowed_paths)},
-            "image_worker": {"state_dir": self.directory, "images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
+            "image_worker": {"state_dir": self.state_dir, "images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
         }
         if GLANCE_URL:
             sections["glance"] = {"endpoint_override": GLANCE_URL, "project_id": "project-worker"}
@@ -190,6 +193,13 @@ class Worker:
             raise AssertionError("worker did not exit within %ss of SIGTERM" % timeout)
         finally:
             self.log.close()
+        return status
+
+    def kill(self):
+        """SIGKILL, as a crash or the OOM killer would; returns the exit status."""
+        self.process.kill()
+        status = self.process.wait()
+        self.log.close()
         return status
 
     def cleanup(self):
@@ -360,6 +370,50 @@ class ReplyQueue:
 
     def close(self):
         self.connection.close()
+
+
+def free_port():
+    """A TCP port nobody listens on now."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_get(url, timeout=5):
+    """(status, body text) of a GET; (None, reason) when nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return None, str(error)
+
+
+def scrape(port):
+    """The worker's /metrics as {'name{labels}': value}."""
+    status, text = http_get("http://127.0.0.1:%d/metrics" % port)
+    assert status == 200, "GET /metrics: %s %s" % (status, text)
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def queue_depths(vhost):
+    """{queue: (ready, unacknowledged)} in a vhost."""
+    out = broker_ctl("ctl", "list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
+    depths = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            depths[parts[0]] = (int(parts[1]), int(parts[2]))
+    return depths
 
 
 def envelope(message):

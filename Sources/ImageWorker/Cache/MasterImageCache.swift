@@ -119,6 +119,7 @@ public final class MasterImageCache: Sendable {
         logger.info("image cache hit", metadata: ["transfer": "\(transfer.rawValue)"])
         let fetched = FetchedImage(size: record.size, digests: digests, transfer: transfer,
                                    bytesTransferred: transfer == .copy ? record.size : 0, metadata: record.metadata)
+        WorkerMetrics.cacheLookup(hit: true)
         return Outcome(fetched: fetched, cache: .hit)
     }
 
@@ -162,6 +163,7 @@ public final class MasterImageCache: Sendable {
         } catch {
             logger.warning("image cache eviction failed", metadata: ["error": "\(error)"])
         }
+        WorkerMetrics.cacheLookup(hit: false)
         return Outcome(fetched: fetched, cache: .miss)
     }
 
@@ -221,6 +223,7 @@ public final class MasterImageCache: Sendable {
                 total -= master.size
             }
         }
+        WorkerMetrics.cacheEvicted(count: report.removed, bytes: report.freedBytes)
         return report
     }
 

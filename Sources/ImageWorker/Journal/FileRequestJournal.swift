@@ -59,6 +59,8 @@ public final class FileRequestJournal: RequestJournal {
         self.capacity = max(1, capacity)
         self.pollInterval = pollInterval
         self.logger = logger
+        // Records a killed process was writing.
+        for name in try finished.entries() where StagingFile.isAbandoned(name) { try? finished.remove(name) }
         state = Mutex(State(finishedCount: try finished.entries().count))
     }
 

@@ -2,6 +2,7 @@ import AMQP
 import ImageServices
 import Logging
 import OsloMessaging
+import Prometheus
 import ServiceLifecycle
 
 /// The worker, assembled from its configuration: the image services by scheme, the node folders,
@@ -12,10 +13,14 @@ public struct ImageWorkerApplication: Sendable {
     public let server: RPCServer
     public let store: NodeImageStore
     public let imageServices: ImageServicesBundle
+    /// The `/metrics`, `/healthz`, `/readyz` endpoint, when `metrics_address` is set.
+    public let monitoring: MonitoringServer?
 
     /// Builds the worker; opens (creating if needed) `images_dir` and removes staging files a
-    /// killed process left behind.
-    public init(configuration: WorkerConfiguration, logger: Logger) throws {
+    /// killed process left behind. `metricsRegistry` is what `/metrics` serves (the registry
+    /// behind the process's metrics factory, see ``metricsFactory(registry:)``).
+    public init(configuration: WorkerConfiguration, metricsRegistry: PrometheusCollectorRegistry? = nil, logger: Logger,
+                onMonitoringListening: @escaping @Sendable (Int) async -> Void = { _ in }) throws {
         self.configuration = configuration
         imageServices = try ImageServicesBundle(configuration: configuration)
         store = try NodeImageStore(path: configuration.imagesDirectory)
@@ -24,7 +29,9 @@ public struct ImageWorkerApplication: Sendable {
         // A small look-ahead on the work queue, so a slot freed is filled without a round trip.
         let prefetch = UInt16(clamping: configuration.maxConcurrentDownloads + 1)
         let deadLetterQueue = configuration.deadLetterExchange.map { DeadLetterQueue(name: $0, quorum: configuration.queueOptions.quorumQueues) }
-        transport = AMQPOsloTransport(configuration: configuration.amqpConfiguration, topology: configuration.rpcTopology(),
+        var amqp = configuration.amqpConfiguration
+        amqp.metricsPrefix = WorkerMetrics.prefix
+        transport = AMQPOsloTransport(configuration: amqp, topology: configuration.rpcTopology(),
                                       notificationTopics: configuration.notificationTopics, prefetch: prefetch,
                                       deadLetterQueue: deadLetterQueue, logger: logger)
         let journal = try FileRequestJournal(path: configuration.stateDirectory + "/journal", capacity: configuration.journalSize, logger: logger)
@@ -35,14 +42,35 @@ public struct ImageWorkerApplication: Sendable {
         server = RPCServer(transport: transport, endpoint: endpoint, journal: journal,
                            configuration: RPCServer.Configuration(maximumConcurrentRequests: configuration.maxConcurrentDownloads,
                                                                   gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
-                                                                  maximumAttempts: configuration.maxTaskAttempts),
+                                                                  maximumAttempts: configuration.maxTaskAttempts,
+                                                                  metricsPrefix: WorkerMetrics.prefix),
                            logger: logger)
+        if let address = configuration.metricsAddress {
+            let transport = self.transport
+            monitoring = MonitoringServer(address: address, registry: metricsRegistry ?? PrometheusCollectorRegistry(),
+                                          readiness: { transport.readiness }, logger: logger, onListening: onMonitoringListening)
+        } else {
+            monitoring = nil
+        }
+    }
+
+    /// The swift-metrics factory `serve` bootstraps: Prometheus, with duration buckets that reach
+    /// an hour for tasks (downloads take minutes).
+    public static func metricsFactory(registry: PrometheusCollectorRegistry) -> PrometheusMetricsFactory {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["\(WorkerMetrics.prefix)_task_duration_seconds"] = [
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(120),
+            .seconds(300), .seconds(600), .seconds(1800), .seconds(3600),
+        ]
+        return factory
     }
 
     /// The long-running parts, in start order (they stop in reverse: the server drains first,
-    /// then the broker connections close, then the HTTP clients).
+    /// then the broker connections close, then the HTTP clients, and last the monitoring endpoint,
+    /// which so reports the drain).
     public var services: [any Service] {
-        [imageServices, TransportService(transport: transport), server]
+        (monitoring.map { [$0] } ?? []) + [imageServices, TransportService(transport: transport), server]
     }
 }
 

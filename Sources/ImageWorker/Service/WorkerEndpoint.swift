@@ -86,6 +86,7 @@ public struct WorkerEndpoint: RPCEndpoint {
                 try await fetcher.fetch(arguments, into: store, context: context, progress: progress)
             }
             let result = images.resultJSON(requestID: task.requestID, taskID: task.taskID)
+            for image in images.images { if let fetched = image.fetched { WorkerMetrics.imagePlaced(fetched) } }
             context.logger.info("fetched images", metadata: [
                 "image_type": "\(images.imageType.rawValue)",
                 "transfers": "\(images.images.map { "\($0.role.rawValue)=\($0.fetched?.transfer.rawValue ?? "-")" }.joined(separator: ","))",

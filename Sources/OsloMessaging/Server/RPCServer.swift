@@ -37,13 +37,17 @@ public final class RPCServer: Service {
         public var maximumAttempts: Int
         /// Bounds on request JSON.
         public var parser: JSONParser
+        /// The prefix of the server's metrics (see ``RPCServerMetrics``).
+        public var metricsPrefix: String
 
         /// Creates a configuration.
-        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), maximumAttempts: Int = 5, parser: JSONParser = JSONParser()) {
+        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), maximumAttempts: Int = 5, parser: JSONParser = JSONParser(),
+                    metricsPrefix: String = "oslo_rpc_server") {
             self.maximumConcurrentRequests = max(1, maximumConcurrentRequests)
             self.gracefulShutdownTimeout = gracefulShutdownTimeout
             self.maximumAttempts = max(1, maximumAttempts)
             self.parser = parser
+            self.metricsPrefix = metricsPrefix
         }
     }
 
@@ -51,6 +55,7 @@ public final class RPCServer: Service {
     private let endpoint: any RPCEndpoint
     private let journal: any RequestJournal
     private let configuration: Configuration
+    private let metrics: RPCServerMetrics
     private let logger: Logger
 
     /// Creates a server that remembers requests in `journal`.
@@ -59,6 +64,7 @@ public final class RPCServer: Service {
         self.transport = transport
         self.endpoint = endpoint
         self.journal = journal
+        metrics = RPCServerMetrics(prefix: configuration.metricsPrefix, methods: endpoint.methods)
         self.configuration = configuration
         self.logger = logger
     }
@@ -117,8 +123,30 @@ public final class RPCServer: Service {
         }
     }
 
-    /// Handles one delivery from decoding to acknowledgement.
+    /// Handles one delivery from decoding to acknowledgement, and counts it.
     func process(_ delivery: AMQPDelivery) async {
+        let started = ContinuousClock.now
+        metrics.inFlight.increment(by: 1)
+        defer { metrics.inFlight.decrement(by: 1) }
+        let settled = await handle(delivery)
+        metrics.settled(method: settled.method, outcome: settled.outcome, code: settled.code, started: started)
+    }
+
+    /// How a delivery ended, for the metrics.
+    private struct Settled {
+        var method: String?
+        var outcome: RPCServerMetrics.Outcome
+        var code: String?
+
+        /// `outcome`, unless the settlement failed and the request was requeued.
+        init(method: String?, _ outcome: RPCServerMetrics.Outcome, code: String? = nil, acknowledged: Bool = true) {
+            self.method = method
+            self.outcome = acknowledged ? outcome : .requeued
+            self.code = acknowledged ? code : nil
+        }
+    }
+
+    private func handle(_ delivery: AMQPDelivery) async -> Settled {
         var info = RequestDelivery(delivery)
         let request: RPCRequest
         do {
@@ -127,16 +155,13 @@ public final class RPCServer: Service {
             let failure = RemoteFailure.ironic("InvalidParameterValue", message: "Invalid request: \(error.reason).", httpStatus: 400)
             let refusal = RPCRefusal(failure: failure, malformed: true, method: error.method, messageID: error.messageID, replyQueue: error.replyQueue,
                                      uniqueID: error.uniqueID, context: error.context, nodeUUID: error.nodeUUID)
-            await refuse(refusal, delivery: delivery, info: info)
-            return
+            return await refuse(refusal, delivery: delivery, info: info)
         }
         if request.namespace != nil || !endpoint.version.serves(request.version) {
-            await refuse(refusal(.unsupportedVersion(request.version.description, method: request.method), for: request), delivery: delivery, info: info)
-            return
+            return await refuse(refusal(.unsupportedVersion(request.version.description, method: request.method), for: request), delivery: delivery, info: info)
         }
         if request.method.hasPrefix("_") || !endpoint.methods.contains(request.method) {
-            await refuse(refusal(.noSuchMethod(request.method), for: request), delivery: delivery, info: info)
-            return
+            return await refuse(refusal(.noSuchMethod(request.method), for: request), delivery: delivery, info: info)
         }
         // A broadcast reaches every process under the same `_unique_id`: each must run it.
         let journaled = request.uniqueID.flatMap { delivery.exchange.hasSuffix("_fanout") ? nil : $0 }
@@ -146,15 +171,15 @@ public final class RPCServer: Service {
                 decision = try await journal.begin(uniqueID: uniqueID)
             } catch {
                 await transport.reject(delivery, requeue: true)
-                return
+                return Settled(method: request.method, .requeued)
             }
             switch decision {
             case .finished(let outcome):
                 logger.info("a duplicate of a finished request; sending its outcome again", metadata: [
                     "method": "\(request.method)", "task_id": "\(uniqueID)", "request_id": "\(request.context.requestID ?? "-")",
                 ])
-                await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
-                return
+                let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+                return Settled(method: request.method, .duplicate, code: outcome.failureClass, acknowledged: acknowledged)
             case .run(let attempt):
                 info.journalAttempt = attempt
             }
@@ -168,8 +193,8 @@ public final class RPCServer: Service {
             ])
             await record(outcome, of: journaled)
             let reason = DeadLetterReason(code: outcome.failureClass ?? "ImageDownloadFailed", message: "started \(started - 1) times without finishing")
-            await settle(delivery, request: request, outcome: outcome, deadLetter: reason)
-            return
+            let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: reason)
+            return Settled(method: request.method, .gaveUp, code: outcome.failureClass, acknowledged: acknowledged)
         }
         let outcome: RPCOutcome
         do {
@@ -178,10 +203,11 @@ public final class RPCServer: Service {
             logger.notice("request not finished; returning it to the queue", metadata: ["method": "\(request.method)", "reason": "\(error)"])
             if let journaled { await journal.abandon(uniqueID: journaled) }
             await transport.reject(delivery, requeue: true)
-            return
+            return Settled(method: request.method, .requeued)
         }
         await record(outcome, of: journaled)
-        await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+        let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+        return Settled(method: request.method, outcome.failureClass == nil ? .success : .failure, code: outcome.failureClass, acknowledged: acknowledged)
     }
 
     /// Records an outcome in the journal before anything else sees it, so that whatever happens
@@ -200,13 +226,14 @@ public final class RPCServer: Service {
     /// Makes an outcome durable and final: publishes its notification (confirmed), replies to a
     /// call, then acknowledges the request (or dead-letters it). If any step fails the request is
     /// requeued; its redelivery finds the outcome in the journal and repeats these steps.
-    private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, deadLetter reason: DeadLetterReason?) async {
+    /// Returns whether the request was acknowledged (`false`: requeued).
+    private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, deadLetter reason: DeadLetterReason?) async -> Bool {
         await settle(delivery, notification: outcome.notification, messageID: request.messageID, replyQueue: request.replyQueue,
                      reply: outcome.reply(to: request.messageID ?? ""), deadLetter: reason)
     }
 
     private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, messageID: String?, replyQueue: String?, reply: RPCReply,
-                        deadLetter reason: DeadLetterReason?) async {
+                        deadLetter reason: DeadLetterReason?) async -> Bool {
         if let notification {
             do {
                 try await transport.sendNotification(notification)
@@ -215,13 +242,13 @@ public final class RPCServer: Service {
                     "event_type": "\(notification.eventType)", "error": "\(error)",
                 ])
                 await transport.reject(delivery, requeue: true)
-                return
+                return false
             }
         }
         if messageID != nil, let replyQueue {
             guard await send(reply, to: replyQueue) else {
                 await transport.reject(delivery, requeue: true)
-                return
+                return false
             }
         }
         if let reason {
@@ -230,10 +257,11 @@ public final class RPCServer: Service {
             } catch {
                 logger.error("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
                 await transport.reject(delivery, requeue: true)
-                return
+                return false
             }
         }
         await transport.acknowledge(delivery)
+        return true
     }
 
     private func refusal(_ failure: RemoteFailure, for request: RPCRequest) -> RPCRefusal {
@@ -243,14 +271,16 @@ public final class RPCServer: Service {
 
     /// Reports a refused request (error event, failure reply) and acknowledges it; a malformed
     /// one is dead-lettered first when a dead-letter exchange is configured.
-    private func refuse(_ refusal: RPCRefusal, delivery: AMQPDelivery, info: RequestDelivery) async {
+    private func refuse(_ refusal: RPCRefusal, delivery: AMQPDelivery, info: RequestDelivery) async -> Settled {
         logger.warning("refused a request", metadata: [
             "error": "\(refusal.failure.className)", "reason": "\(refusal.failure.message)",
             "method": "\(refusal.method ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
         ])
         let reason = refusal.malformed ? DeadLetterReason(code: refusal.failure.className, message: refusal.failure.message) : nil
-        await settle(delivery, notification: endpoint.refused(refusal, delivery: info), messageID: refusal.messageID, replyQueue: refusal.replyQueue,
-                     reply: RPCReply(failure: refusal.failure, messageID: refusal.messageID ?? ""), deadLetter: reason)
+        let acknowledged = await settle(delivery, notification: endpoint.refused(refusal, delivery: info), messageID: refusal.messageID,
+                                        replyQueue: refusal.replyQueue, reply: RPCReply(failure: refusal.failure, messageID: refusal.messageID ?? ""),
+                                        deadLetter: reason)
+        return Settled(method: refusal.method, .refused, code: refusal.failure.className, acknowledged: acknowledged)
     }
 
     /// Sends a reply; `false` when it could not be sent (the request is then requeued).

@@ -61,8 +61,14 @@ public final class AMQPOsloTransport: OsloTransport {
 
     public var requests: AsyncStream<AMQPDelivery> { consumer.deliveries }
 
-    public var isConsuming: Bool {
-        consumer.isConnected && publisher.isConnected && !state.withLock { $0.consumerTags.isEmpty }
+    public var isConsuming: Bool { readiness.ready }
+
+    /// Whether requests can be taken and outcomes published now, and if not, why (for `/readyz`).
+    public var readiness: (ready: Bool, reason: String) {
+        if !consumer.isConnected { return (false, "the consumer connection to the broker is down") }
+        if !publisher.isConnected { return (false, "the publisher connection to the broker is down") }
+        if state.withLock({ $0.consumerTags.isEmpty }) { return (false, "not consuming (starting, or shutting down)") }
+        return (true, "consuming")
     }
 
     public func startConsuming() async throws {

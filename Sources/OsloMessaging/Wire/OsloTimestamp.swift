@@ -53,6 +53,12 @@ public enum OsloTimestamp {
         return "\(parts.date)T\(parts.time)+00:00"
     }
 
+    /// RFC 3339 in UTC with microseconds, for log records: `2026-11-24T21:42:46.512294Z`.
+    public static func rfc3339Format(microseconds: Int64) -> String {
+        let (parts, micros) = utcParts(microseconds: microseconds)
+        return "\(parts.date)T\(parts.time).\(pad(micros, 6))Z"
+    }
+
     private static func utcParts(microseconds: Int64) -> ((date: String, time: String), Int64) {
         let seconds = microseconds >= 0 ? microseconds / 1_000_000 : (microseconds - 999_999) / 1_000_000
         let micros = microseconds - seconds * 1_000_000

@@ -1,0 +1,33 @@
+import ImageServices
+import Metrics
+
+/// The worker's own metrics (swift-metrics; `image-worker serve` exports them through a
+/// Prometheus registry on `metrics_address`), all `image_worker_*` with few label values.
+/// The RPC server adds `image_worker_tasks_*` and the broker connections
+/// `image_worker_broker_*` (see `RPCServerMetrics` and `AMQPConfiguration.metricsPrefix`).
+enum WorkerMetrics {
+    /// The prefix given to the RPC server's and the broker connections' metrics.
+    static let prefix = "image_worker"
+
+    /// An image placed in a node folder: `image_worker_images_total{transfer}` and
+    /// `image_worker_image_bytes_total{transfer}` (its size), plus the bytes that crossed the network
+    /// (or were copied), `image_worker_transferred_bytes_total`.
+    static func imagePlaced(_ fetched: FetchedImage) {
+        let dimensions = [("transfer", fetched.transfer.rawValue)]
+        Counter(label: "image_worker_images_total", dimensions: dimensions).increment()
+        Counter(label: "image_worker_image_bytes_total", dimensions: dimensions).increment(by: fetched.size)
+        Counter(label: "image_worker_transferred_bytes_total").increment(by: fetched.bytesTransferred)
+    }
+
+    /// A lookup in the master image cache: `image_worker_cache_hits_total` or `_misses_total`.
+    static func cacheLookup(hit: Bool) {
+        Counter(label: hit ? "image_worker_cache_hits_total" : "image_worker_cache_misses_total").increment()
+    }
+
+    /// Masters evicted: `image_worker_cache_evictions_total` and `image_worker_cache_evicted_bytes_total`.
+    static func cacheEvicted(count: Int, bytes: Int64) {
+        guard count > 0 else { return }
+        Counter(label: "image_worker_cache_evictions_total").increment(by: count)
+        Counter(label: "image_worker_cache_evicted_bytes_total").increment(by: bytes)
+    }
+}
