@@ -7,7 +7,9 @@
 #      forward proxy (tinyproxy), all stopped again on exit,
 #   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
 #      real worker binary with the real oslo.messaging client and notification listener,
-#   5. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
+#   5. runs the fault-injection suite (Tests/Faults: SIGKILLs, a broker restart and fuzzed bodies
+#      under load, printing its figures) and checks every manifest in deploy/ (Tests/Deploy),
+#   6. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
 # Under CI=true an integration suite that cannot reach its server fails instead of skipping.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -19,7 +21,7 @@ source "$REPO_ROOT/deploy/lib/tinyproxy.sh"
 
 require_swift
 ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api tinyproxy \
-  python3-oslo.messaging python3-pika python3-ironic
+  python3-oslo.messaging python3-pika python3-ironic python3-yaml
 cd "$REPO_ROOT"
 
 WORK_DIR=$(mktemp -d /tmp/image-worker-test.XXXXXX)
@@ -78,6 +80,12 @@ log "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
 # The operations and broker-loss suites restart the shared broker, so they run last.
 (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
   test_fetch_interop test_bad_input test_cache test_topology test_tls test_operations test_broker_loss)
+
+log "fault-injection suite: SIGKILLs under load, the broker restarted under load, fuzzed bodies"
+(cd Tests/Faults && /usr/bin/python3 -W ignore::DeprecationWarning fault_suite.py)
+
+log "deploy/ manifests: parsed and checked; systemd units verified; RabbitMQ definitions imported into a scratch vhost"
+(cd Tests/Deploy && /usr/bin/python3 -m unittest -v test_manifests)
 
 log "the README's quick start: deploy/run.sh, the first task, Ctrl-C (builds the release binary)"
 Tests/RunScript/test_run_script.sh

@@ -8,10 +8,18 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     /// The reference without credentials: user-info removed, secret-looking query values `***`.
     public let redacted: String
 
+    /// The longest reference accepted, in bytes (signed object-store URLs stay well below it).
+    public static let maximumLength = 8192
+
     /// Parses a reference. A string without a scheme must be a UUID (Ironic: "Scheme-less image
     /// href is not a UUID.").
     public init(_ text: String) throws(IronicError) {
         guard !text.isEmpty else { throw IronicError.missingParameter("An image reference is empty.") }
+        guard text.utf8.count <= Self.maximumLength else {
+            // Not even a prefix is echoed: it could end inside credentials.
+            throw IronicError(.invalidImageRef, "Invalid image href: a \(Self.scheme(of: String(text.prefix(32))) ?? "scheme-less") reference of "
+                              + "\(text.utf8.count) bytes; at most \(Self.maximumLength) are accepted.")
+        }
         guard !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
             throw IronicError(.invalidImageRef, "Invalid image href \(Self.redact(text)): it contains control characters.")
         }

@@ -172,10 +172,14 @@ struct WorkerEndpointTests {
         try images.write([1], to: "\(node)/disk")
         // A pid no process has (above the kernel's pid_max) and this process's own.
         try images.write([2], to: "\(node)/\(StagingFile.namePrefix)99999999-disk-abc")
-        let live = "\(StagingFile.namePrefix)\(getpid())-kernel-def"
+        // This pid with another start time: an earlier process that had the same pid (a
+        // restarted container's worker is pid 1 each time).
+        try images.write([4], to: "\(node)/\(StagingFile.namePrefix)\(getpid()).1-disk-ghi")
+        let live = "\(StagingFile.namePrefix)\(ProcessStamp.current)-kernel-def"
+        #expect(ProcessStamp.current.hasPrefix("\(getpid())."), "the stamp carries the start time")
         try images.write([3], to: "\(node)/\(live)")
         let store = try NodeImageStore(path: images.path)
-        #expect(try store.removeLeftoverStagingFiles() == 1)
+        #expect(try store.removeLeftoverStagingFiles() == 2)
         #expect(try FileManager.default.contentsOfDirectory(atPath: images.appending(node)).sorted() == [live, "disk"].sorted())
     }
 }

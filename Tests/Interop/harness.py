@@ -330,17 +330,30 @@ def for_node(node, event_type):
     return lambda event: event["event_type"] == event_type and data_of(event).get("node_uuid") == node
 
 
-def raw_publish(vhost, body, content_type="application/json", routing_key=TOPIC, reply_queue=None):
-    """Publishes bytes as they are (pika), for messages no oslo client would send."""
+def pika_connection(vhost):
+    """A blocking pika connection to the test broker's `vhost`."""
     import pika
     parsed = urllib.parse.urlparse(AMQP_URL)
     parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
                                            credentials=pika.PlainCredentials(parsed.username, parsed.password))
-    connection = pika.BlockingConnection(parameters)
+    return pika.BlockingConnection(parameters)
+
+
+def raw_publish(vhost, body, content_type="application/json", routing_key=TOPIC):
+    """Publishes bytes as they are (pika), for messages no oslo client would send."""
+    raw_publish_many(vhost, [(body, content_type)], routing_key=routing_key)
+
+
+def raw_publish_many(vhost, messages, routing_key=TOPIC):
+    """Publishes (body, content type) pairs on one connection, with publisher confirms."""
+    import pika
+    connection = pika_connection(vhost)
     try:
         channel = connection.channel()
-        properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
-        channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, body=body, properties=properties)
+        channel.confirm_delivery()
+        for body, content_type in messages:
+            channel.basic_publish(exchange=EXCHANGE, routing_key=routing_key, body=body,
+                                  properties=pika.BasicProperties(content_type=content_type, delivery_mode=2))
     finally:
         connection.close()
 
@@ -349,11 +362,7 @@ class ReplyQueue:
     """A reply queue read with pika, for calls sent as raw bytes."""
 
     def __init__(self, vhost):
-        import pika
-        parsed = urllib.parse.urlparse(AMQP_URL)
-        parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
-                                               credentials=pika.PlainCredentials(parsed.username, parsed.password))
-        self.connection = pika.BlockingConnection(parameters)
+        self.connection = pika_connection(vhost)
         self.channel = self.connection.channel()
         self.name = "reply_%s" % uuid.uuid4().hex
         self.channel.queue_declare(self.name, arguments={"x-expires": 1800000})

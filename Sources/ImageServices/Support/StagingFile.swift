@@ -101,7 +101,8 @@ public final class DirectoryHandle: Sendable {
 /// filled or linked under a hidden name, then renamed over the final name in one atomic step, or
 /// removed. A final name is therefore never seen half-written.
 public final class StagingFile: Sendable {
-    /// Prefix of every staging name: `.staging-<pid>-<final name>-<random>`.
+    /// Prefix of every staging name: `.staging-<pid>.<start time>-<final name>-<random>` (see
+    /// ``ProcessStamp``).
     public static let namePrefix = ".staging-"
 
     /// The directory.
@@ -117,15 +118,15 @@ public final class StagingFile: Sendable {
         self.finalName = finalName
         var generator = SystemRandomNumberGenerator()
         let suffix = String(UInt64.random(in: 0...UInt64.max, using: &generator), radix: 16)
-        temporaryName = "\(Self.namePrefix)\(getpid())-\(finalName)-\(suffix)"
+        temporaryName = "\(Self.namePrefix)\(ProcessStamp.current)-\(finalName)-\(suffix)"
     }
 
     /// Whether `name` is a staging file whose process is gone (so nobody will finish it).
     public static func isAbandoned(_ name: String) -> Bool {
         guard name.hasPrefix(namePrefix) else { return false }
         let rest = name.dropFirst(namePrefix.count)
-        guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0 else { return true }
-        return kill(pid, 0) != 0 && errno == ESRCH
+        guard let dash = rest.firstIndex(of: "-") else { return true }
+        return !ProcessStamp.isAlive(rest[..<dash])
     }
 
     /// The final path, for results.

@@ -274,7 +274,7 @@ public final class RPCServer: Service {
     private func refuse(_ refusal: RPCRefusal, delivery: AMQPDelivery, info: RequestDelivery) async -> Settled {
         logger.warning("refused a request", metadata: [
             "error": "\(refusal.failure.className)", "reason": "\(refusal.failure.message)",
-            "method": "\(refusal.method ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
+            "method": "\(refusal.method.map { String($0.prefix(200)) } ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
         ])
         let reason = refusal.malformed ? DeadLetterReason(code: refusal.failure.className, message: refusal.failure.message) : nil
         let acknowledged = await settle(delivery, notification: endpoint.refused(refusal, delivery: info), messageID: refusal.messageID,

@@ -36,10 +36,12 @@ public struct RemoteFailure: Error, Sendable, Hashable, CustomStringConvertible 
         RemoteFailure(className: className, module: ironicModule, message: message, kwargs: ["code": .integer(Int64(httpStatus))])
     }
 
-    /// oslo's `NoSuchMethod` for an unknown (or private) method.
+    /// oslo's `NoSuchMethod` for an unknown (or private) method. A hostile name is cut to 200
+    /// characters, so that it cannot inflate the reply, the error event and the logs.
     public static func noSuchMethod(_ method: String) -> RemoteFailure {
-        RemoteFailure(className: "NoSuchMethod", module: dispatcherModule, message: "Endpoint does not support RPC method \(method)",
-                      args: [.string(method)], kwargs: JSONObject())
+        let shown = method.count > 200 ? method.prefix(200) + "… (\(method.utf8.count) bytes)" : method
+        return RemoteFailure(className: "NoSuchMethod", module: dispatcherModule, message: "Endpoint does not support RPC method \(shown)",
+                             args: [.string(shown)], kwargs: JSONObject())
     }
 
     /// oslo's `UnsupportedVersion` for a version the endpoint does not serve.
