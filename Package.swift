@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "image-worker", targets: ["ImageWorkerCLI"]),
+        .executable(name: "image-worker-bench", targets: ["ImageWorkerBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -43,9 +44,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // glibc calls declared only under _GNU_SOURCE (sync_file_range, copy_file_range).
+        .target(name: "CFileSystem"),
         .target(
             name: "ImageServices",
             dependencies: [
+                "CFileSystem",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,6 +83,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // deploy/bench.sh's in-process measurements (what a whole-process timing cannot resolve).
+        .executableTarget(
+            name: "ImageWorkerBench",
+            dependencies: [
+                "ImageServices",
+                "ImageWorker",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Test helpers shared by the suites: where the real servers are, temporary directories.

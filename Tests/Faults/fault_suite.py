@@ -100,6 +100,26 @@ def wait_for_outcomes(events, nodes, timeout):
     return remaining
 
 
+def settled_depth(vhost, timeout=30):
+    """The work queue's (ready, unacknowledged) once it is empty, or as it is after `timeout`:
+    duplicates redelivered after their outcome was seen are still answered from the journal."""
+    deadline = time.time() + timeout
+    while True:
+        depth = harness.queue_depths(vhost).get(harness.TOPIC)
+        if depth == (0, 0) or time.time() > deadline:
+            return depth
+        time.sleep(0.5)
+
+
+def show_logs(workers, lines=60):
+    """The end of each worker's log, when a check failed (CI keeps nothing else)."""
+    for worker in workers:
+        text = worker.log_text().splitlines()
+        print("    --- last %d lines of %s's log ---" % (lines, worker.host))
+        for line in text[-lines:]:
+            print("    " + line[:300])
+
+
 def partial_files(images_dir, expected):
     """Staging files anywhere, and final files whose bytes are not the image's."""
     staging = sum(1 for _, _, names in os.walk(images_dir) for name in names if name.startswith(".staging-"))
@@ -171,7 +191,7 @@ def scenario_kill(sources):
         elapsed = time.time() - started
         lost, conflicting, duplicates, failed = outcome_report(events, expected)
         staging, wrong = partial_files(os.path.join(shared, "images"), expected)
-        depth = harness.queue_depths(vhost).get(harness.TOPIC)
+        depth = settled_depth(vhost)
         interrupted = {harness.data_of(e)["node_uuid"] for e in events.seen
                        if e["event_type"] == "baremetal.image.fetch.start" and harness.data_of(e)["attempt"] > 1}
         figures("figures", tasks_sent=len(expected), completed=len(expected) - len(lost) - failed, failed=failed,
@@ -186,6 +206,8 @@ def scenario_kill(sources):
         check(depth == (0, 0), "the work queue is empty and nothing is unacknowledged: %s" % (depth,))
         for worker in workers:
             check(worker.stop() == 0, "worker %s exits 0 on SIGTERM" % worker.host)
+        if failures:
+            show_logs(workers)
     finally:
         tear_down(events, conductor, workers, shared, images)
 
@@ -224,7 +246,7 @@ def scenario_broker(sources):
         elapsed = time.time() - started
         lost, conflicting, duplicates, failed = outcome_report(events, expected)
         staging, wrong = partial_files(os.path.join(shared, "images"), expected)
-        depth = harness.queue_depths(vhost).get(harness.TOPIC)
+        depth = settled_depth(vhost)
         redelivered = {harness.data_of(e)["node_uuid"] for e in events.seen
                        if e["event_type"] == "baremetal.image.fetch.start" and harness.data_of(e)["attempt"] > 1}
         after_stop = {harness.data_of(e)["node_uuid"] for e in events.seen
@@ -243,6 +265,8 @@ def scenario_broker(sources):
         for worker in workers:
             check(worker.process.poll() is None, "worker %s survived the broker restart" % worker.host)
             check(worker.stop() == 0, "worker %s exits 0 on SIGTERM" % worker.host)
+        if failures:
+            show_logs(workers)
     finally:
         tear_down(events, conductor, workers, shared, images)
 

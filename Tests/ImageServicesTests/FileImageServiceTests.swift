@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 import TestSupport
 @testable import ImageServices
@@ -73,6 +74,41 @@ struct FileImageServiceTests {
         #expect(fetched.bytesTransferred == 3_000_000)
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: staging.finalPath))) == bytes)
         #expect(try inode(staging.finalPath) != inode(source))
+    }
+
+    @Test("an unchanged source is not hashed again; a changed one is, whatever its size")
+    func digestMemo() async throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let shm = "/dev/shm/image-worker-test-\(uniqueHex())"
+        try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let source = try fixture.sources.write(Array("abc".utf8), to: "image.img")
+        // Settled files only: one modified within the last seconds is always read again.
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -60)], ofItemAtPath: source)
+        let phases = Phases()
+        func fetchOnce(_ directory: String? = nil) async throws -> FetchedImage {
+            let staging = try fixture.staging(in: directory)
+            let request = ImageFetchRequest(reference: try ImageReference("file://" + source), destination: staging, digestAlgorithms: [.sha256],
+                                            context: context, progress: { phases.add($0.phase) })
+            let fetched = try await fixture.service.fetch(request)
+            try staging.commit()
+            return fetched
+        }
+        #expect(try await fetchOnce().digests[.sha256] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(phases.take().contains(.verify), "the first fetch reads the source")
+        #expect(try await fetchOnce().digests[.sha256] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(!phases.take().contains(.verify), "an unchanged source is not read again")
+        let copied = try await fetchOnce(shm)
+        #expect(copied.transfer == .copy)
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: shm + "/disk"))) == Array("abc".utf8), "a copy with known digests still copies")
+        // Same size, new content (the write changes the modification time): read again, each time
+        // while it is that fresh.
+        try Data("abd".utf8).write(to: URL(fileURLWithPath: source))
+        for _ in 0..<2 {
+            #expect(try await fetchOnce().digests[.sha256] == "a52d159f262b2c6ddb724a61840befc36eb30c88877a4030b65cbe86298449c9")
+            #expect(phases.take().contains(.verify))
+        }
     }
 
     @Test("a percent-encoded name and a literal name with spaces and non-ASCII both work")
@@ -269,4 +305,11 @@ struct StagingFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
         #expect(FileManager.default.fileExists(atPath: kept))
     }
+}
+
+/// The progress phases a fetch reported.
+private final class Phases: Sendable {
+    private let seen = Mutex<[TransferProgress.Phase]>([])
+    func add(_ phase: TransferProgress.Phase) { seen.withLock { $0.append(phase) } }
+    func take() -> [TransferProgress.Phase] { seen.withLock { seen in defer { seen = [] }; return seen } }
 }

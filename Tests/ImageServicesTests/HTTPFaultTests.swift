@@ -58,9 +58,12 @@ struct HTTPFaultTests {
         #expect(fetched.digests[.sha256] == Self.imageSHA256)
         #expect(fetched.size == Int64(Self.image.count))
         #expect(server.requests.count == 2)
-        #expect(Self.range(server.requests[1]) == 1_000_000)
+        // The resume starts where the file ends: at most the 1,000,000 bytes sent before the cut
+        // (async-http-client drops what it buffered but had not handed over when the peer closed).
+        let resumedAt = try #require(Self.range(server.requests[1]))
+        #expect(resumedAt > 0 && resumedAt <= 1_000_000)
         #expect(server.bodyBytesSent < 2 * Self.image.count, "the resume sent the whole image again")
-        #expect(server.bodyBytesSent == Self.image.count)
+        #expect(server.bodyBytesSent == 1_000_000 + Self.image.count - resumedAt)
         try staging.commit()
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: staging.finalPath))) == Self.image)
     }

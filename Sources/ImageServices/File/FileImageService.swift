@@ -19,13 +19,16 @@ public struct FileImageService: ImageService {
 
     /// Which paths may be read.
     public let policy: FilePathPolicy
-    /// The read size for copies and hashing.
+    /// The read size for hashing.
     public var chunkSize: Int
+    /// Digests of sources already read, so that an unchanged source is not hashed again.
+    public let digestMemo: FileDigestMemo
 
     /// Creates the service.
-    public init(policy: FilePathPolicy, chunkSize: Int = 1 << 20) {
+    public init(policy: FilePathPolicy, chunkSize: Int = 1 << 20, digestMemo: FileDigestMemo = FileDigestMemo()) {
         self.policy = policy
         self.chunkSize = chunkSize
+        self.digestMemo = digestMemo
     }
 
     public func show(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
@@ -39,20 +42,22 @@ public struct FileImageService: ImageService {
     public func fetch(_ request: ImageFetchRequest) async throws -> FetchedImage {
         let policy = self.policy
         let chunkSize = self.chunkSize
+        let memo = digestMemo
         return try await BlockingWork.run { cancellation in
             let file = try Self.open(request.reference, policy: policy)
             let size = file.metadata.size ?? 0
+            let known = memo.digests(for: file.status, algorithms: request.digestAlgorithms)
             do {
                 try request.destination.link(from: file.descriptor)
                 request.progress(TransferProgress(phase: .link, bytes: size, total: size))
-                let digests = try Self.digest(file, algorithms: request.digestAlgorithms, chunkSize: chunkSize,
-                                              cancellation: cancellation, progress: request.progress)
+                let digests = try known ?? Self.digest(file, algorithms: request.digestAlgorithms, chunkSize: chunkSize, memo: memo,
+                                                       cancellation: cancellation, progress: request.progress)
                 return FetchedImage(size: size, digests: digests, transfer: .hardlink, bytesTransferred: 0, metadata: file.metadata)
             } catch let error as SystemCallError where Self.linkFailuresThatMeanCopy.contains(error.errno) {
                 request.context.logger.debug("hard link not possible, copying", metadata: ["reason": "\(error.reason)"])
             }
-            let (copied, digests) = try Self.copy(file, to: request.destination, algorithms: request.digestAlgorithms,
-                                                 chunkSize: chunkSize, cancellation: cancellation, progress: request.progress)
+            let (copied, digests) = try Self.copy(file, to: request.destination, known: known, algorithms: request.digestAlgorithms,
+                                                 chunkSize: chunkSize, memo: memo, cancellation: cancellation, progress: request.progress)
             return FetchedImage(size: copied, digests: digests, transfer: .copy, bytesTransferred: copied, metadata: file.metadata)
         }
     }
@@ -67,6 +72,8 @@ public struct FileImageService: ImageService {
         var descriptor: OwnedDescriptor
         var path: String
         var metadata: ImageMetadata
+        /// `fstat` at opening.
+        var status: stat
     }
 
     static func open(_ reference: ImageReference, policy: FilePathPolicy) throws -> OpenFile {
@@ -110,7 +117,7 @@ public struct FileImageService: ImageService {
         let opened = try descriptor.currentPath()
         try policy.check(opened, reference: shown, resolvedAllowedPaths: resolvedAllowed)
         let metadata = ImageMetadata(size: Int64(info.st_size), updatedAtMicroseconds: info.modificationMicroseconds, noCache: true)
-        return OpenFile(descriptor: descriptor, path: opened, metadata: metadata)
+        return OpenFile(descriptor: descriptor, path: opened, metadata: metadata, status: info)
     }
 
     private static func lstatExists(_ path: String) -> Bool {
@@ -158,10 +165,16 @@ public struct FileImageService: ImageService {
 
     // MARK: Moving bytes
 
-    private static func digest(_ file: OpenFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
-                               cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> [HashAlgorithm: String] {
-        try stream(file.descriptor, size: file.metadata.size, into: nil, phase: .verify, algorithms: algorithms, chunkSize: chunkSize,
-                   cancellation: cancellation, progress: progress).1
+    /// Reads and hashes the file, and remembers the digests when the file did not change meanwhile.
+    private static func digest(_ file: OpenFile, algorithms: Set<HashAlgorithm>, chunkSize: Int, memo: FileDigestMemo,
+                               cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler,
+                               phase: TransferProgress.Phase = .verify) throws -> [HashAlgorithm: String] {
+        let digests = try stream(file.descriptor, size: file.metadata.size, into: nil, phase: phase, algorithms: algorithms,
+                                 chunkSize: chunkSize, cancellation: cancellation, progress: progress).1
+        if let after = try? file.descriptor.status(), FileDigestMemo.Key(after) == FileDigestMemo.Key(file.status) {
+            memo.record(digests, for: file.status)
+        }
+        return digests
     }
 
     /// The digests of a whole open file (blocking: call from ``BlockingWork``).
@@ -169,13 +182,32 @@ public struct FileImageService: ImageService {
         try stream(file, size: nil, into: nil, phase: .verify, algorithms: algorithms, chunkSize: 1 << 20, cancellation: cancellation) { _ in }.1
     }
 
-    private static func copy(_ file: OpenFile, to destination: StagingFile, algorithms: Set<HashAlgorithm>, chunkSize: Int,
-                             cancellation: BlockingWork.CancellationFlag, progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
+    /// Copies the file inside the kernel (``KernelCopy``) on a thread of its own while this one
+    /// reads and hashes it (unless its digests are known): on two cores the copy costs about what
+    /// the hash does, not the sum of both. The copy is flushed to disk before it is placed.
+    private static func copy(_ file: OpenFile, to destination: StagingFile, known: [HashAlgorithm: String]?, algorithms: Set<HashAlgorithm>,
+                             chunkSize: Int, memo: FileDigestMemo, cancellation: BlockingWork.CancellationFlag,
+                             progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         let output = try destination.create()
-        let result = try stream(file.descriptor, size: file.metadata.size, into: output, phase: .download, algorithms: algorithms,
-                                chunkSize: chunkSize, cancellation: cancellation, progress: progress)
+        let source = file.descriptor
+        let copier = try ThreadResult("an image copy") { try KernelCopy.copy(from: source.rawValue, to: output.rawValue, cancellation: cancellation) }
+        let digests: [HashAlgorithm: String]
+        do {
+            digests = try known ?? digest(file, algorithms: algorithms, chunkSize: chunkSize, memo: memo, cancellation: cancellation,
+                                          progress: progress, phase: .download)
+        } catch {
+            cancellation.cancel()
+            _ = try? copier.wait()
+            throw error
+        }
+        let copied = try copier.wait()
+        let size = file.metadata.size ?? copied
+        guard copied == size else {
+            throw IronicError(.imageDownloadFailed, "The image file changed while it was copied (\(copied) bytes copied, \(size) expected).")
+        }
+        progress(TransferProgress(phase: .download, bytes: copied, total: size))
         try output.sync()
-        return result
+        return (copied, digests)
     }
 
     /// Reads the whole file once, hashing every chunk and writing it to `output` when given.

@@ -24,3 +24,31 @@ enum DetachedThread {
         init(_ run: @escaping () -> Void) { self.run = run }
     }
 }
+
+/// Work running on a thread of its own whose result another thread waits for (blocking), so that
+/// two blocking jobs — copying and hashing one file — run side by side.
+final class ThreadResult<Value>: @unchecked Sendable {
+    // @unchecked: `result` is written once by the worker thread and read after it, both under `lock`.
+    private let lock = ConditionLock()
+    private var result: Result<Value, Error>?
+
+    /// Starts `body` on a new thread.
+    init(_ name: String, _ body: @escaping () throws -> Value) throws {
+        try DetachedThread.start(name) {
+            let outcome = Result { try body() }
+            self.lock.withLock {
+                self.result = outcome
+                self.lock.broadcast()
+            }
+        }
+    }
+
+    /// Blocks until the work ends; returns its value or throws its error.
+    func wait() throws -> Value {
+        lock.lock()
+        while result == nil { lock.wait() }
+        let outcome = result!
+        lock.unlock()
+        return try outcome.get()
+    }
+}
