@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ImageServices
 
@@ -76,6 +77,34 @@ struct HTTPHelperTests {
     ])
     func dates(text: String) {
         #expect(HTTPDate.parse(text) == 1_416_039_151_000_000)
+    }
+
+    @Test("dates agree with Foundation's formatter across four centuries; asctime pads a one-digit day")
+    func datesAgreeWithFoundation() throws {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            let seconds = Int64.random(in: -5_000_000_000...8_000_000_000, using: &generator)
+            let text = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+            #expect(HTTPDate.parse(text) == seconds * 1_000_000, "\(text)")
+        }
+        #expect(HTTPDate.parse("Sun Nov  6 08:49:37 1994") == 784_111_777_000_000)
+        #expect(HTTPDate.parse("Thu, 29 Feb 2024 00:00:00 GMT") == 1_709_164_800_000_000)
+        #expect(HTTPDate.parse("Thursday, 01-Jan-70 00:00:00 GMT") == 0)
+        #expect(HTTPDate.parse("Wednesday, 31-Dec-69 23:59:59 GMT") == 3_155_759_999_000_000)
+    }
+
+    @Test("malformed dates are nil", arguments: [
+        "", "yesterday", "Tue, 15 Nov 2014 08:12:31 UTC", "Tue, 31 Nov 2014 08:12:31 GMT", "Mon, 29 Feb 2023 00:00:00 GMT",
+        "Tue, 15 Nov 2014 24:00:00 GMT", "Tue, 15 Nov 2014 08:12 GMT", "Tue, 15 Foo 2014 08:12:31 GMT", "Tue 15 Nov 2014 08:12:31 GMT",
+        "Xyz, 15 Nov 2014 08:12:31 GMT", "Tue, 15 Nov 14 08:12:31 GMT", "Tuesday, 15-Nov-2014 08:12:31 GMT", "Tue Nov 15 08:12:31 14",
+        "Tue, 15 Nov 2014 08:12:-1 GMT", "Tue, +5 Nov 2014 08:12:31 GMT",
+    ])
+    func malformedDates(text: String) {
+        #expect(HTTPDate.parse(text) == nil)
     }
 
     @Test("no_proxy: exact hosts, domain suffixes, ports and *")

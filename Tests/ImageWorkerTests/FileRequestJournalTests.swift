@@ -40,7 +40,7 @@ struct FileRequestJournalTests {
         let journal = try journal(directory)
         #expect(try await journal.begin(uniqueID: "../../etc/passwd") == .run(attempt: 1))
         try await journal.finish(uniqueID: "../../etc/passwd", outcome: outcome)
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/finished"))
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests"))
         #expect(names == [FileRequestJournal.key("../../etc/passwd")])
         #expect(names[0].count == 64 && names[0].allSatisfy(\.isHexDigit))
     }
@@ -50,14 +50,48 @@ struct FileRequestJournalTests {
         let directory = try TemporaryDirectory(prefix: "journal")
         defer { directory.remove() }
         let journal = try journal(directory)
-        let marker = directory.appending("journal/running/\(FileRequestJournal.key("u1"))")
+        let marker = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
         try Array("2\n".utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: marker)) }
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
         await journal.abandon(uniqueID: "u1")
         #expect(try String(contentsOfFile: marker, encoding: .utf8) == "2\n", "the abandoned run is taken off the count")
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
         try await journal.finish(uniqueID: "u1", outcome: outcome)
-        #expect(!FileManager.default.fileExists(atPath: marker), "a finished run leaves no marker")
+        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome), "the outcome replaced the count")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests")) == [FileRequestJournal.key("u1")],
+                "one file per request, whatever its state")
+    }
+
+    @Test("a process killed while writing an outcome leaves an unreadable file: the request runs again as attempt 1")
+    func halfWrittenOutcome() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory)
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+        await journal.abandon(uniqueID: "u1")
+        let file = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)).isEmpty, "an abandoned first run leaves an empty file")
+        FileManager.default.createFile(atPath: file, contents: Data("{\"unique_id\": \"u1\", \"outco".utf8))
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+        try await journal.finish(uniqueID: "u1", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome))
+    }
+
+    @Test("pruning spares the files of runs going on")
+    func pruningSparesRunning() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory, capacity: 5)
+        #expect(try await journal.begin(uniqueID: "long") == .run(attempt: 1))
+        for index in 0..<30 {
+            #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
+            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests"))
+        #expect(names.contains(FileRequestJournal.key("long")), "the oldest file is a run going on")
+        #expect(names.count <= 6, "kept \(names.count)")
+        try await journal.finish(uniqueID: "long", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "long") == .finished(outcome))
     }
 
     @Test("a request running in another process is waited for, and its outcome taken")
@@ -119,7 +153,7 @@ struct FileRequestJournalTests {
             #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
             try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
         }
-        let count = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/finished")).count
+        let count = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests")).count
         #expect(count >= 10 && count <= 11, "kept \(count)")
         #expect(try await journal.begin(uniqueID: "u39") == .finished(outcome))
     }
@@ -129,7 +163,7 @@ struct FileRequestJournalTests {
         let directory = try TemporaryDirectory(prefix: "journal")
         defer { directory.remove() }
         let journal = try journal(directory)
-        let record = directory.appending("journal/finished/\(FileRequestJournal.key("u1"))")
+        let record = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
         FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
     }

@@ -263,6 +263,8 @@ final class ConditionLock: @unchecked Sendable {
     func wait() { pthread_cond_wait(condition, mutex) }
     /// Wakes the waiting threads; call with the lock held.
     func broadcast() { pthread_cond_broadcast(condition) }
+    /// Wakes one waiting thread; call with the lock held.
+    func signal() { pthread_cond_signal(condition) }
 
     func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock()

@@ -12,11 +12,18 @@ import Glibc
 /// host (they must share `images_dir` too: a task may be finished by another process than the
 /// one that started it).
 ///
-/// - `finished/<key>`: the outcome of a finished request (reply and event), JSON, written under a
-///   temporary name and renamed into place. Bounded: past `capacity` entries the oldest go.
-/// - `running/<key>`: exists while a process runs the request, which holds `flock(2)` on it for
-///   the run; it holds the number of runs started. A process that dies releases the lock but
-///   leaves the file, so the next run knows how many died (a poison message's count).
+/// One file per request, `requests/<key>`, which goes through two states:
+/// - running: a process runs the request and holds `flock(2)` on the file for the run; the file
+///   holds the number of runs started. A process that dies releases the lock but leaves the
+///   number, so the next run knows how many died (a poison message's count).
+/// - finished: the run's outcome (reply and event) as JSON, written over the number before the
+///   lock is released, so whoever takes the lock next reads it.
+/// Bounded: past `capacity` files the oldest unlocked ones go.
+///
+/// One file for both states, never removed when a run ends, because creating and removing files
+/// is what a busy journal costs: ext4's inode allocator scans past every recently freed inode, and
+/// two creates and a removal per request made the journal a third of the worker's CPU at a few
+/// hundred tasks per second.
 ///
 /// `<key>` is the SHA-256 of the `_unique_id`, so no caller-chosen text becomes a file name.
 /// A duplicate that finds the request running in this process waits for that run's outcome; one
@@ -25,12 +32,13 @@ import Glibc
 /// The files are small and touched once or twice per request, so they are read and written on the
 /// calling task; only pruning (a directory scan) runs on a thread of its own. Records are not
 /// fsynced: they survive any process crash (the case they exist for); after a power loss a
-/// request may run again, as it would without the journal.
+/// request may run again, as it would without the journal. A process killed while writing an
+/// outcome leaves a file that is neither a number nor an outcome: it is logged and counted as no
+/// earlier run.
 public final class FileRequestJournal: RequestJournal {
     /// The journal's folder.
     public let path: String
-    private let finished: DirectoryHandle
-    private let running: DirectoryHandle
+    private let requests: DirectoryHandle
     private let capacity: Int
     private let pollInterval: Duration
     private let logger: Logger
@@ -38,30 +46,27 @@ public final class FileRequestJournal: RequestJournal {
 
     private struct State {
         var runs: [String: Run] = [:]
-        var finishedCount: Int
+        var fileCount: Int
         var pruning = false
         var nextWaiter = 0
     }
 
-    /// A run in this process: the locked marker, the attempt it is, who waits for it.
+    /// A run in this process: the locked file, the attempt it is, who waits for it.
     private struct Run {
         var marker: OwnedDescriptor
         var attempt: Int
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     }
 
-    /// Opens (creating it if needed) the journal in `path`, keeping at most `capacity` outcomes.
+    /// Opens (creating it if needed) the journal in `path`, keeping about `capacity` requests.
     public init(path: String, capacity: Int = 10_000, pollInterval: Duration = .milliseconds(100), logger: Logger) throws {
         let root = try DirectoryHandle(makingPath: path)
         self.path = path
-        finished = try root.subdirectory("finished", create: true)
-        running = try root.subdirectory("running", create: true)
+        requests = try root.subdirectory("requests", create: true)
         self.capacity = max(1, capacity)
         self.pollInterval = pollInterval
         self.logger = logger
-        // Records a killed process was writing.
-        for name in try finished.entries() where StagingFile.isAbandoned(name) { try? finished.remove(name) }
-        state = Mutex(State(finishedCount: try finished.entries().count))
+        state = Mutex(State(fileCount: try requests.entries().count))
     }
 
     /// The file name for a `_unique_id`.
@@ -80,48 +85,41 @@ public final class FileRequestJournal: RequestJournal {
                 await wait(for: key, waiter: waiter)
                 continue
             }
-            if let outcome = readFinished(key) { return .finished(outcome) }
-            guard let (marker, previousRuns) = try claim(key) else {
+            guard let (marker, created) = try claim(key) else {
                 try await Task.sleep(for: pollInterval)  // another process runs it
                 continue
             }
-            // It may have finished between the look and the lock.
-            if let outcome = readFinished(key) {
-                _ = unlinkat(running.descriptor.rawValue, key, 0)
-                return .finished(outcome)
+            let attempt: Int
+            switch Self.read(marker) {
+            case .finished(let outcome):
+                return .finished(outcome)  // closing the descriptor releases the lock
+            case .runs(let runs):
+                attempt = runs + 1
+            case .unreadable:
+                logger.warning("an unreadable journal record was ignored", metadata: ["file": "\(requests.path)/\(key)"])
+                attempt = 1
             }
-            let attempt = previousRuns + 1
             try writeRuns(attempt, to: marker, key: key)
-            state.withLock { $0.runs[key] = Run(marker: marker, attempt: attempt) }
+            state.withLock { state in
+                state.runs[key] = Run(marker: marker, attempt: attempt)
+                if created { state.fileCount += 1 }
+            }
             return .run(attempt: attempt)
         }
     }
 
     public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
         let key = Self.key(uniqueID)
+        guard let marker = state.withLock({ $0.runs[key]?.marker }) else { return }
         defer { endRun(key, keepingRuns: nil) }
         let record: JSONObject = ["unique_id": .string(uniqueID), "outcome": .object(outcome.jsonObject)]
-        let staging = StagingFile(in: finished, finalName: key)
-        do {
-            let output = try staging.create()
-            let bytes = JSONWriter().bytes(.object(record))
-            try bytes.withUnsafeBytes { buffer in
-                guard Glibc.write(output.rawValue, buffer.baseAddress, buffer.count) == buffer.count else {
-                    throw SystemCallError(call: "write", subject: "\(finished.path)/\(staging.temporaryName)", errno: errno)
-                }
-            }
-            try staging.commit()
-        } catch {
-            staging.discard()
-            throw error
-        }
-        let count = state.withLock { state -> Int? in
-            state.finishedCount += 1
-            guard state.finishedCount > capacity + capacity / 10, !state.pruning else { return nil }
+        try write(JSONWriter().bytes(.object(record)), to: marker, key: key)
+        let prune = state.withLock { state -> Bool in
+            guard state.fileCount > capacity + capacity / 10, !state.pruning else { return false }
             state.pruning = true
-            return state.finishedCount
+            return true
         }
-        if count != nil { await prune() }
+        if prune { await self.prune() }
     }
 
     public func abandon(uniqueID: String) async {
@@ -158,15 +156,13 @@ public final class FileRequestJournal: RequestJournal {
         }
     }
 
-    /// Ends the run of `key` here: the marker is removed (finished) or rewritten with the runs
-    /// to remember (abandoned; removed at 0), then unlocked, and the waiters decide again.
+    /// Ends the run of `key` here: the file keeps the outcome (finished) or the runs to remember
+    /// (abandoned; empty at 0), is unlocked, and the waiters decide again.
     private func endRun(_ key: String, keepingRuns runs: Int?) {
         guard let run = state.withLock({ $0.runs.removeValue(forKey: key) }) else { return }
         // Changed while the lock is still held, so nobody reads it half-way.
-        if let runs, runs > 0 {
-            try? writeRuns(runs, to: run.marker, key: key)
-        } else {
-            _ = unlinkat(running.descriptor.rawValue, key, 0)
+        if let runs {
+            if runs > 0 { try? writeRuns(runs, to: run.marker, key: key) } else { _ = ftruncate(run.marker.rawValue, 0) }
         }
         _ = flock(run.marker.rawValue, LOCK_UN)
         for waiter in run.waiters.values { waiter.resume() }
@@ -174,88 +170,93 @@ public final class FileRequestJournal: RequestJournal {
 
     // MARK: Files
 
-    /// Locks `running/<key>` (creating it); returns it with the runs it records, or nil when
-    /// another process holds it.
-    private func claim(_ key: String) throws -> (OwnedDescriptor, Int)? {
+    /// Locks `requests/<key>` (creating it); returns it and whether it is new, or nil when another
+    /// process holds it.
+    private func claim(_ key: String) throws -> (OwnedDescriptor, Bool)? {
         while true {
-            let fd = openat(running.descriptor.rawValue, key, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
-            guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(running.path)/\(key)", errno: errno) }
+            var created = false
+            var fd = openat(requests.descriptor.rawValue, key, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            if fd < 0 && errno == ENOENT {
+                fd = openat(requests.descriptor.rawValue, key, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+                if fd < 0 && errno == EEXIST { continue }  // another process made it meanwhile
+                created = true
+            }
+            guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(requests.path)/\(key)", errno: errno) }
             let marker = OwnedDescriptor(fd)
             guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
                 if errno == EWOULDBLOCK { return nil }
-                throw SystemCallError(call: "flock", subject: "\(running.path)/\(key)", errno: errno)
+                throw SystemCallError(call: "flock", subject: "\(requests.path)/\(key)", errno: errno)
             }
-            // The holder before us may have removed the file between our open and our lock: then
-            // the lock is on a file nobody else will look at; start again.
-            guard let current = try running.status(of: key), try current.st_ino == marker.status().st_ino else { continue }
-            return (marker, Self.readRuns(marker))
+            // Pruning may have removed the file between our open and our lock: then the lock is on
+            // a file nobody else will look at; start again.
+            guard let current = try requests.status(of: key), try current.st_ino == marker.status().st_ino else { continue }
+            return (marker, created)
         }
     }
 
-    private static func readRuns(_ marker: OwnedDescriptor) -> Int {
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let count = buffer.withUnsafeMutableBytes { pread(marker.rawValue, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return 0 }
-        let text = String(decoding: buffer.prefix(count).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)
-        return min(max(Int(text) ?? 0, 0), 1_000_000)
+    /// What a request's file says.
+    private enum Record {
+        case runs(Int)
+        case finished(RPCOutcome)
+        case unreadable
     }
 
-    private func writeRuns(_ runs: Int, to marker: OwnedDescriptor, key: String) throws {
-        let bytes = Array("\(runs)\n".utf8)
-        guard ftruncate(marker.rawValue, 0) == 0,
-              bytes.withUnsafeBytes({ pwrite(marker.rawValue, $0.baseAddress, $0.count, 0) }) == bytes.count
-        else { throw SystemCallError(call: "write", subject: "\(running.path)/\(key)", errno: errno) }
-    }
-
-    /// The recorded outcome of `key`, if there is a readable one.
-    private func readFinished(_ key: String) -> RPCOutcome? {
-        let fd = openat(finished.descriptor.rawValue, key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        let file = OwnedDescriptor(fd)
+    private static func read(_ marker: OwnedDescriptor) -> Record {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16_384)
+        var offset = 0
         while bytes.count <= 4 << 20 {
-            let count = chunk.withUnsafeMutableBytes { read(file.rawValue, $0.baseAddress, $0.count) }
+            let count = chunk.withUnsafeMutableBytes { pread(marker.rawValue, $0.baseAddress, $0.count, offset) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { break }
             bytes += chunk.prefix(count)
+            offset += count
+        }
+        let text = bytes.filter { $0 != UInt8(ascii: "\n") }
+        if text.isEmpty { return .runs(0) }
+        if text.count <= 9, text.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            return .runs(Int(String(decoding: text, as: UTF8.self)) ?? 0)
         }
         guard let record = try? JSONParser().parse(bytes).objectValue, let outcome = record["outcome"]?.objectValue.flatMap(RPCOutcome.init(jsonObject:))
-        else {
-            logger.warning("an unreadable journal record was ignored", metadata: ["file": "\(finished.path)/\(key)"])
-            return nil
-        }
-        return outcome
+        else { return .unreadable }
+        return .finished(outcome)
+    }
+
+    private func writeRuns(_ runs: Int, to marker: OwnedDescriptor, key: String) throws {
+        try write(Array("\(runs)\n".utf8), to: marker, key: key)
+    }
+
+    /// Replaces the file's content (under the lock).
+    private func write(_ bytes: [UInt8], to marker: OwnedDescriptor, key: String) throws {
+        guard bytes.withUnsafeBytes({ pwrite(marker.rawValue, $0.baseAddress, $0.count, 0) }) == bytes.count,
+              ftruncate(marker.rawValue, off_t(bytes.count)) == 0
+        else { throw SystemCallError(call: "write", subject: "\(requests.path)/\(key)", errno: errno) }
     }
 
     // MARK: Bounds
 
-    /// Removes the oldest outcomes down to `capacity`, and markers of runs that died more than a
-    /// day ago (their request went elsewhere or expired).
+    /// Removes the oldest files down to `capacity`, except those of runs going on (locked).
     private func prune() async {
-        let finished = self.finished, running = self.running, capacity = self.capacity
+        let requests = self.requests, capacity = self.capacity
         let remaining = try? await BlockingWork.run { _ -> Int in
             var entries: [(name: String, modified: Int64)] = []
-            for name in try finished.entries() {
-                guard let info = try? finished.status(of: name) else { continue }
-                if StagingFile.isAbandoned(name) { try? finished.remove(name); continue }
+            for name in try requests.entries() {
+                guard let info = try? requests.status(of: name) else { continue }
                 entries.append((name, info.modificationMicroseconds))
             }
             entries.sort { $0.modified < $1.modified }
-            let excess = max(0, entries.count - capacity)
-            for entry in entries.prefix(excess) { try? finished.remove(entry.name) }
-            let dayAgo = Int64(time(nil)) - 86_400
-            for name in try running.entries() {
-                guard let info = try? running.status(of: name), Int64(info.st_mtim.tv_sec) < dayAgo else { continue }
-                let fd = openat(running.descriptor.rawValue, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            var removed = 0
+            for entry in entries.prefix(max(0, entries.count - capacity)) {
+                let fd = openat(requests.descriptor.rawValue, entry.name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
                 guard fd >= 0 else { continue }
-                let marker = OwnedDescriptor(fd)
-                if flock(marker.rawValue, LOCK_EX | LOCK_NB) == 0 { try? running.remove(name) }
+                let file = OwnedDescriptor(fd)
+                guard flock(file.rawValue, LOCK_EX | LOCK_NB) == 0 else { continue }  // running
+                if (try? requests.remove(entry.name)) != nil { removed += 1 }
             }
-            return entries.count - excess
+            return entries.count - removed
         }
         state.withLock { state in
-            if let remaining { state.finishedCount = remaining }
+            if let remaining { state.fileCount = remaining }
             state.pruning = false
         }
     }
