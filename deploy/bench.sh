@@ -1,87 +1,84 @@
 #!/usr/bin/env bash
-# Benchmarks image-worker beside the tools operators use today, on this machine, in one run.
-# Not a test: it prints figures. Usage: deploy/bench.sh [RUNS] (default 10)
+# Benchmarks image-worker beside the tools and services operators run today, on this machine, in
+# one run, and prints one table (medians over RUNS runs, min–max, peak RSS, the ratio to
+# image-worker, and whether each target of issue 6 holds). Not a test: it prints figures.
 #
-# Measured now: downloading 1 GiB (and 64 MiB) from a local nginx with sha256 verification:
-#   image-worker fetch --output (the whole process)  vs  curl -s -o  and  curl | sha256sum
-# Each row: median wall time over RUNS, min–max, peak RSS; runs of the commands are interleaved
-# so that drift hits them alike; the page cache is warm (these are CPU and memory figures).
+#   deploy/bench.sh [RUNS]          RUNS per row, default 10
+#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: http, glance, file, e2e, scale
+#
+# It installs what is missing, builds the release binaries, and starts its own nginx, glance-api
+# (sqlite, file store, no Keystone) and private RabbitMQ on free loopback ports, with Debian's
+# python3-ironic as the peer (Ironic's images.fetch and image cache, run by /usr/bin/python3).
+# Data: random 64 MiB and 1 GiB images (page cache warm: these are CPU and memory figures).
+# The measuring is in deploy/bench/driver.py; the Python peers in deploy/bench/peers.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
 source "$REPO_ROOT/deploy/lib/tls.sh"
 source "$REPO_ROOT/deploy/lib/nginx.sh"
+source "$REPO_ROOT/deploy/lib/glance.sh"
 
 RUNS=${1:-10}
 require_swift
-ensure_packages pkg-config librabbitmq-dev nginx curl time openssl
+ensure_packages pkg-config librabbitmq-dev rabbitmq-server nginx curl time openssl glance-api \
+  python3-ironic python3-oslo.messaging python3-pika python3-requests
 cd "$REPO_ROOT"
-log "building the release binary"
+log "building the release binaries (the first build takes a few minutes)"
 swift build -c release --product image-worker >/dev/null
-BIN=$REPO_ROOT/.build/release/image-worker
+swift build -c release --product image-worker-bench >/dev/null
+BIN_DIR=$(swift build -c release --show-bin-path)
 
 WORK=$(mktemp -d /tmp/image-worker-bench.XXXXXX)
-cleanup() { nginx_stop "$WORK/nginx"; rm -rf "$WORK"; }
-trap cleanup EXIT
+cleanup() {
+  local status=$?
+  pkill -f "$BIN_DIR/image-worker serve" 2>/dev/null || true
+  pkill -f "deploy/bench/peers.py ironic-server" 2>/dev/null || true
+  broker_stop
+  nginx_stop "$WORK/nginx"
+  glance_stop "$WORK/glance"
+  rm -rf "$WORK"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+BROKER_DIR=$WORK/rabbitmq
+broker_start
 make_test_certificates "$WORK/tls"
-HTTP_PORT=$(free_port 18700 18799)
+HTTP_PORT=$(free_port 18700 18799) || die "no free port for nginx"
 nginx_start "$WORK/nginx" "$HTTP_PORT" "$(free_port 18800 18899)" "$WORK/tls"
+GLANCE_PORT=$(free_port 19400 19499) || die "no free port for glance-api"
+glance_start "$WORK/glance" "$GLANCE_PORT"
+GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
+
+log "generating the images"
 DATA=$WORK/nginx/data/images
-for size in 64 1024; do
-  head -c "${size}M" /dev/urandom > "$DATA/img-${size}M.bin"
-  sha256sum "$DATA/img-${size}M.bin" | cut -d' ' -f1 > "$DATA/img-${size}M.sha256"
-done
-OUT=$WORK/out
-mkdir -p "$OUT"
+mkdir -p "$WORK/sources" "$WORK/out"
+head -c 64M /dev/urandom > "$DATA/img-64M.bin"
+head -c 1G /dev/urandom > "$DATA/img-1024M.bin"
+head -c 256K /dev/urandom > "$DATA/img-256K.bin"
+cp "$DATA/img-1024M.bin" "$WORK/sources/img-1024M.bin"
+GLANCE_IMAGE=$(curl -sf -X POST -H 'Content-Type: application/json' \
+  -d '{"name": "bench-1G", "disk_format": "raw", "container_format": "bare", "visibility": "public"}' \
+  "$GLANCE_URL/v2/images" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$DATA/img-1024M.bin" \
+  "$GLANCE_URL/v2/images/$GLANCE_IMAGE/file"
 
-# measure NAME COMMAND...: one run; appends "seconds kilobytes" to $WORK/NAME.times
-measure() {
-  local name=$1
-  shift
-  rm -f "$OUT"/*
-  sync
-  /usr/bin/time -f "%e %M" -o "$WORK/time.one" "$@" >/dev/null 2>"$WORK/stderr.one" \
-    || { cat "$WORK/stderr.one" >&2; die "$name failed"; }
-  cat "$WORK/time.one" >> "$WORK/$name.times"
-}
+cat > "$WORK/ironic.conf" <<CONF
+[DEFAULT]
+webserver_verify_ca = True
+webserver_connection_timeout = 60
+[conductor]
+file_url_allowed_paths = $WORK/sources
+[glance]
+auth_type = none
+endpoint_override = $GLANCE_URL
+num_retries = 0
+[oslo_messaging_notifications]
+driver = messagingv2
+CONF
 
-# report NAME LABEL [BASELINE]: median, min–max, peak RSS and the ratio to BASELINE's median
-report() {
-  python3 - "$WORK/$1.times" "$2" "${3:+$WORK/$3.times}" <<'PY'
-import statistics, sys
-def load(path):
-    rows = [line.split() for line in open(path) if line.strip()]
-    return [float(r[0]) for r in rows], [int(r[1]) for r in rows]
-times, rss = load(sys.argv[1])
-line = "%-46s %8.0f ms  %6.0f–%-6.0f ms  %7.1f MiB" % (sys.argv[2], statistics.median(times) * 1000, min(times) * 1000, max(times) * 1000, max(rss) / 1024)
-if len(sys.argv) > 3 and sys.argv[3]:
-    base, _ = load(sys.argv[3])
-    line += "   %.2f× faster" % (statistics.median(base) / statistics.median(times))
-print(line)
-PY
-}
-
-for size in 64 1024; do
-  url="http://127.0.0.1:$HTTP_PORT/images/img-${size}M.bin"
-  sum=$(cat "$DATA/img-${size}M.sha256")
-  log "HTTP ${size} MiB: $RUNS runs of each command, interleaved"
-  for _ in $(seq "$RUNS"); do
-    measure "iw-$size" "$BIN" fetch "$url" --checksum "$sum" --output "$OUT/iw.img" --set image_worker.images_dir="$WORK/images"
-    measure "curl-$size" curl -s -o "$OUT/curl.img" "$url"
-    measure "curlsha-$size" bash -c "curl -s '$url' | sha256sum > '$OUT/sum'"
-  done
-done
-
-echo
-printf '%-46s %11s  %15s  %11s\n' "HTTP download (warm cache, loopback nginx)" "median" "min–max" "peak RSS"
-for size in 64 1024; do
-  report "curl-$size" "curl -s -o, ${size} MiB (no verification)"
-  report "curlsha-$size" "curl | sha256sum, ${size} MiB"
-  report "iw-$size" "image-worker fetch, ${size} MiB, sha256 verified" "curl-$size"
-done
-peak=$(sort -k2 -n "$WORK/iw-1024.times" | tail -n1 | awk '{print $2}')
-echo
-if [ "$peak" -lt $((64 * 1024)) ]; then
-  echo "target: peak RSS under 64 MiB while downloading 1 GiB — held ($((peak / 1024)) MiB)"
-else
-  echo "target: peak RSS under 64 MiB while downloading 1 GiB — NOT held ($((peak / 1024)) MiB)"
-fi
+export BENCH_BIN=$BIN_DIR/image-worker BENCH_TOOL=$BIN_DIR/image-worker-bench BENCH_WORK=$WORK BENCH_RUNS=$RUNS \
+  BENCH_HTTP_URL="http://127.0.0.1:$HTTP_PORT" BENCH_HTTP_ROOT="$WORK/nginx/data" BENCH_GLANCE_URL=$GLANCE_URL \
+  BENCH_GLANCE_IMAGE=$GLANCE_IMAGE BENCH_AMQP_URL=$RABBIT_TRANSPORT_URL BENCH_BROKER_CTL="$REPO_ROOT/deploy/lib/rabbitmq.sh" \
+  BENCH_IRONIC_CONF="$WORK/ironic.conf" BROKER_DIR
+/usr/bin/python3 "$REPO_ROOT/deploy/bench/driver.py"

@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""deploy/bench.sh's measurements: every row of issue 6's table, measured in one run against the
+servers bench.sh started, printed as one table with medians, min–max, peak RSS, the ratio to each
+peer and the targets. Not a test: it prints figures (and exits 0 whether targets hold or not).
+
+Environment (set by bench.sh): BENCH_BIN, BENCH_WORK, BENCH_HTTP_URL, BENCH_HTTP_ROOT,
+BENCH_GLANCE_URL, BENCH_GLANCE_IMAGE, BENCH_AMQP_URL, BENCH_BROKER_CTL, BENCH_IRONIC_CONF,
+BENCH_RUNS, BENCH_E2E_TASKS, BENCH_ONLY (comma-separated groups: http, glance, file, e2e, scale, rss).
+"""
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+BIN = os.environ["BENCH_BIN"]
+BENCH_TOOL = os.environ["BENCH_TOOL"]
+WORK = os.environ["BENCH_WORK"]
+HTTP_URL = os.environ["BENCH_HTTP_URL"]
+HTTP_ROOT = os.environ["BENCH_HTTP_ROOT"]
+GLANCE_URL = os.environ["BENCH_GLANCE_URL"]
+GLANCE_IMAGE = os.environ["BENCH_GLANCE_IMAGE"]
+AMQP_URL = os.environ["BENCH_AMQP_URL"]
+BROKER_CTL = os.environ["BENCH_BROKER_CTL"]
+IRONIC_CONF = os.environ["BENCH_IRONIC_CONF"]
+RUNS = int(os.environ.get("BENCH_RUNS", "10"))
+E2E_TASKS = int(os.environ.get("BENCH_E2E_TASKS", "5000"))
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
+OUT = os.path.join(WORK, "out")
+SHM = tempfile.mkdtemp(prefix="iw-bench-", dir="/dev/shm")
+SOURCES = os.path.join(WORK, "sources")
+
+rows = []      # (group, label, samples) for the table
+targets = []   # (description, holds, figures)
+
+
+class Samples:
+    """Wall times (s), peak RSS (KiB) and in-process call times (ms) of one command's runs."""
+
+    def __init__(self):
+        self.seconds, self.rss, self.call_ms = [], [], []
+
+    @property
+    def median_ms(self):
+        return statistics.median(self.seconds) * 1000
+
+
+def log(text):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), text), file=sys.stderr, flush=True)
+
+
+def run_timed(argv, samples):
+    """Runs `argv` once under /usr/bin/time; records wall time, peak RSS and any call_ms= it prints."""
+    for directory in (OUT, SHM):
+        for entry in os.listdir(directory):
+            path = os.path.join(directory, entry)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    subprocess.run(["sync"], check=True)
+    timing = os.path.join(WORK, "time.one")
+    result = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", timing] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit("failed: %s\n%s%s" % (" ".join(argv), result.stdout[-2000:], result.stderr[-2000:]))
+    seconds, rss = open(timing).read().split()[-2:]
+    samples.seconds.append(float(seconds))
+    samples.rss.append(int(rss))
+    for line in result.stdout.splitlines():
+        if line.startswith("call_ms="):
+            samples.call_ms.append(float(line.split("=", 1)[1]))
+
+
+def compare(group, commands):
+    """Runs each (label, argv) RUNS times, interleaved so that drift hits all alike."""
+    measured = [(label, argv, Samples()) for label, argv in commands]
+    for run in range(RUNS):
+        for label, argv, samples in measured:
+            run_timed(argv, samples)
+        log("%s: run %d of %d" % (group, run + 1, RUNS))
+    for label, _, samples in measured:
+        rows.append((group, label, samples))
+        if samples.call_ms:
+            call = Samples()
+            call.seconds = [ms / 1000 for ms in samples.call_ms]
+            rows.append((group, label + " — the call alone", call))
+    return {label: samples for label, _, samples in measured}
+
+
+def iw(*args):
+    return [BIN] + list(args) + ["--set", "image_worker.state_dir=" + os.path.join(WORK, "iw-state"), "--set", "pxe.instance_master_path="]
+
+
+def peer(*args):
+    return ["/usr/bin/python3", "-W", "ignore", PEERS] + list(args)
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ratio(peer_samples, ours):
+    return peer_samples.median_ms / ours.median_ms
+
+
+# MARK: groups
+
+def group_http():
+    for size in (64, 1024):
+        name = "img-%dM.bin" % size
+        url = "%s/images/%s" % (HTTP_URL, name)
+        checksum = sha256_of(os.path.join(HTTP_ROOT, "images", name))
+        measured = compare("HTTP %d MiB, sha256 verified" % size, [
+            ("image-worker fetch", iw("fetch", url, "--checksum", checksum, "--output", os.path.join(OUT, "iw.img"))),
+            ("curl -o (not verified)", ["curl", "-sf", "-o", os.path.join(OUT, "curl.img"), url]),
+            ("curl \\| sha256sum", ["bash", "-c", "curl -sf '%s' | sha256sum > '%s/sum'" % (url, OUT)]),
+            ("python requests, streamed + hashlib", peer("requests-fetch", url, os.path.join(OUT, "rq.img"), checksum)),
+            ("Ironic images.fetch (HttpImageService + checksum)", peer("ironic-fetch", IRONIC_CONF, url, os.path.join(OUT, "ir.img"), checksum)),
+        ])
+        if size == 1024:
+            ours = measured["image-worker fetch"]
+            ironic = measured["Ironic images.fetch (HttpImageService + checksum)"]
+            call = statistics.median(ironic.call_ms)
+            targets.append(("HTTP 1 GiB verified ≥ 1.5× faster than Ironic's download call with a checksum",
+                            call / ours.median_ms >= 1.5, "%.0f ms vs the call's %.0f ms: %.2f×" % (ours.median_ms, call, call / ours.median_ms)))
+            curl = measured["curl -o (not verified)"]
+            targets.append(("HTTP 1 GiB verified faster than curl -o (whole process)", ours.median_ms < curl.median_ms,
+                            "%.0f ms vs %.0f ms: %.2f×" % (ours.median_ms, curl.median_ms, ratio(curl, ours))))
+            targets.append(("Peak RSS under 64 MiB while downloading 1 GiB", max(ours.rss) < 64 * 1024,
+                            "%.1f MiB" % (max(ours.rss) / 1024)))
+
+
+def group_glance():
+    measured = compare("Glance 1 GiB, verified (os_hash_value)", [
+        ("image-worker fetch", iw("fetch", GLANCE_IMAGE, "--output", os.path.join(OUT, "iw.img"), "--set", "glance.endpoint_override=" + GLANCE_URL,
+                                   "--set", "glance.auth_type=none")),
+        ("curl -o /v2/images/ID/file (not verified)", ["curl", "-sf", "-o", os.path.join(OUT, "curl.img"), "%s/v2/images/%s/file" % (GLANCE_URL, GLANCE_IMAGE)]),
+        ("Ironic images.fetch (GlanceImageService)", peer("ironic-fetch", IRONIC_CONF, GLANCE_IMAGE, os.path.join(OUT, "ir.img"))),
+    ])
+    ours, ironic = measured["image-worker fetch"], measured["Ironic images.fetch (GlanceImageService)"]
+    targets.append(("Glance 1 GiB verified ≥ 2× faster than Ironic's GlanceImageService", ratio(ironic, ours) >= 2,
+                    "%.0f ms vs %.0f ms: %.2f×" % (ours.median_ms, ironic.median_ms, ratio(ironic, ours))))
+
+
+def group_file():
+    source = os.path.join(SOURCES, "img-1024M.bin")
+    checksum = sha256_of(source)
+    href = "file://" + source
+    for where, directory in (("same file system", OUT), ("across file systems (to /dev/shm)", SHM)):
+        measured = compare("file:// 1 GiB, %s" % where, [
+            ("image-worker fetch (sha256 given, verified)", iw("fetch", href, "--checksum", checksum, "--output", os.path.join(directory, "iw.img"),
+                                                                "--set", "conductor.file_url_allowed_paths=" + SOURCES)),
+            ("cp", ["cp", source, os.path.join(directory, "cp.img")]),
+            ("Ironic images.fetch (FileImageService, no checksum)", peer("ironic-fetch", IRONIC_CONF, href, os.path.join(directory, "ir.img"))),
+        ])
+        if directory == SHM:
+            ours, cp = measured["image-worker fetch (sha256 given, verified)"], measured["cp"]
+            targets.append(("Across file systems within 1.1× of cp", ours.median_ms <= 1.1 * cp.median_ms,
+                            "%.0f ms vs %.0f ms: %.2f× cp's time" % (ours.median_ms, cp.median_ms, ours.median_ms / cp.median_ms)))
+    per_image = in_worker_same_fs(href, checksum)
+    targets.append(("Same file system under 1 ms per image (in the worker, source already verified)", per_image < 1.0,
+                    "%.3f ms median per image" % per_image))
+
+
+def in_worker_same_fs(href, checksum, count=200):
+    """Per-image time inside the worker's fetcher for `count` same-file-system fetches of one
+    source (image-worker-bench: the process's own clock, no start-up)."""
+    images = os.path.join(WORK, "samefs-images")
+    shutil.rmtree(images, ignore_errors=True)
+    os.makedirs(images)
+    result = subprocess.run([BENCH_TOOL, "same-fs", href[len("file://"):], images, str(count), checksum],
+                            check=True, capture_output=True, text=True)
+    figures = dict(line.split("=", 1) for line in result.stdout.split())
+    shutil.rmtree(images, ignore_errors=True)
+    first, median, p99 = (float(figures[key]) / 1000 for key in ("first_us", "median_us", "p99_us"))
+    same_fs_rows.append((count, first, median, p99))
+    return median
+
+
+# MARK: broker
+
+def new_vhost(prefix):
+    name = "%s-%s" % (prefix, uuid.uuid4().hex[:6])
+    subprocess.run([BROKER_CTL, "add-vhost", name], check=True, capture_output=True)
+    return name
+
+
+def vhost_url(vhost):
+    return AMQP_URL.rstrip("/") + "/" + urllib.parse.quote(vhost, safe="")
+
+
+class Process:
+    def __init__(self, argv, log_path, ready_text, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 60
+        while ready_text not in open(log_path, errors="replace").read():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise SystemExit("%s did not start:\n%s" % (argv[0], open(log_path, errors="replace").read()[-3000:]))
+            time.sleep(0.1)
+
+    def rss_kib(self):
+        for line in open("/proc/%d/status" % self.process.pid):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    def cpu_seconds(self):
+        """User + system CPU time of the process so far."""
+        fields = open("/proc/%d/stat" % self.process.pid).read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def start_worker(vhost, name, extra=None, cache=True):
+    state = os.path.join(WORK, "worker-" + name)
+    os.makedirs(state, exist_ok=True)
+    sections = {"DEFAULT": {"transport_url": vhost_url(vhost), "host": name},
+                "image_worker": {"state_dir": state, "log_level": "warning"},
+                "pxe": {"instance_master_path": os.path.join(state, "master_images") if cache else ""}}
+    for section, options in (extra or {}).items():
+        sections.setdefault(section, {}).update(options)
+    config = os.path.join(state, "image-worker.conf")
+    with open(config, "w") as out:
+        for section, options in sections.items():
+            out.write("[%s]\n" % section + "".join("%s = %s\n" % item for item in options.items()))
+    return Process([BIN, "serve", "--config-file", config, "--log-level", "info"], os.path.join(state, "log"), "consuming requests")
+
+
+class Client:
+    """Casts fetch_image as an oslo client does (raw pika, so the client is never the bottleneck)
+    and times each task from its cast to its .end notification."""
+
+    def __init__(self, vhost):
+        import pika
+        parsed = urllib.parse.urlparse(AMQP_URL)
+        self.parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
+                                                    credentials=pika.PlainCredentials(parsed.username, parsed.password))
+        self.publisher = pika.BlockingConnection(self.parameters)
+        self.channel = self.publisher.channel()
+        self.sent = {}
+        self.ended = {}
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.stopping = False
+        self.listener = threading.Thread(target=self.listen, daemon=True)
+        self.listener.start()
+        self.ready.wait(30)
+
+    def listen(self):
+        import pika
+        connection = pika.BlockingConnection(self.parameters)
+        channel = connection.channel()
+        channel.exchange_declare("ironic", "topic", durable=False)
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "ironic", routing_key="ironic_versioned_notifications.info")
+        channel.basic_qos(prefetch_count=1000)
+        self.ready.set()
+        for method, _, body in channel.consume(queue, auto_ack=True, inactivity_timeout=0.2):
+            if self.stopping:
+                break
+            if method is None:
+                continue
+            now = time.perf_counter()
+            outer = json.loads(body)
+            message = json.loads(outer["oslo.message"]) if "oslo.message" in outer else outer
+            if message.get("event_type") != "baremetal.image.fetch.end":
+                continue
+            data = message["payload"].get("ironic_object.data", {})
+            with self.lock:
+                self.ended.setdefault(data.get("node_uuid"), (now, data))
+        connection.close()
+
+    def cast(self, node, instance_info):
+        import pika
+        inner = {"method": "fetch_image", "args": {"node_uuid": node, "instance_info": instance_info}, "version": "1.0",
+                 "_unique_id": uuid.uuid4().hex, "_context_request_id": "req-%s" % uuid.uuid4()}
+        body = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)})
+        self.sent[node] = time.perf_counter()
+        self.channel.basic_publish("ironic", "ironic.image_worker", body,
+                                   pika.BasicProperties(content_type="application/json", content_encoding="utf-8", delivery_mode=1))
+
+    def wait_for(self, nodes, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if all(node in self.ended for node in nodes):
+                    return {node: self.ended[node][1] for node in nodes}
+            self.publisher.process_data_events(0.05)
+        raise SystemExit("only %d of %d tasks ended within %d s" % (len([n for n in nodes if n in self.ended]), len(nodes), timeout))
+
+    def latencies_ms(self, nodes):
+        return sorted((self.ended[node][0] - self.sent[node]) * 1000 for node in nodes)
+
+    def close(self):
+        self.stopping = True
+        self.listener.join(5)
+        self.publisher.close()
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run_tasks(vhost, count, instance_info, rate=None):
+    """Casts `count` tasks (as fast as possible, or at `rate` per second) and waits for every .end;
+    returns (tasks per second, latencies in ms)."""
+    client = Client(vhost)
+    nodes = [str(uuid.uuid4()) for _ in range(count)]
+    started = time.perf_counter()
+    for index, node in enumerate(nodes):
+        if rate:
+            pause = started + index / rate - time.perf_counter()
+            if pause > 0:
+                client.publisher.process_data_events(pause)
+        client.cast(node, instance_info)
+    client.wait_for(nodes, timeout=1800)
+    finished = max(client.ended[node][0] for node in nodes)
+    latencies = client.latencies_ms(nodes)
+    client.close()
+    return count / (finished - started), latencies
+
+
+def group_e2e():
+    name = "img-64M.bin"
+    url = "%s/images/%s" % (HTTP_URL, name)
+    info = {"image_source": url, "image_checksum": sha256_of(os.path.join(HTTP_ROOT, "images", name))}
+    results = {}
+    for label in ("image-worker", "Python oslo RPC server + Ironic's ImageCache"):
+        vhost = new_vhost("bench-e2e")
+        if label == "image-worker":
+            server = start_worker(vhost, "e2e")
+        else:
+            conf = os.path.join(WORK, "ironic-peer.conf")
+            state = tempfile.mkdtemp(prefix="ironic-peer-", dir=WORK)
+            with open(conf, "w") as out:
+                out.write(open(IRONIC_CONF).read() + "\n[pxe]\ninstance_master_path = %s/master\nimages_path = %s/images\n" % (state, state))
+            server = Process(peer("ironic-server", conf, vhost_url(vhost), "ironic.image_worker"), os.path.join(WORK, "ironic-peer.log"),
+                             "ironic-peer serving")
+        try:
+            run_tasks(vhost, 1, info)  # the miss that fills the cache
+            idle_rss = server.rss_kib()
+            cpu_before = server.cpu_seconds()
+            burst, burst_latencies = run_tasks(vhost, E2E_TASKS, info)
+            cpu_per_task_ms = (server.cpu_seconds() - cpu_before) * 1000 / E2E_TASKS
+            paced, paced_latencies = None, None
+            if label == "image-worker":  # the latency target is image-worker's; the peer cannot keep that rate
+                paced, paced_latencies = run_tasks(vhost, E2E_TASKS, info, rate=500)
+            results[label] = (burst, burst_latencies, paced, paced_latencies, idle_rss, cpu_per_task_ms)
+            log("e2e %s: %.0f tasks/s" % (label, burst))
+        finally:
+            server.stop()
+    ours, python = results["image-worker"], results["Python oslo RPC server + Ironic's ImageCache"]
+    for label, (burst, latencies, paced, paced_latencies, _, cpu_ms) in results.items():
+        paced_figures = (paced, percentile(paced_latencies, 0.5), percentile(paced_latencies, 0.99)) if paced else None
+        e2e_rows.append((label, burst, percentile(latencies, 0.5), percentile(latencies, 0.99), cpu_ms, paced_figures))
+    targets.append(("End to end: ≥ 5× the Python server's tasks per second", ours[0] >= 5 * python[0],
+                    "%.0f vs %.0f tasks/s: %.1f× (server CPU per task %.2f vs %.2f ms: %.1f×)"
+                    % (ours[0], python[0], ours[0] / python[0], ours[5], python[5], python[5] / ours[5])))
+    targets.append(("End to end: p99 cast → .end under 10 ms at 500 tasks/s", percentile(ours[3], 0.99) < 10,
+                    "p99 %.1f ms (p50 %.1f ms), %.0f tasks/s achieved" % (percentile(ours[3], 0.99), percentile(ours[3], 0.5), ours[2])))
+    rss_rows.append(("image-worker serve, idle after start and one task", ours[4]))
+    rss_rows.append(("Python oslo RPC server + Ironic, idle after start and one task", python[4]))
+
+
+e2e_rows = []
+rss_rows = []
+scale_rows = []
+same_fs_rows = []
+
+
+def group_scale():
+    name = "img-256K.bin"
+    info = {"image_source": "%s/images/%s" % (HTTP_URL, name), "image_checksum": sha256_of(os.path.join(HTTP_ROOT, "images", name))}
+    for count in (1, 2, 4):
+        vhost = new_vhost("bench-scale")
+        workers = [start_worker(vhost, "scale-%d-%d" % (count, index), cache=False) for index in range(count)]
+        try:
+            rate, latencies = run_tasks(vhost, 2000, info)
+            scale_rows.append((count, rate, percentile(latencies, 0.5), percentile(latencies, 0.99)))
+            log("scale-out %d worker(s): %.0f tasks/s" % (count, rate))
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+def print_table():
+    print()
+    print("image-worker benchmark — %s, %d runs per row (medians; whole process unless noted)" % (time.strftime("%Y-%m-%d %H:%M"), RUNS))
+    print()
+    print("| what | command | median ms | min–max ms | peak RSS MiB | vs image-worker |")
+    print("|---|---|---:|---:|---:|---:|")
+    by_group = {}
+    for group, label, samples in rows:
+        by_group.setdefault(group, []).append((label, samples))
+    for group, entries in by_group.items():
+        ours = next((s for label, s in entries if label.startswith("image-worker")), None)
+        for label, samples in entries:
+            versus = "" if ours is None or samples is ours else "%.2f×" % (samples.median_ms / ours.median_ms)
+            rss = "%.1f" % (max(samples.rss) / 1024) if samples.rss else ""
+            print("| %s | %s | %.1f | %.1f–%.1f | %s | %s |" % (group, label, samples.median_ms, min(samples.seconds) * 1000,
+                                                               max(samples.seconds) * 1000, rss, versus))
+    if same_fs_rows:
+        print()
+        print("| file:// 1 GiB, same file system, inside the worker | first fetch (reads and hashes) ms | each further fetch: median / p99 ms |")
+        print("|---|---:|---:|")
+        for count, first, median, p99 in same_fs_rows:
+            print("| %d fetches of one source into %d node folders | %.1f | %.3f / %.3f |" % (count, count, first, median, p99))
+    if e2e_rows:
+        print()
+        print("| end to end, %d casts of a cached 64 MiB http image | burst tasks/s | burst p50 / p99 ms | server CPU ms per task | at 500/s: achieved | p50 / p99 ms |" % E2E_TASKS)
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, burst, p50, p99, cpu_ms, paced in e2e_rows:
+            paced_text = "%.0f | %.1f / %.1f" % paced if paced else "— | —"
+            print("| %s | %.0f | %.1f / %.1f | %.2f | %s |" % (label, burst, p50, p99, cpu_ms, paced_text))
+    if scale_rows:
+        print()
+        print("| scale-out: 2,000 tasks of a 256 KiB http image, no cache | tasks/s | p50 / p99 ms |")
+        print("|---|---:|---:|")
+        for count, rate, p50, p99 in scale_rows:
+            print("| %d worker process%s | %.0f | %.0f / %.0f |" % (count, "" if count == 1 else "es", rate, p50, p99))
+    if rss_rows:
+        print()
+        print("| resident memory | MiB |")
+        print("|---|---:|")
+        for label, kib in rss_rows:
+            print("| %s | %.1f |" % (label, kib / 1024))
+    print()
+    print("| target | holds | figures |")
+    print("|---|---|---|")
+    for description, holds, figures in targets:
+        print("| %s | %s | %s |" % (description, "yes" if holds else "**no**", figures))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    groups = [("http", group_http), ("glance", group_glance), ("file", group_file), ("e2e", group_e2e), ("scale", group_scale)]
+    failed = []
+    try:
+        for name, group in groups:
+            if not ONLY or name in ONLY:
+                log("measuring: " + name)
+                try:
+                    group()
+                except (Exception, SystemExit) as error:  # the other groups still run and print
+                    log("%s failed: %s" % (name, error))
+                    failed.append(name)
+    finally:
+        shutil.rmtree(SHM, ignore_errors=True)
+    print_table()
+    if failed:
+        raise SystemExit("groups that could not be measured: " + ", ".join(failed))
+
+
+if __name__ == "__main__":
+    main()
