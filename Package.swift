@@ -46,10 +46,18 @@ let package = Package(
         ),
         // glibc calls declared only under _GNU_SOURCE (sync_file_range, copy_file_range).
         .target(name: "CFileSystem"),
+        // OpenSSL's libcrypto (Debian libssl-dev, a dependency of librabbitmq-dev) for SHA-384/512:
+        // swift-crypto's BoringSSL runs its generic SHA-512 on AMD CPUs, OpenSSL its AVX2 code.
+        .systemLibrary(
+            name: "COpenSSLCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(
             name: "ImageServices",
             dependencies: [
                 "CFileSystem",
+                "COpenSSLCrypto",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -113,6 +121,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ImageWorkerTests", dependencies: [
             "ImageWorker", "ImageServices", "OsloMessaging", "AMQP", "TestSupport", .product(name: "Logging", package: "swift-log"),

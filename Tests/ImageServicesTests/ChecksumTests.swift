@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import Testing
 @testable import ImageServices
 
@@ -74,6 +76,26 @@ struct ChecksumTests {
         #expect(result[.sha256] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(result[.sha512] == "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
         #expect(result[.sha384] == nil)
+    }
+
+    @Test("SHA-384 and SHA-512 (through OpenSSL) match the test vectors and swift-crypto, and copies are independent")
+    func openSSLDigests() {
+        var digest = MultiDigest([.sha384, .sha512])
+        digest.update(Array("ab".utf8))
+        var copy = digest
+        digest.update(Array("c".utf8))
+        copy.update(Array("X".utf8))
+        let result = digest.finalize()
+        #expect(result[.sha384] == "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7")
+        #expect(result[.sha512] == "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
+        #expect(digest.finalize() == result, "finalize leaves the running digest as it was")
+        let abX = Array("abX".utf8)
+        #expect(copy.finalize()[.sha512] == SHA512.hash(data: abX).map { String(format: "%02x", $0) }.joined())
+        #expect(copy.finalize()[.sha384] == SHA384.hash(data: abX).map { String(format: "%02x", $0) }.joined())
+        var large = MultiDigest([.sha512])
+        let megabytes = [UInt8](repeating: 0x5a, count: 3 << 20)
+        megabytes.withUnsafeBytes { large.update($0) }
+        #expect(large.finalize()[.sha512] == SHA512.hash(data: megabytes).map { String(format: "%02x", $0) }.joined())
     }
 
     @Test("algorithm names are read the way hashlib spells them")

@@ -25,21 +25,26 @@ public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStrin
     public var description: String { rawValue }
 }
 
-/// Several digests of the same bytes computed in one pass.
+/// Several digests of the same bytes computed in one pass. SHA-384 and SHA-512 go through
+/// OpenSSL (``OpenSSLDigest``, faster on AMD CPUs), unless it cannot start them.
 public struct MultiDigest: Sendable {
     private var md5: Insecure.MD5?
     private var sha1: Insecure.SHA1?
     private var sha256: SHA256?
     private var sha384: SHA384?
     private var sha512: SHA512?
+    private var openSSL: [HashAlgorithm: OpenSSLDigest] = [:]
 
     /// Starts digests for `algorithms`.
     public init(_ algorithms: Set<HashAlgorithm>) {
+        for algorithm in algorithms.intersection(OpenSSLDigest.algorithms) {
+            openSSL[algorithm] = OpenSSLDigest(algorithm)
+        }
         if algorithms.contains(.md5) { md5 = Insecure.MD5() }
         if algorithms.contains(.sha1) { sha1 = Insecure.SHA1() }
         if algorithms.contains(.sha256) { sha256 = SHA256() }
-        if algorithms.contains(.sha384) { sha384 = SHA384() }
-        if algorithms.contains(.sha512) { sha512 = SHA512() }
+        if algorithms.contains(.sha384), openSSL[.sha384] == nil { sha384 = SHA384() }
+        if algorithms.contains(.sha512), openSSL[.sha512] == nil { sha512 = SHA512() }
     }
 
     /// Feeds bytes to every digest.
@@ -49,6 +54,7 @@ public struct MultiDigest: Sendable {
         sha256?.update(bufferPointer: bytes)
         sha384?.update(bufferPointer: bytes)
         sha512?.update(bufferPointer: bytes)
+        for algorithm in openSSL.keys { openSSL[algorithm]!.update(bytes) }
     }
 
     /// Feeds bytes to every digest.
@@ -64,13 +70,14 @@ public struct MultiDigest: Sendable {
         if let sha256 { result[.sha256] = hex(sha256.finalize()) }
         if let sha384 { result[.sha384] = hex(sha384.finalize()) }
         if let sha512 { result[.sha512] = hex(sha512.finalize()) }
+        for (algorithm, digest) in openSSL { result[algorithm] = hex(digest.finalize()) }
         return result
     }
 
-    private func hex<D: Digest>(_ digest: D) -> String {
+    private func hex<Bytes: Sequence<UInt8>>(_ digest: Bytes) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(D.byteCount * 2)
+        bytes.reserveCapacity(128)
         for byte in digest {
             bytes.append(digits[Int(byte >> 4)])
             bytes.append(digits[Int(byte & 0xF)])
