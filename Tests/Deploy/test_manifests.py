@@ -692,7 +692,7 @@ class ContainerfileTest(unittest.TestCase):
         self.assertTrue(any(i.upper().startswith("COPY") and f"--from={build_name}" in i for i in runtime),
                         "the runtime stage must take the binary from the build stage")
         installs = " ".join(i for i in runtime if "apt-get install" in i)
-        for package in ("librabbitmq4", "ca-certificates"):
+        for package in ("librabbitmq4", "libssl3", "ca-certificates"):  # libssl3: libcrypto for SHA-384/512
             self.assertIn(package, installs)
         self.assertNotIn("librabbitmq-dev", installs)
 

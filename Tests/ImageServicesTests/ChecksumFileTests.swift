@@ -74,6 +74,7 @@ struct ChecksumFileTests {
 struct HTTPHelperTests {
     @Test("Last-Modified in its three formats", arguments: [
         "Tue, 15 Nov 2014 08:12:31 GMT", "Tuesday, 15-Nov-14 08:12:31 GMT", "Tue Nov 15 08:12:31 2014",
+        "tue, 15 NOV 2014 08:12:31 gmt", "Tue,\t15 Nov 2014  08:12:31 GMT ", "TUESDAY, 15-nov-14 08:12:31 GMT",
     ])
     func dates(text: String) {
         #expect(HTTPDate.parse(text) == 1_416_039_151_000_000)

@@ -71,10 +71,25 @@ struct FileRequestJournalTests {
         await journal.abandon(uniqueID: "u1")
         let file = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
         #expect(try Data(contentsOf: URL(fileURLWithPath: file)).isEmpty, "an abandoned first run leaves an empty file")
-        FileManager.default.createFile(atPath: file, contents: Data("{\"unique_id\": \"u1\", \"outco".utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data("{\"unique_id\": \"u1\", \"outco".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
         try await journal.finish(uniqueID: "u1", outcome: outcome)
         #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome))
+    }
+
+    @Test("pruning spares, for a day, the files counting runs that died: a poison message's count outlives a burst")
+    func pruningSparesDeadRunCounts() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try journal(directory, capacity: 5)
+        let counted = directory.appending("journal/requests/\(FileRequestJournal.key("poison"))")
+        _ = FileManager.default.createFile(atPath: counted, contents: Data("1\n".utf8))
+        for index in 0..<30 {
+            #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
+            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+        }
+        #expect(FileManager.default.fileExists(atPath: counted))
+        #expect(try await journal.begin(uniqueID: "poison") == .run(attempt: 2))
     }
 
     @Test("pruning spares the files of runs going on")

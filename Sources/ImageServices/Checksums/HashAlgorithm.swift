@@ -33,18 +33,20 @@ public struct MultiDigest: Sendable {
     private var sha256: SHA256?
     private var sha384: SHA384?
     private var sha512: SHA512?
-    private var openSSL: [HashAlgorithm: OpenSSLDigest] = [:]
+    // Stored fields, not a dictionary: updating a dictionary's value while iterating its keys
+    // copies the storage, and with it every digest context, on each chunk.
+    private var openSSL384: OpenSSLDigest?
+    private var openSSL512: OpenSSLDigest?
 
     /// Starts digests for `algorithms`.
     public init(_ algorithms: Set<HashAlgorithm>) {
-        for algorithm in algorithms.intersection(OpenSSLDigest.algorithms) {
-            openSSL[algorithm] = OpenSSLDigest(algorithm)
-        }
+        if algorithms.contains(.sha384) { openSSL384 = OpenSSLDigest(.sha384) }
+        if algorithms.contains(.sha512) { openSSL512 = OpenSSLDigest(.sha512) }
         if algorithms.contains(.md5) { md5 = Insecure.MD5() }
         if algorithms.contains(.sha1) { sha1 = Insecure.SHA1() }
         if algorithms.contains(.sha256) { sha256 = SHA256() }
-        if algorithms.contains(.sha384), openSSL[.sha384] == nil { sha384 = SHA384() }
-        if algorithms.contains(.sha512), openSSL[.sha512] == nil { sha512 = SHA512() }
+        if algorithms.contains(.sha384), openSSL384 == nil { sha384 = SHA384() }
+        if algorithms.contains(.sha512), openSSL512 == nil { sha512 = SHA512() }
     }
 
     /// Feeds bytes to every digest.
@@ -54,7 +56,8 @@ public struct MultiDigest: Sendable {
         sha256?.update(bufferPointer: bytes)
         sha384?.update(bufferPointer: bytes)
         sha512?.update(bufferPointer: bytes)
-        for algorithm in openSSL.keys { openSSL[algorithm]!.update(bytes) }
+        openSSL384?.update(bytes)
+        openSSL512?.update(bytes)
     }
 
     /// Feeds bytes to every digest.
@@ -70,7 +73,8 @@ public struct MultiDigest: Sendable {
         if let sha256 { result[.sha256] = hex(sha256.finalize()) }
         if let sha384 { result[.sha384] = hex(sha384.finalize()) }
         if let sha512 { result[.sha512] = hex(sha512.finalize()) }
-        for (algorithm, digest) in openSSL { result[algorithm] = hex(digest.finalize()) }
+        if let openSSL384 { result[.sha384] = hex(openSSL384.finalize()) }
+        if let openSSL512 { result[.sha512] = hex(openSSL512.finalize()) }
         return result
     }
 

@@ -11,10 +11,7 @@ struct OpenSSLDigest: @unchecked Sendable {
     // so two values never touch one context.
     private var context: Context
 
-    /// The algorithms this type serves.
-    static let algorithms: Set<HashAlgorithm> = [.sha384, .sha512]
-
-    /// A fresh digest; nil for an algorithm not in ``algorithms`` (or if OpenSSL fails).
+    /// A fresh digest; nil for an algorithm other than SHA-384 and SHA-512 (or if OpenSSL fails).
     init?(_ algorithm: HashAlgorithm) {
         let method: OpaquePointer?
         switch algorithm {

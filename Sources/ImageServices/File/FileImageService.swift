@@ -190,7 +190,7 @@ public struct FileImageService: ImageService {
                              progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         let output = try destination.create()
         let source = file.descriptor
-        let copier = try ThreadResult("an image copy") { try KernelCopy.copy(from: source.rawValue, to: output.rawValue, cancellation: cancellation) }
+        let copier = try ThreadResult("an image copy") { try KernelCopy.copy(from: source.rawValue, to: output.rawValue, expectedSize: file.metadata.size, cancellation: cancellation) }
         let digests: [HashAlgorithm: String]
         do {
             digests = try known ?? digest(file, algorithms: algorithms, chunkSize: chunkSize, memo: memo, cancellation: cancellation,
@@ -204,6 +204,11 @@ public struct FileImageService: ImageService {
         let size = file.metadata.size ?? copied
         guard copied == size else {
             throw IronicError(.imageDownloadFailed, "The image file changed while it was copied (\(copied) bytes copied, \(size) expected).")
+        }
+        // The copy and the hash read the file separately: they saw the same bytes only if the
+        // file did not change meanwhile (a rewrite in place at the same size changes its mtime).
+        guard let after = try? source.status(), FileDigestMemo.Key(after) == FileDigestMemo.Key(file.status) else {
+            throw IronicError(.imageDownloadFailed, "The image file changed while it was copied (its modification time or size moved).")
         }
         progress(TransferProgress(phase: .download, bytes: copied, total: size))
         try output.sync()

@@ -72,6 +72,7 @@ final class DownloadSink: @unchecked Sendable {
         while true {
             let outcome: WriteOutcome = lock.withLock {
                 if let failure { return .failed(failure) }
+                if closed { return .failed(CancellationError()) }  // abandoned: the threads are gone
                 if isFull(adding: buffer) { return .full }
                 queue.append(buffer)
                 queuedBytes += buffer.readableBytes
@@ -84,7 +85,7 @@ final class DownloadSink: @unchecked Sendable {
             case .full:
                 await withCheckedContinuation { continuation in
                     let resumeNow = lock.withLock { () -> Bool in
-                        if failure != nil || !isFull(adding: buffer) { return true }
+                        if failure != nil || closed || !isFull(adding: buffer) { return true }
                         spaceWaiters.append(continuation)
                         return false
                     }
@@ -142,9 +143,9 @@ final class DownloadSink: @unchecked Sendable {
         }
     }
 
-    /// Stops the threads without flushing (the download failed).
+    /// Stops the threads without flushing (the download failed); anyone waiting goes on.
     func abandon() {
-        lock.withLock {
+        let waiters = lock.withLock {
             closed = true
             queue.removeAll()
             queuedBytes = 0
@@ -152,7 +153,10 @@ final class DownloadSink: @unchecked Sendable {
             hasherDone = 0
             epoch += 1
             lock.broadcast()
+            defer { spaceWaiters = []; drainWaiters = [] }
+            return spaceWaiters + drainWaiters
         }
+        for waiter in waiters { waiter.resume() }
     }
 
     private enum Role {

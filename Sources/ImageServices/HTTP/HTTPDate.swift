@@ -8,7 +8,8 @@
 public enum HTTPDate {
     /// Microseconds since the epoch, or nil when the text matches no format.
     public static func parse(_ text: String) -> Int64? {
-        let parts = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        // Servers vary in case and spacing; Foundation's formatter, used before, accepted both.
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map { normalised(String($0)) }
         let fields: (day: Substring, month: Substring, year: Int, time: Substring)
         switch parts.count {
         case 6 where parts[0].hasSuffix(",") && shortWeekdays.contains(String(parts[0].dropLast())) && parts[5] == "GMT":
@@ -36,6 +37,18 @@ public enum HTTPDate {
         let seconds = Int64(daysSinceEpoch(year: fields.year, month: month, day: day)) * 86_400
             + Int64(hour * 3_600 + minute * 60 + second)
         return seconds * 1_000_000
+    }
+
+    /// `tue,` → `Tue,`, `gmt` → `GMT`, `15-NOV-14` → `15-Nov-14`: names as the tables spell them.
+    private static func normalised(_ word: String) -> String {
+        if word.uppercased() == "GMT" { return "GMT" }
+        var result = ""
+        var previousIsLetter = false
+        for character in word {
+            result += previousIsLetter ? character.lowercased() : character.uppercased()
+            previousIsLetter = character.isLetter
+        }
+        return result
     }
 
     /// Decimal digits only (`Int("+5")` would take a sign).

@@ -12,7 +12,9 @@ enum KernelCopy {
     private static let step = 64 << 20
 
     /// Copies `source` from its start to `output` at its offset; returns the bytes copied.
-    static func copy(from source: Int32, to output: Int32, cancellation: BlockingWork.CancellationFlag?) throws -> Int64 {
+    /// `expectedSize`, when known, tells an early end (some file systems answer 0 to
+    /// copy_file_range or sendfile before the end) from the real one: the next method is tried.
+    static func copy(from source: Int32, to output: Int32, expectedSize: Int64? = nil, cancellation: BlockingWork.CancellationFlag?) throws -> Int64 {
         var offset: Int64 = 0
         var method = Method.copyFileRange
         while true {
@@ -24,7 +26,11 @@ enum KernelCopy {
             case .readWrite: copied = try readWrite(source, &offset, output)
             }
             if copied > 0 { continue }
-            if copied == 0 { return offset }
+            if copied == 0 {
+                guard let expectedSize, offset < expectedSize, method != .readWrite else { return offset }
+                method = method == .copyFileRange ? .sendfile : .readWrite
+                continue
+            }
             let error = errno
             if error == EINTR { continue }
             // Both offsets stay consistent across methods (the source's is ours, the output's is the

@@ -111,9 +111,14 @@ public final class FileRequestJournal: RequestJournal {
     public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
         let key = Self.key(uniqueID)
         guard let marker = state.withLock({ $0.runs[key]?.marker }) else { return }
-        defer { endRun(key, keepingRuns: nil) }
         let record: JSONObject = ["unique_id": .string(uniqueID), "outcome": .object(outcome.jsonObject)]
-        try write(JSONWriter().bytes(.object(record)), to: marker, key: key)
+        do {
+            try write(JSONWriter().bytes(.object(record)), to: marker, key: key)
+        } catch {
+            endRun(key, keepingRuns: nil)
+            throw error
+        }
+        endRun(key, keepingRuns: nil)  // before pruning: waiters need not wait for a directory scan
         let prune = state.withLock { state -> Bool in
             guard state.fileCount > capacity + capacity / 10, !state.pruning else { return false }
             state.pruning = true
@@ -235,7 +240,9 @@ public final class FileRequestJournal: RequestJournal {
 
     // MARK: Bounds
 
-    /// Removes the oldest files down to `capacity`, except those of runs going on (locked).
+    /// Removes the oldest files down to `capacity`, except those of runs going on (locked) and,
+    /// for a day, those counting runs that died (a poison message's count must outlive a burst
+    /// of other requests).
     private func prune() async {
         let requests = self.requests, capacity = self.capacity
         let remaining = try? await BlockingWork.run { _ -> Int in
@@ -245,12 +252,14 @@ public final class FileRequestJournal: RequestJournal {
                 entries.append((name, info.modificationMicroseconds))
             }
             entries.sort { $0.modified < $1.modified }
+            let dayAgo = (Int64(time(nil)) - 86_400) * 1_000_000
             var removed = 0
             for entry in entries.prefix(max(0, entries.count - capacity)) {
                 let fd = openat(requests.descriptor.rawValue, entry.name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
                 guard fd >= 0 else { continue }
                 let file = OwnedDescriptor(fd)
                 guard flock(file.rawValue, LOCK_EX | LOCK_NB) == 0 else { continue }  // running
+                if case .runs(let runs) = Self.read(file), runs > 0, entry.modified > dayAgo { continue }
                 if (try? requests.remove(entry.name)) != nil { removed += 1 }
             }
             return entries.count - removed
