@@ -5,6 +5,7 @@ extension AMQPMessageProperties {
     /// (after class, weight and body size), so tests can compare them with captured frames.
     func encodedForContentHeader() -> [UInt8] {
         let arena = CMemoryArena()
+        defer { withExtendedLifetime(arena) {} }  // C holds pointers into it until here
         var properties = arena.properties(self)
         var buffer = [UInt8](repeating: 0, count: 4096)
         let length = buffer.withUnsafeMutableBytes { raw in

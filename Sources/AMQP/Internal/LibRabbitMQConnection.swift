@@ -63,6 +63,7 @@ final class LibRabbitMQConnection {
 
     private func open(configuration: AMQPConfiguration) throws {
         let arena = CMemoryArena()
+        defer { withExtendedLifetime(arena) {} }  // C holds pointers into it until here
         let socket: OpaquePointer?
         if endpoint.useTLS {
             socket = amqp_ssl_socket_new(state)
@@ -128,6 +129,7 @@ final class LibRabbitMQConnection {
     /// Applies one piece of topology (a declare, a bind, qos or a consumer).
     func apply(_ item: AMQPTopologyItem) throws {
         let arena = CMemoryArena()
+        defer { withExtendedLifetime(arena) {} }  // C holds pointers into it until here
         switch item {
         case .exchange(let e):
             _ = amqp_exchange_declare(state, channel, arena.bytes(e.name), arena.bytes(e.type.rawValue), 0,
@@ -152,6 +154,7 @@ final class LibRabbitMQConnection {
     /// Cancels a consumer (`basic.cancel`); deliveries already sent still arrive.
     func cancelConsumer(tag: String) throws {
         let arena = CMemoryArena()
+        defer { withExtendedLifetime(arena) {} }  // C holds pointers into it until here
         _ = amqp_basic_cancel(state, channel, arena.bytes(tag))
         try check(amqp_get_rpc_reply(state), "cancelling consumer '\(tag)'")
     }
@@ -161,6 +164,7 @@ final class LibRabbitMQConnection {
     /// Publishes a message and returns the tag its publisher confirm will carry.
     func publish(_ message: AMQPOutgoingMessage) throws -> UInt64 {
         let arena = CMemoryArena()
+        defer { withExtendedLifetime(arena) {} }  // C holds pointers into it until here
         var properties = arena.properties(message.properties)
         let status = message.body.withUnsafeBytes { body in
             amqp_basic_publish(state, channel, arena.bytes(message.exchange), arena.bytes(message.routingKey),
@@ -286,16 +290,19 @@ final class LibRabbitMQConnection {
     private func acknowledgeBrokerClose(_ method: amqp_method_t, while operation: String) -> AMQPError {
         switch method.id {
         case IW_CONNECTION_CLOSE:
+            // The reply text lives in the library's pool: copied before the library is called again.
             let close = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            let text = close.reply_text.string
             var ok = amqp_connection_close_ok_t(dummy: 0)
             _ = amqp_send_method(state, 0, IW_CONNECTION_CLOSE_OK, &ok)
             connectionClosedByBroker = true
-            return AMQPError(.brokerClosed, "\(operation): the broker closed the connection: \(close.reply_text.string)", replyCode: close.reply_code)
+            return AMQPError(.brokerClosed, "\(operation): the broker closed the connection: \(text)", replyCode: close.reply_code)
         case IW_CHANNEL_CLOSE:
             let close = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            let text = close.reply_text.string
             var ok = amqp_channel_close_ok_t(dummy: 0)
             _ = amqp_send_method(state, channel, IW_CHANNEL_CLOSE_OK, &ok)
-            return AMQPError(.brokerClosed, "\(operation): the broker closed the channel: \(close.reply_text.string)", replyCode: close.reply_code)
+            return AMQPError(.brokerClosed, "\(operation): the broker closed the channel: \(text)", replyCode: close.reply_code)
         default:
             return AMQPError(.brokerClosed, "\(operation): unexpected method \(method.id) from the broker")
         }

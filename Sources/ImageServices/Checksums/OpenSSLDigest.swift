@@ -34,7 +34,7 @@ struct OpenSSLDigest: @unchecked Sendable {
         let final = context.copy()
         var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
-        EVP_DigestFinal_ex(final.pointer, &output, &length)
+        withExtendedLifetime(final) { _ = EVP_DigestFinal_ex(final.pointer, &output, &length) }
         return Array(output.prefix(Int(length)))
     }
 

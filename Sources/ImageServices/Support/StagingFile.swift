@@ -59,12 +59,25 @@ public final class DirectoryHandle: Sendable {
         defer { closedir(stream) }
         var names: [String] = []
         while let entry = readdir(stream) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
-                pointer.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
+            let name = Self.entryName(UnsafeRawPointer(entry))
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    /// The name in the directory record at `record` (a `struct dirent` as `readdir` returns it),
+    /// read in place and never past the record's end.
+    ///
+    /// Linux packs records by their real length (`d_reclen`): the last one in `readdir`'s buffer
+    /// may end a few bytes after its name, so loading `d_name` as the Swift type's 256-byte array
+    /// reads past the buffer, and faults when the buffer ends at a page boundary.
+    static func entryName(_ record: UnsafeRawPointer) -> String {
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+        let lengthOffset = MemoryLayout<dirent>.offset(of: \dirent.d_reclen)!
+        let recordLength = Int(record.loadUnaligned(fromByteOffset: lengthOffset, as: UInt16.self))
+        let name = (record + nameOffset).assumingMemoryBound(to: CChar.self)
+        let length = strnlen(name, max(recordLength - nameOffset, 0))
+        return String(decoding: UnsafeRawBufferPointer(start: name, count: length), as: UTF8.self)
     }
 
     /// `fstatat` without following symlinks; nil when there is no such entry.
@@ -167,5 +180,16 @@ public final class StagingFile: Sendable {
     /// Removes the temporary file, if it exists.
     public func discard() {
         try? directory.remove(temporaryName)
+    }
+
+    /// ``commit()`` on a blocking-work thread: renaming over a final name frees the file it
+    /// replaces, which for a large image takes long enough to stall the cooperative pool.
+    public func commitOffPool() async throws {
+        try await BlockingWork.run { _ in try self.commit() }
+    }
+
+    /// ``discard()`` on a blocking-work thread: unlinking a large file frees its extents.
+    public func discardOffPool() async {
+        _ = try? await BlockingWork.run { _ in self.discard() }
     }
 }
