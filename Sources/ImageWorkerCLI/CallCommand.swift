@@ -68,7 +68,7 @@ struct CallCommand: AsyncParsableCommand {
     var callMonitorTimeout: Int?
 
     func run() async throws {
-        var configuration = try options.load()
+        var configuration = try await options.load()
         configuration.logLevel = .warning
         bootstrapLogging(level: .warning)
         let args = try request.argumentsObject()
@@ -103,7 +103,7 @@ struct CastCommand: AsyncParsableCommand {
     var fanout = false
 
     func run() async throws {
-        let configuration = try options.load()
+        let configuration = try await options.load()
         bootstrapLogging(level: .warning)
         let args = try request.argumentsObject()
         let (method, server, context, fanout) = (request.method, request.server, request.context, fanout)

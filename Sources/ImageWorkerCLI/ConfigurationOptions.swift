@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ImageServices
 import ImageWorker
 import Logging
 
@@ -41,9 +42,12 @@ struct ConfigurationOptions: ParsableArguments {
     }
 
     /// The checked configuration; a bad one ends the program with a message naming the option.
-    func load() throws -> WorkerConfiguration {
+    /// Read on a blocking-work thread: the files are read, and an unset `host` is resolved with
+    /// `getaddrinfo`, which waits for DNS (seconds when a resolver times out).
+    func load() async throws -> WorkerConfiguration {
         do {
-            return try WorkerConfiguration.load(try sources())
+            let sources = try sources()
+            return try await BlockingWork.run { _ in try WorkerConfiguration.load(sources) }
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("image-worker: invalid configuration: \(error)\n".utf8))
             throw ExitCode(2)

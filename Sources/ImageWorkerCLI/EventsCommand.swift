@@ -25,7 +25,7 @@ struct EventsCommand: AsyncParsableCommand {
     var timeout: Int?
 
     func run() async throws {
-        let configuration = try options.load()
+        let configuration = try await options.load()
         bootstrapLogging(level: .warning)
         var amqp = configuration.amqpConfiguration
         amqp.connectionName = "image-worker-events"

@@ -43,7 +43,7 @@ struct FetchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let configuration = try options.load()
+        let configuration = try await options.load()
         bootstrapLogging(level: min(configuration.logLevel, .warning))
         let logger = Logger(label: "image-worker-fetch")
         let services = try ImageServicesBundle(configuration: configuration)
@@ -105,7 +105,7 @@ struct ShowCommand: AsyncParsableCommand {
     var reference: String
 
     func run() async throws {
-        let configuration = try options.load()
+        let configuration = try await options.load()
         bootstrapLogging(level: min(configuration.logLevel, .warning))
         let services = try ImageServicesBundle(configuration: configuration)
         let context = ImageRequestContext(requestID: "req-\(OsloIdentifiers.uuid4())", logger: Logger(label: "image-worker-show"))

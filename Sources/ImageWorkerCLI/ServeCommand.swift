@@ -1,4 +1,5 @@
 import ArgumentParser
+import ImageServices
 import ImageWorker
 import Logging
 import Metrics
@@ -14,13 +15,16 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        let configuration = try options.load()
+        let configuration = try await options.load()
         bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
         let logger = Logger(label: "image-worker")
         // Before anything creates a metric: swift-metrics binds each one to the factory of the moment.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(ImageWorkerApplication.metricsFactory(registry: registry))
-        let application = try ImageWorkerApplication(configuration: configuration, metricsRegistry: registry, logger: logger)
+        // Opening the folders sweeps what killed processes left (large files, long directory scans).
+        let application = try await BlockingWork.run { _ in
+            try ImageWorkerApplication(configuration: configuration, metricsRegistry: registry, logger: logger)
+        }
         logger.info("starting", metadata: [
             "host": "\(configuration.host)",
             "transport_url": "\(configuration.transportURL)",

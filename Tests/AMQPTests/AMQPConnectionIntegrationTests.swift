@@ -129,6 +129,12 @@ struct AMQPConnectionIntegrationTests {
     func missedHeartbeats() async throws {
         let url = try IntegrationEnvironment.amqpURL()
         var endpoints = try TransportURL(parsing: url).endpoints
+        // Silence on this connection's path only (a frozen forwarder, sockets kept open), not on
+        // the shared broker that the other suites are using at the same time.
+        let proxy = try FreezableTCPProxy(targetPort: endpoints[0].port)
+        defer { proxy.close() }
+        endpoints[0].host = "127.0.0.1"
+        endpoints[0].port = proxy.port
         endpoints[0].virtualHost = "/"
         let configuration = AMQPConfiguration(endpoints: endpoints, heartbeatSeconds: 2, connectTimeout: .seconds(3),
                                               reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
@@ -137,17 +143,15 @@ struct AMQPConnectionIntegrationTests {
         connection.start()
         defer { Task { await connection.close() } }
         try await connection.waitUntilConnected()
-        try IntegrationEnvironment.brokerControl("pause")
-        var noticed = false
-        do {
-            defer { _ = try? IntegrationEnvironment.brokerControl("resume") }
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline, connection.isConnected { try await Task.sleep(for: .milliseconds(100)) }
-            noticed = !connection.isConnected
-        }
+        proxy.freeze()
+        let frozenAt = ContinuousClock.now
+        let deadline = frozenAt + .seconds(20)
+        while ContinuousClock.now < deadline, connection.isConnected { try await Task.sleep(for: .milliseconds(100)) }
+        let noticed = !connection.isConnected
+        proxy.thaw()
         #expect(noticed, "the silent broker was not noticed within 20 s (heartbeat 2 s)")
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline, connection.generation < 2 { try await Task.sleep(for: .milliseconds(100)) }
+        let reconnectDeadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < reconnectDeadline, connection.generation < 2 { try await Task.sleep(for: .milliseconds(100)) }
         #expect(connection.generation >= 2)
         #expect(connection.isConnected)
     }
@@ -171,16 +175,20 @@ struct AMQPConnectionIntegrationTests {
     func reconnect() async throws {
         let url = try IntegrationEnvironment.amqpURL()
         let vhost = "amqp-test-\(uniqueHex())"
-        try IntegrationEnvironment.brokerControl("add-vhost", vhost)
-        defer { _ = try? IntegrationEnvironment.brokerControl("ctl", "delete_vhost", vhost) }
+        try await IntegrationEnvironment.brokerControl("add-vhost", vhost)
         let connection = try connection(url: url, label: "reconnect", vhost: vhost)
-        defer { Task { await connection.close() } }
+        defer {
+            Task {
+                await connection.close()
+                _ = try? await IntegrationEnvironment.brokerControl("ctl", "delete_vhost", vhost)
+            }
+        }
         let queue = "q-\(uniqueHex())"
         try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true))
         try await connection.consume(queue: queue)
         #expect(connection.generation == 1)
 
-        try IntegrationEnvironment.brokerControl("ctl", "close_all_connections", "-p", vhost, "test: dropping the connection")
+        try await IntegrationEnvironment.brokerControl("ctl", "close_all_connections", "-p", vhost, "test: dropping the connection")
         let deadline = ContinuousClock.now + .seconds(20)
         while connection.generation < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         #expect(connection.generation >= 2)

@@ -66,7 +66,7 @@ struct FileImageServiceTests {
         let shm = "/dev/shm/image-worker-test-\(uniqueHex())"
         try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: shm) }
-        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let bytes = randomBytes(3_000_000)
         let source = try fixture.sources.write(bytes, to: "big.img")
         let (fetched, staging) = try await fetch(fixture, "file://" + source, into: try fixture.staging(in: shm))
         try staging.commit()

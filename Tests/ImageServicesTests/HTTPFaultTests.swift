@@ -10,7 +10,10 @@ import TestSupport
 @Suite("http downloads that meet faults")
 struct HTTPFaultTests {
     let context = ImageRequestContext(requestID: "req-fault", logger: Logger(label: "fault"))
-    static let image: [UInt8] = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
+    static let image: [UInt8] = [UInt8](unsafeUninitializedCapacity: 3 << 20) { buffer, count in
+        for index in 0..<buffer.count { buffer[index] = UInt8(truncatingIfNeeded: index &* 7 &+ index >> 11) }
+        count = buffer.count
+    }
     static let imageSHA256 = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
 
     func settings(stall: Duration = .seconds(5), retries: Int = 3) -> HTTPClientSettings {

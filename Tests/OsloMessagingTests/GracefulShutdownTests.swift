@@ -58,9 +58,11 @@ struct GracefulShutdownTests {
 
     @Test("past the grace period running requests are cancelled and requeued, and the server returns")
     func graceOver() async throws {
-        let (settlements, elapsed) = try await shutDown(slow: .seconds(30), grace: .milliseconds(300))
+        // The requests would run for five minutes: returning within one proves they were cancelled
+        // at the end of the grace period, with room for a busy machine.
+        let (settlements, elapsed) = try await shutDown(slow: .seconds(300), grace: .milliseconds(300))
         #expect(await settlements.acked.isEmpty)
         #expect(await settlements.requeued == [1, 2])
-        #expect(elapsed < .seconds(10))
+        #expect(elapsed < .seconds(60))
     }
 }

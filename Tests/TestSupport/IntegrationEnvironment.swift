@@ -35,14 +35,26 @@ public enum IntegrationEnvironment {
 
     /// Runs the broker control script with `arguments` and returns its standard output.
     @discardableResult
-    public static func brokerControl(_ arguments: String...) throws -> String {
+    public static func brokerControl(_ arguments: String...) async throws -> String {
         let command = try require(brokerControlVariable, for: "RabbitMQ control")
-        return try run(command, arguments)
+        return try await run(command, arguments)
     }
 
     /// Runs a program and returns its standard output; throws when it exits non-zero.
+    ///
+    /// The wait for the process and the read of its output block, for seconds with `rabbitmqctl`
+    /// (an Erlang VM start): they run on a thread of their own, never on the cooperative pool,
+    /// where two such waits would stop every other test of the run.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String]) throws -> String {
+    public static func run(_ executable: String, _ arguments: [String]) async throws -> String {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, Error>) in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try runBlocking(executable, arguments) })
+            }
+        }
+    }
+
+    private static func runBlocking(_ executable: String, _ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

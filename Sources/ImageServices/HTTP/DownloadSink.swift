@@ -124,8 +124,11 @@ final class DownloadSink: @unchecked Sendable {
     /// Starts over: empties the file and the digests (the server would not resume).
     func restart() async throws {
         try await drain()
-        try lock.withLock {
+        // Freeing a large file's extents takes long: off the cooperative pool (the threads are idle).
+        try await BlockingWork.run { [file] _ in
             guard ftruncate(file.rawValue, 0) == 0 else { throw SystemCallError(call: "truncate", subject: "the staging file", errno: errno) }
+        }
+        lock.withLock {
             writtenBytes = 0
             writeBackStart = 0
             digest = MultiDigest(algorithms)
@@ -135,7 +138,8 @@ final class DownloadSink: @unchecked Sendable {
     /// Drains, flushes the file to disk and returns the digests; the threads end.
     func finish() async throws -> [HashAlgorithm: String] {
         try await drain()
-        try file.sync()
+        // fsync waits for every dirty page and a journal commit: seconds on a slow disk.
+        try await BlockingWork.run { [file] _ in try file.sync() }
         return lock.withLock {
             closed = true
             lock.broadcast()

@@ -106,7 +106,7 @@ public final class MasterImageCache: Sendable {
                 try FileImageService.digests(of: master, algorithms: [algorithm], cancellation: cancellation)
             }
             record.digests[algorithm.rawValue] = digests[algorithm]
-            try record.write(to: directory, key: key)
+            try await writeRecord(record, key: key)
         }
         if let expected, record.digest(algorithm) != expected.value {
             logger.warning("the cached master does not have the expected checksum; fetching again")
@@ -128,9 +128,12 @@ public final class MasterImageCache: Sendable {
     private func miss(_ key: String, reference: ImageReference, service: any ImageService, current: ImageMetadata?, expected: ImageChecksum?,
                       into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler,
                       logger: Logger) async throws -> Outcome {
-        if let size = current?.size { try ensureSpace(for: size) }
-        try directory.remove(key)
-        try directory.remove("\(key).json")
+        // Every step that can free or flush a large file runs off the cooperative pool.
+        try await BlockingWork.run { [directory] _ in
+            if let size = current?.size { try self.ensureSpace(for: size) }
+            try directory.remove(key)
+            try directory.remove("\(key).json")
+        }
         let staging = StagingFile(in: directory, finalName: key)
         let algorithm = expected?.algorithm ?? .sha256
         var fetched: FetchedImage
@@ -138,9 +141,9 @@ public final class MasterImageCache: Sendable {
             fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
                                                                 context: context, progress: progress))
             try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
-            try staging.commit()
+            try await staging.commitOffPool()
         } catch {
-            staging.discard()
+            await staging.discardOffPool()
             throw error
         }
         let metadata = fetched.metadata
@@ -150,7 +153,7 @@ public final class MasterImageCache: Sendable {
             diskFormat: metadata.diskFormat ?? current?.diskFormat, size: fetched.size,
             digests: Dictionary(uniqueKeysWithValues: fetched.digests.map { ($0.key.rawValue, $0.value) }),
             fetchedAtMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
-        try record.write(to: directory, key: key)
+        try await writeRecord(record, key: key)
         guard let master = openMaster(key) else {
             throw IronicError(.imageDownloadFailed, "The cached master of \(reference.redacted) vanished after it was written.")
         }
@@ -158,7 +161,7 @@ public final class MasterImageCache: Sendable {
         logger.info("image cache miss: downloaded", metadata: ["bytes": "\(fetched.bytesTransferred)", "linked": "\(placed.rawValue)"])
         fetched.metadata = record.metadata
         do {
-            let report = try cleanUp()
+            let report = try await BlockingWork.run { _ in try self.cleanUp() }
             if report.removed > 0 { logger.info("evicted cached images", metadata: ["removed": "\(report.removed)", "freed_bytes": "\(report.freedBytes)"]) }
         } catch {
             logger.warning("image cache eviction failed", metadata: ["error": "\(error)"])
@@ -238,6 +241,11 @@ public final class MasterImageCache: Sendable {
     }
 
     // MARK: Helpers
+
+    /// Writes a master's record (an fsync, which waits behind a large download's write-back).
+    private func writeRecord(_ record: CacheRecord, key: String) async throws {
+        try await BlockingWork.run { [directory] _ in try record.write(to: directory, key: key) }
+    }
 
     private func openMaster(_ key: String) -> OwnedDescriptor? {
         let fd = openat(directory.descriptor.rawValue, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)

@@ -102,24 +102,28 @@ public struct ImageFetcher: Sendable {
                             error: IronicError(.imageDownloadFailed, "Cannot create the folder for node \(arguments.nodeUUID): \(error)."))
         }
         var staged: [(StagingFile, ResolvedImage)] = []
-        defer { for (staging, _) in staged { staging.discard() } }
-        for plan in plans {
-            let staging = StagingFile(in: directory, finalName: plan.role.fileName)
-            staged.append((staging, try await fetchOne(plan, into: staging, context: context, progress: progress)))
-        }
-        var images: [ResolvedImage] = []
-        for (staging, var image) in staged {
-            do {
-                try staging.commit()
-            } catch {
-                throw RoleError(role: image.role, reference: image.reference.redacted,
-                                error: IronicError(.imageDownloadFailed, "Cannot move image \(image.reference.redacted) into place: \(error)."))
+        do {
+            for plan in plans {
+                let staging = StagingFile(in: directory, finalName: plan.role.fileName)
+                staged.append((staging, try await fetchOne(plan, into: staging, context: context, progress: progress)))
             }
-            image.path = staging.finalPath
-            images.append(image)
+            var images: [ResolvedImage] = []
+            for (staging, var image) in staged {
+                do {
+                    try await staging.commitOffPool()
+                } catch {
+                    throw RoleError(role: image.role, reference: image.reference.redacted,
+                                    error: IronicError(.imageDownloadFailed, "Cannot move image \(image.reference.redacted) into place: \(error)."))
+                }
+                image.path = staging.finalPath
+                images.append(image)
+            }
+            return NodeImages(nodeUUID: arguments.nodeUUID, imageType: imageType, images: images, instanceInfo: arguments.instanceInfo)
+        } catch {
+            // Nothing partial stays: every image staged so far goes (committed ones are gone already).
+            for (staging, _) in staged { await staging.discardOffPool() }
+            throw error
         }
-        staged = []
-        return NodeImages(nodeUUID: arguments.nodeUUID, imageType: imageType, images: images, instanceInfo: arguments.instanceInfo)
     }
 
     /// Resolves every reference and checks it could be fetched, without fetching.
@@ -146,9 +150,9 @@ public struct ImageFetcher: Sendable {
         let staging = StagingFile(in: directory, finalName: name)
         var image = try await fetchOne(plan, into: staging, context: context, progress: progress)
         do {
-            try staging.commit()
+            try await staging.commitOffPool()
         } catch {
-            staging.discard()
+            await staging.discardOffPool()
             throw RoleError(role: .image, reference: plan.reference.redacted,
                             error: IronicError(.imageDownloadFailed, "Cannot move image \(plan.reference.redacted) into place: \(error)."))
         }
@@ -268,7 +272,7 @@ public struct ImageFetcher: Sendable {
             do {
                 return (try await plan.service.fetch(request), .bypass)
             } catch {
-                staging.discard()
+                await staging.discardOffPool()
                 throw error
             }
         }
@@ -276,7 +280,7 @@ public struct ImageFetcher: Sendable {
         do {
             checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: plan.reference, serviceName: plan.service.name)
         } catch {
-            staging.discard()
+            await staging.discardOffPool()
             throw RoleError(role: role, reference: plan.reference.redacted, error: error)
         }
         return ResolvedImage(role: role, reference: plan.reference, serviceName: plan.service.name, metadata: fetched.metadata, path: nil,
