@@ -80,6 +80,8 @@ public enum ImageTransfer: String, Sendable, Hashable {
 public struct TransferProgress: Sendable, Hashable {
     /// What is happening.
     public enum Phase: String, Sendable, Hashable {
+        /// Waiting for a connection to the image's server (`max_connections_per_host` are busy).
+        case queued
         case resolve, download, verify, link
     }
 

@@ -10,6 +10,7 @@
 #   /nohead/…          refuses HEAD with 405, as some servers do
 #   /nostore/…         sends Cache-Control: no-store
 #   /slow/…            sent at 16 MiB/s, to catch a download in the middle
+#   /slow2m/…          sent at 2 MiB/s a connection, for many long downloads at once
 #   /dir/              a folder without an index: 403, as Ironic's "source is a path" case
 #   /redirect/hop1 → hop2 → hop3 → /images/redirected.img    a redirect chain
 #   /redirect/to-file  a redirect to file:///etc/passwd
@@ -18,7 +19,7 @@
 nginx_start() {
   local dir=$1 port=$2 tls_port=$3 certs=$4 client_port=${5:-}
   ensure_packages nginx openssl
-  mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/slow,data/dir,logs,tmp}
+  mkdir -p "$dir"/{data/images,data/private,data/nohead,data/nostore,data/slow,data/slow2m,data/dir,logs,tmp}
   # nginx's workers run as nobody: they must be able to walk to the files (mktemp makes 0700 folders).
   chmod o+x "$(dirname "$dir")" "$dir"
   chmod -R o+rX "$dir/data"
@@ -53,6 +54,7 @@ http {
         location /nohead/ { if (\$request_method = HEAD) { return 405; } }
         location /nostore/ { add_header Cache-Control "no-store"; }
         location /slow/ { limit_rate 16m; }
+        location /slow2m/ { limit_rate 2m; }
         location = /redirect/hop1 { return 302 /redirect/hop2; }
         location = /redirect/hop2 { return 301 http://127.0.0.1:$port/redirect/hop3; }
         location = /redirect/hop3 { return 307 /images/redirected.img; }

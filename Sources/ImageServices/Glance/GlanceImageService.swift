@@ -186,13 +186,13 @@ public struct GlanceImageService: ImageService {
             request.headers.add(name: "X-Openstack-Request-Id", value: context.requestID)
             request.headers.add(name: "Accept", value: "application/json")
             let url = try ParsedHTTPURL(access.endpoint + path)
-            let client = transport.client(scheme: url.scheme, host: url.host, port: url.port)
             let status: UInt
             let body: ByteBuffer
             do {
-                let response = try await client.execute(request, timeout: .seconds(Int64(transport.settings.connectTimeout.seconds + transport.settings.stallTimeout.seconds)))
+                let (response, collected) = try await transport.collect(request, to: url, timeout: transport.settings.connectTimeout + transport.settings.stallTimeout,
+                                                                         limit: 16 << 20)
                 status = response.status.code
-                body = try await response.body.collect(upTo: 16 << 20)
+                body = collected
             } catch {
                 attempt += 1
                 guard attempt <= settings.retries else {

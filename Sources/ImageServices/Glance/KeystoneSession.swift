@@ -52,12 +52,10 @@ actor KeystoneSession {
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: Array(try JSONSerialization.data(withJSONObject: body))))
         let url = try ParsedHTTPURL(reference.original)
-        let client = transport.client(scheme: url.scheme, host: url.host, port: url.port)
         let response: HTTPClientResponse
         let data: ByteBuffer
         do {
-            response = try await client.execute(request, timeout: .seconds(60))
-            data = try await response.body.collect(upTo: 8 << 20)
+            (response, data) = try await transport.collect(request, to: url, timeout: .seconds(60), limit: 8 << 20)
         } catch {
             throw IronicError(.temporaryFailure, "Keystone at \(base) cannot be reached: \(HTTPErrors.describe(error)).", retryable: true)
         }

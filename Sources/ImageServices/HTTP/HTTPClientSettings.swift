@@ -34,6 +34,9 @@ public struct HTTPClientSettings: Sendable, Hashable {
     public var credentials: HTTPCredentials
     /// The read size asked of the socket; large reads keep the per-chunk cost low.
     public var receiveBufferBytes: Int
+    /// Requests in flight to one origin at most (`[image_worker] max_connections_per_host`); the
+    /// rest wait their turn, however long, without failing.
+    public var maximumConnectionsPerHost: Int
 
     /// Creates settings; defaults follow Ironic's where it has them.
     public init(
@@ -41,7 +44,7 @@ public struct HTTPClientSettings: Sendable, Hashable {
         connectTimeout: Duration = .seconds(60), stallTimeout: Duration = .seconds(60), overallTimeout: Duration = .seconds(6 * 3600),
         retries: Int = 3, initialRetryDelay: Duration = .seconds(1), maximumRetryDelay: Duration = .seconds(30),
         maximumRedirects: Int = 10, proxies: ProxySettings = ProxySettings(), credentials: HTTPCredentials = HTTPCredentials(),
-        receiveBufferBytes: Int = 1 << 20
+        receiveBufferBytes: Int = 1 << 20, maximumConnectionsPerHost: Int = 20
     ) {
         self.verification = verification
         self.clientCertificateFile = clientCertificateFile
@@ -56,6 +59,7 @@ public struct HTTPClientSettings: Sendable, Hashable {
         self.proxies = proxies
         self.credentials = credentials
         self.receiveBufferBytes = receiveBufferBytes
+        self.maximumConnectionsPerHost = maximumConnectionsPerHost
     }
 
     /// The delay before retry `attempt` (1 for the first).

@@ -11,15 +11,22 @@ struct HTTPExchange {
     struct Response {
         var response: HTTPClientResponse
         var url: ParsedHTTPURL
+        /// The origin slot the response holds: released by the caller once done with the body.
+        var slot: OriginConnectionSlots.Slot
+        /// The absolute deadline the exchange ran under.
+        var deadline: NIODeadline
     }
 
     let transport: HTTPTransport
     /// The reference as the caller gave it, for messages.
     let reference: ImageReference
 
-    /// Sends `method` to `url` and follows redirects.
-    func send(_ method: HTTPMethod, _ url: ParsedHTTPURL, headers: HTTPHeaders = [:], deadline: NIODeadline) async throws -> Response {
+    /// Sends `method` to `url` and follows redirects. Each hop waits for a slot of its origin
+    /// first (`onQueued` is called when it has to); `deadline` counts from the first hop's slot.
+    func send(_ method: HTTPMethod, _ url: ParsedHTTPURL, headers: HTTPHeaders = [:], deadline: RequestDeadline,
+              onQueued: () -> Void = {}) async throws -> Response {
         var current = url
+        var deadline = deadline
         var hops = 0
         let maximum = transport.settings.maximumRedirects
         while true {
@@ -31,11 +38,13 @@ struct HTTPExchange {
                 let token = Data("\(user):\(password)".utf8).base64EncodedString()
                 request.headers.replaceOrAdd(name: "Authorization", value: "Basic \(token)")
             }
-            let client = transport.client(scheme: current.scheme, host: current.host, port: current.port)
-            let response = try await client.execute(request, deadline: deadline)
+            let answer = try await transport.execute(request, to: current, deadline: deadline, onQueued: onQueued)
+            let response = answer.response
+            deadline = .at(answer.deadline)
             guard [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") else {
-                return Response(response: response, url: current)
+                return Response(response: response, url: current, slot: answer.slot, deadline: answer.deadline)
             }
+            answer.slot.release()  // the next hop takes a slot of its own origin
             hops += 1
             guard hops <= maximum else {
                 throw IronicError.validationFailed(reference.redacted, "more than \(maximum) redirects.")
@@ -110,6 +119,9 @@ struct ParsedHTTPURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     private var defaultPort: Int { scheme == "https" ? 443 : 80 }
+
+    /// `scheme://host:port`: what connection slots are counted by.
+    var origin: String { "\(scheme)://\(host):\(port)" }
 
     /// The URL without credentials (what is requested and logged).
     var withoutUserInfo: String {

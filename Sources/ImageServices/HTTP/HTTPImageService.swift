@@ -52,7 +52,8 @@ public struct HTTPImageService: ImageService {
         let url = try ParsedHTTPURL(reference.original)
         let exchange = HTTPExchange(transport: transport, reference: reference)
         do {
-            let response = try await exchange.send(.GET, url, deadline: .now() + .seconds(Int64(transport.settings.connectTimeout.seconds + transport.settings.stallTimeout.seconds)))
+            let response = try await exchange.send(.GET, url, deadline: .afterSlot(transport.settings.connectTimeout + transport.settings.stallTimeout))
+            defer { response.slot.release() }
             guard response.response.status == .ok else {
                 throw IronicError.validationFailed(reference.redacted, "Got HTTP code \(response.response.status.code) instead of 200 in response to GET request.")
             }
@@ -71,15 +72,17 @@ public struct HTTPImageService: ImageService {
     func probe(_ reference: ImageReference, context: ImageRequestContext, allowDirectory: Bool) async throws -> Probe {
         let url = try ParsedHTTPURL(reference.original)
         let exchange = HTTPExchange(transport: transport, reference: reference)
-        let deadline = NIODeadline.now() + .seconds(Int64(transport.settings.connectTimeout.seconds + transport.settings.stallTimeout.seconds))
+        let deadline = RequestDeadline.afterSlot(transport.settings.connectTimeout + transport.settings.stallTimeout)
         do {
             var answer = try await exchange.send(.HEAD, url, deadline: deadline)
             var method = "HEAD"
             if [405, 501].contains(answer.response.status.code) {
                 context.logger.debug("the server refuses HEAD; asking for one byte", metadata: ["status": "\(answer.response.status.code)"])
-                answer = try await exchange.send(.GET, url, headers: ["Range": "bytes=0-0"], deadline: deadline)
+                answer.slot.release()
+                answer = try await exchange.send(.GET, url, headers: ["Range": "bytes=0-0"], deadline: .at(answer.deadline))
                 method = "GET"
             }
+            defer { answer.slot.release() }
             let status = answer.response.status.code
             // Ironic looks at the reference as written, not where redirects led.
             if status == 403, allowDirectory, url.path.hasSuffix("/") {
@@ -132,42 +135,4 @@ struct ContentRange: Hashable {
         total = parts[1] == "*" ? nil : Int64(parts[1])
         if parts[1] != "*" && total == nil { return nil }
     }
-}
-
-/// Turns transport errors into words for messages (no URLs with credentials: the client's own
-/// errors do not carry URLs).
-enum HTTPErrors {
-    static func describe(_ error: Error) -> String {
-        if let client = error as? HTTPClientError {
-            switch client {
-            case .connectTimeout: return "connection timed out"
-            case .readTimeout: return "no data received within the stall timeout"
-            case .deadlineExceeded: return "the download took longer than its deadline"
-            case .remoteConnectionClosed: return "the server closed the connection"
-            default: return "\(client)"
-            }
-        }
-        if let parser = error as? HTTPParserError, parser == .invalidEOFState { return "the connection closed in the middle of the body" }
-        if let ssl = error as? NIOSSLErrorDescribable { return ssl.sslDescription }
-        return "\(error)"
-    }
-
-    /// Whether trying again may help: connection trouble and timeouts, not protocol or TLS refusals.
-    static func isTransient(_ error: Error) -> Bool {
-        if error is NIOSSLErrorDescribable { return false }
-        // The connection closed before the body was complete.
-        if let parser = error as? HTTPParserError { return parser == .invalidEOFState }
-        if let client = error as? HTTPClientError {
-            switch client {
-            case .connectTimeout, .readTimeout, .remoteConnectionClosed, .requestStreamCancelled: return true
-            default: return "\(client)".contains("connection") || "\(client)".contains("closed")
-            }
-        }
-        return error is ChannelError || error is IOError || error is NIOConnectionError
-    }
-}
-
-/// NIOSSL errors, described without pulling NIOSSL into every file.
-protocol NIOSSLErrorDescribable: Error {
-    var sslDescription: String { get }
 }

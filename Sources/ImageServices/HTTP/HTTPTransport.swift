@@ -14,6 +14,8 @@ public final class HTTPTransport: Sendable {
     public let settings: HTTPClientSettings
     private let clients = Mutex([String: HTTPClient]())
     private let tlsConfiguration: TLSConfiguration
+    /// Every request to an origin takes one of its slots first (see ``OriginConnectionSlots``).
+    let slots: OriginConnectionSlots
 
     /// Creates the transport; the TLS files are read now, so a bad one fails at start.
     public init(settings: HTTPClientSettings) throws(IronicError) {
@@ -34,6 +36,42 @@ public final class HTTPTransport: Sendable {
             throw IronicError.invalidParameter("The TLS files for image downloads cannot be used: \(error).")
         }
         tlsConfiguration = tls
+        slots = OriginConnectionSlots(limit: settings.maximumConnectionsPerHost)
+    }
+
+    /// A response, the connection slot it holds, and the instant the request had to be done by.
+    struct SlottedResponse {
+        var response: HTTPClientResponse
+        /// Released by the caller once done with the body (or once it is no longer referenced).
+        var slot: OriginConnectionSlots.Slot
+        /// The absolute deadline the request ran under: later requests of the same exchange
+        /// (redirect hops, resumed attempts) keep it.
+        var deadline: NIODeadline
+    }
+
+    /// Sends one request to `url` (no redirects) once its origin has a free slot, waiting as long
+    /// as that takes: the wait counts toward neither `deadline` nor any timeout (`onQueued` is
+    /// called when it has to wait).
+    func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, deadline: RequestDeadline,
+                 onQueued: () -> Void = {}) async throws -> SlottedResponse {
+        let slot = try await slots.acquire(url.origin, onWait: onQueued)
+        let absolute = deadline.absolute(startingNow: .now())
+        do {
+            let response = try await client(scheme: url.scheme, host: url.host, port: url.port).execute(request, deadline: absolute)
+            return SlottedResponse(response: response, slot: slot, deadline: absolute)
+        } catch {
+            slot.release()
+            throw error
+        }
+    }
+
+    /// Sends one request and collects its body (at most `limit` bytes), holding an origin slot
+    /// for the whole exchange: for small JSON answers (Glance, Keystone).
+    func collect(_ request: HTTPClientRequest, to url: ParsedHTTPURL, timeout: Duration, limit: Int) async throws -> (HTTPClientResponse, ByteBuffer) {
+        let answer = try await execute(request, to: url, deadline: .afterSlot(timeout))
+        defer { answer.slot.release() }
+        let body = try await answer.response.body.collect(upTo: limit)
+        return (answer.response, body)
     }
 
     /// The client for a request to `scheme://host:port`.
@@ -61,6 +99,9 @@ public final class HTTPTransport: Sendable {
             ignoreUncleanSSLShutdown: false,
             decompression: .disabled)
         configuration.httpVersion = .http1Only
+        // As many connections per host as the worker lets requests run there at once: a request
+        // that has its origin slot never waits for (and never times out waiting for) a connection.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = settings.maximumConnectionsPerHost
         // A refused connection or TLS handshake fails the attempt at once; whether to try again is
         // the download's retry policy, not the pool's (which would retry until the deadline).
         configuration.connectionPool.retryConnectionEstablishment = false
@@ -91,6 +132,22 @@ public final class HTTPTransport: Sendable {
     }
 }
 
+/// When a request must be done by.
+enum RequestDeadline: Sendable {
+    /// A fixed instant (the overall deadline of a download already under way).
+    case at(NIODeadline)
+    /// This long after the request gets its connection slot: waiting for the slot is free.
+    case afterSlot(Duration)
+
+    /// The instant, for a request whose slot was granted at `now`.
+    func absolute(startingNow now: NIODeadline) -> NIODeadline {
+        switch self {
+        case .at(let deadline): return deadline
+        case .afterSlot(let duration): return now + .nanoseconds(Int64(duration.seconds * 1e9))
+        }
+    }
+}
+
 extension Duration {
     /// The duration in seconds.
     var seconds: Double {
@@ -99,19 +156,12 @@ extension Duration {
     }
 }
 
-extension NIOSSLError: NIOSSLErrorDescribable {
-    var sslDescription: String {
-        if case .handshakeFailed(let error) = self { return "TLS handshake failed: \(error.reasons)" }
-        return "TLS: \(self)"
-    }
-}
-
 extension BoringSSLError: NIOSSLErrorDescribable {
-    var sslDescription: String { "TLS: \(reasons)" }
+    var sslDescription: String { "TLS: \(Self.reasons(of: self))" }
 
     /// BoringSSL's reason names (`CERTIFICATE_VERIFY_FAILED`), without its source paths.
-    var reasons: String {
-        let text = "\(self)"
+    static func reasons(of error: BoringSSLError) -> String {
+        let text = "\(error)"
         let names = text.components(separatedBy: "OPENSSL_internal:").dropFirst().map { $0.prefix { $0 != " " && $0 != "]" && $0 != ")" } }
         return names.isEmpty ? text : names.joined(separator: ", ")
     }

@@ -48,7 +48,9 @@ struct ResumableDownload {
     func run() async throws -> FetchedImage {
         let output = try request.destination.create()
         let sink = try DownloadSink(file: output, algorithms: request.digestAlgorithms)
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(settings.overallTimeout.seconds * 1e9))
+        // The overall deadline counts from the first request's connection slot, not from the
+        // time spent waiting for it; every later attempt keeps it.
+        var deadline = RequestDeadline.afterSlot(settings.overallTimeout)
         var entity: Entity? = nil
         var bytesTransferred: Int64 = 0
         var attempt = 0
@@ -56,7 +58,7 @@ struct ResumableDownload {
             while true {
                 attempt += 1
                 do {
-                    try await transfer(url, into: sink, entity: &entity, received: &bytesTransferred, deadline: deadline)
+                    try await transfer(url, into: sink, entity: &entity, received: &bytesTransferred, deadline: &deadline)
                     break
                 } catch let transient as Transient {
                     guard attempt <= settings.retries else {
@@ -86,7 +88,7 @@ struct ResumableDownload {
 
     /// One attempt: a request (ranged when resuming), its checks, and the body into the sink.
     /// Adds the bytes received to `received`, also when the attempt fails.
-    private func transfer(_ url: ParsedHTTPURL, into sink: DownloadSink, entity: inout Entity?, received: inout Int64, deadline: NIODeadline) async throws {
+    private func transfer(_ url: ParsedHTTPURL, into sink: DownloadSink, entity: inout Entity?, received: inout Int64, deadline: inout RequestDeadline) async throws {
         try await sink.drain()
         let offset = sink.written
         var headers = self.headers
@@ -102,12 +104,16 @@ struct ResumableDownload {
 
         let answer: HTTPExchange.Response
         do {
-            answer = try await HTTPExchange(transport: transport, reference: reference).send(.GET, url, headers: headers, deadline: deadline)
+            answer = try await HTTPExchange(transport: transport, reference: reference).send(.GET, url, headers: headers, deadline: deadline) {
+                request.progress(TransferProgress(phase: .queued, bytes: offset, total: entity?.total))
+            }
+            deadline = .at(answer.deadline)
         } catch let error as IronicError {
             throw error
         } catch {
             throw try classify(error)
         }
+        defer { answer.slot.release() }
         let response = answer.response
         let status = Int(response.status.code)
         switch status {

@@ -288,7 +288,10 @@ public struct WorkerConfiguration: Sendable {
             stallTimeout: .seconds(try sources.integer(section, "download_stall_timeout", default: connectTimeout, range: 1...3600)),
             overallTimeout: .seconds(try sources.integer(section, "download_timeout", default: 6 * 3600, range: 10...7 * 86400)),
             retries: try sources.integer(section, "download_retries", default: 3, range: 0...100),
-            proxies: proxies, credentials: credentials)
+            proxies: proxies, credentials: credentials,
+            maximumConnectionsPerHost: try sources.integer(
+                section, "max_connections_per_host",
+                default: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000), range: 1...1000))
     }
 
     /// Settings for Glance and, with a password, Keystone.

@@ -96,26 +96,3 @@ public struct ImageEventPublisher: Sendable {
                                 context: context.redactedFields)
     }
 }
-
-/// Lets through at most one progress report per interval, the first one interval after the start
-/// (so quick tasks send none).
-final class ProgressThrottle: Sendable {
-    private let interval: Duration
-    private let next: Mutex<ContinuousClock.Instant>
-    let started = ContinuousClock.now
-
-    init(interval: Duration) {
-        self.interval = interval
-        next = Mutex(ContinuousClock.now + interval)
-    }
-
-    /// Whether a report may go now (and if so, the next one waits an interval).
-    func admit() -> Bool {
-        let now = ContinuousClock.now
-        return next.withLock { next in
-            guard now >= next else { return false }
-            next = now + interval
-            return true
-        }
-    }
-}

@@ -1,5 +1,6 @@
 import ImageServices
 import Logging
+import Synchronization
 import OsloMessaging
 
 /// The worker's RPC methods (contract §3): `fetch_image`, `validate_image`, `show_image` and
@@ -45,9 +46,9 @@ public struct WorkerEndpoint: RPCEndpoint {
         case "show_image":
             return RPCOutcome(reply: await showImage(request, context: context))
         case "delete_images":
-            return RPCOutcome(reply: deleteImages(request, logger: logger))
+            return RPCOutcome(reply: await deleteImages(request, logger: logger))
         case "clean_up_cache":
-            return RPCOutcome(reply: cleanUpCache(request, logger: logger))
+            return RPCOutcome(reply: await cleanUpCache(request, logger: logger))
         default:
             return RPCOutcome(reply: .failure(.noSuchMethod(request.method)))
         }
@@ -138,12 +139,12 @@ public struct WorkerEndpoint: RPCEndpoint {
 
     // MARK: delete_images
 
-    private func deleteImages(_ request: RPCRequest, logger: Logger) -> Result<JSONValue, RemoteFailure> {
+    private func deleteImages(_ request: RPCRequest, logger: Logger) async -> Result<JSONValue, RemoteFailure> {
         do {
             let node = try FetchImageArguments.nodeUUID(request.args)
             let deleted: Bool
             do {
-                deleted = try store.deleteNode(node)
+                deleted = try await BlockingWork.run { [store] _ in try store.deleteNode(node) }
             } catch {
                 throw IronicError(.imageDownloadFailed, "Cannot remove the images of node \(node): \(error).")
             }
@@ -160,7 +161,7 @@ public struct WorkerEndpoint: RPCEndpoint {
 
     /// Runs cache eviction now (a fanout cast reaches every worker); `amount` asks for that many
     /// bytes freed beyond the usual size and age limits.
-    private func cleanUpCache(_ request: RPCRequest, logger: Logger) -> Result<JSONValue, RemoteFailure> {
+    private func cleanUpCache(_ request: RPCRequest, logger: Logger) async -> Result<JSONValue, RemoteFailure> {
         var amount: Int64? = nil
         if let value = request.args["amount"], !value.isNull {
             guard let bytes = value.integerValue, bytes >= 0 else {
@@ -170,7 +171,7 @@ public struct WorkerEndpoint: RPCEndpoint {
         }
         guard let cache = fetcher.cache else { return .success(["removed": 0, "freed_bytes": 0]) }
         do {
-            let report = try cache.cleanUp(amount: amount)
+            let report = try await BlockingWork.run { [amount] _ in try cache.cleanUp(amount: amount) }
             logger.info("cleaned up the image cache", metadata: ["removed": "\(report.removed)", "freed_bytes": "\(report.freedBytes)"])
             return .success(["removed": .integer(Int64(report.removed)), "freed_bytes": .integer(report.freedBytes)])
         } catch {
@@ -191,30 +192,37 @@ public struct WorkerEndpoint: RPCEndpoint {
         .ironic(error.code.name, message: error.message, httpStatus: error.code.httpStatus)
     }
 
-    /// Runs a fetch while sending throttled progress events from a child task.
+    /// Runs a fetch while a child task sends its latest progress every `progress_interval`: at
+    /// most one event an interval, and one each interval while the task waits (a task queued for a
+    /// connection keeps saying `queued`).
     private func withProgressEvents<T: Sendable>(_ task: TaskIdentity, context: RPCContext,
                                                  _ body: @escaping @Sendable (@escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> T) async throws -> T {
-        let throttle = ProgressThrottle(interval: progressInterval)
-        let (reports, continuation) = AsyncStream.makeStream(of: (ImageRole, TransferProgress).self, bufferingPolicy: .bufferingNewest(1))
+        let latest = LatestProgress()
+        let started = ContinuousClock.now
         let events = self.events
+        let interval = progressInterval
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
-                for await (role, progress) in reports {
-                    let elapsed = (ContinuousClock.now - throttle.started).seconds
-                    let rate = elapsed > 0 ? Int64(Double(progress.bytes) / elapsed) : 0
+                while true {
+                    try await Task.sleep(for: interval)
+                    guard let (role, progress) = latest.value.withLock({ $0 }) else { continue }
+                    let elapsed = (ContinuousClock.now - started).seconds
+                    let rate = elapsed > 0 && progress.phase != .queued ? Int64(Double(progress.bytes) / elapsed) : 0
                     try? await events.progress(task, role: role, progress: progress, rateBytesPerSecond: rate, context: context)
                 }
-                return nil
             }
-            defer { continuation.finish() }
-            let result = try await body { role, progress in
-                if throttle.admit() { continuation.yield((role, progress)) }
-            }
-            continuation.finish()
-            while try await group.next() != nil {}
+            defer { group.cancelAll() }
+            let result = try await body { role, progress in latest.value.withLock { $0 = (role, progress) } }
+            group.cancelAll()
+            while (try? await group.next()) != nil {}
             return result
         }
     }
+}
+
+/// The last progress a fetch reported, which the progress events repeat each interval.
+private final class LatestProgress: Sendable {
+    let value = Mutex<(role: ImageRole, progress: TransferProgress)?>(nil)
 }
 
 extension Duration {
