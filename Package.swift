@@ -99,6 +99,7 @@ let package = Package(
             dependencies: [
                 "ImageServices",
                 "ImageWorker",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,7 +1,39 @@
+import Crypto
 import Foundation
 import ImageServices
 import ImageWorker
 import Logging
+
+/// `image-worker-bench hash [MIB]`: SHA-256 and SHA-512 of MIB MiB (default 256) in memory,
+/// through swift-crypto (BoringSSL) and through libcrypto (the worker's ``MultiDigest``), best of
+/// three runs each, as `<implementation>_<algorithm>_mbps=…`. Both libraries honour
+/// `OPENSSL_ia32cap`, so a CPU's SHA extensions can be masked to measure as on a CPU without them.
+func hashBenchmark(megabytes: Int) {
+    var generator = SystemRandomNumberGenerator()
+    let words = (0..<(megabytes << 17)).map { _ in generator.next() }
+    words.withUnsafeBytes { bytes in
+        func best(_ body: () -> Void) -> Double {
+            var fastest = Double.infinity
+            for _ in 0..<3 {
+                let elapsed = ContinuousClock().measure(body)
+                fastest = min(fastest, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            }
+            return Double(megabytes) * 1.048576 / fastest
+        }
+        let figures: [(String, Double)] = [
+            ("swift_crypto_sha256", best { _ = SHA256.hash(data: bytes) }),
+            ("libcrypto_sha256", best { var digest = MultiDigest([.sha256]); digest.update(bytes); _ = digest.finalize() }),
+            ("swift_crypto_sha512", best { _ = SHA512.hash(data: bytes) }),
+            ("libcrypto_sha512", best { var digest = MultiDigest([.sha512]); digest.update(bytes); _ = digest.finalize() }),
+        ]
+        for (name, rate) in figures { print(String(format: "%@_mbps=%.0f", name, rate)) }
+    }
+}
+
+if CommandLine.arguments.count >= 2, CommandLine.arguments[1] == "hash" {
+    hashBenchmark(megabytes: CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 256 : 256)
+    exit(0)
+}
 
 /// `image-worker-bench same-fs SOURCE IMAGES_DIR COUNT [CHECKSUM]`: the in-worker time of `COUNT`
 /// fetch_image runs of one `file://` source into as many node folders on the same file system,
@@ -10,7 +42,7 @@ import Logging
 /// of the rest. Used by deploy/bench.sh; the process's own clock, so no start-up is counted.
 let arguments = CommandLine.arguments
 guard arguments.count >= 5, arguments[1] == "same-fs", let count = Int(arguments[4]), count > 1 else {
-    FileHandle.standardError.write(Data("usage: image-worker-bench same-fs SOURCE IMAGES_DIR COUNT [CHECKSUM]\n".utf8))
+    FileHandle.standardError.write(Data("usage: image-worker-bench same-fs SOURCE IMAGES_DIR COUNT [CHECKSUM] | hash [MIB]\n".utf8))
     exit(2)
 }
 let source = arguments[2]

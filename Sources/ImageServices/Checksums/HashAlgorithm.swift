@@ -1,5 +1,3 @@
-import Crypto
-
 /// A digest algorithm Ironic accepts for image checksums (hashlib names).
 public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     case md5, sha1, sha256, sha384, sha512
@@ -25,39 +23,28 @@ public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStrin
     public var description: String { rawValue }
 }
 
-/// Several digests of the same bytes computed in one pass. SHA-384 and SHA-512 go through
-/// OpenSSL (``OpenSSLDigest``, faster on AMD CPUs), unless it cannot start them.
+/// Several digests of the same bytes computed in one pass, all through libcrypto
+/// (``OpenSSLDigest``). A request asks for one digest; the cache and `file://` memos may ask for
+/// more, and each costs a full pass of the CPU over the bytes.
 public struct MultiDigest: Sendable {
-    private var md5: Insecure.MD5?
-    private var sha1: Insecure.SHA1?
-    private var sha256: SHA256?
-    private var sha384: SHA384?
-    private var sha512: SHA512?
-    // Stored fields, not a dictionary: updating a dictionary's value while iterating its keys
-    // copies the storage, and with it every digest context, on each chunk.
-    private var openSSL384: OpenSSLDigest?
-    private var openSSL512: OpenSSLDigest?
+    // An array updated in place, not a dictionary: updating a dictionary's value while iterating
+    // its keys copies the storage, and with it every digest context, on each chunk.
+    private var digests: [(algorithm: HashAlgorithm, digest: OpenSSLDigest)]
 
     /// Starts digests for `algorithms`.
     public init(_ algorithms: Set<HashAlgorithm>) {
-        if algorithms.contains(.sha384) { openSSL384 = OpenSSLDigest(.sha384) }
-        if algorithms.contains(.sha512) { openSSL512 = OpenSSLDigest(.sha512) }
-        if algorithms.contains(.md5) { md5 = Insecure.MD5() }
-        if algorithms.contains(.sha1) { sha1 = Insecure.SHA1() }
-        if algorithms.contains(.sha256) { sha256 = SHA256() }
-        if algorithms.contains(.sha384), openSSL384 == nil { sha384 = SHA384() }
-        if algorithms.contains(.sha512), openSSL512 == nil { sha512 = SHA512() }
+        digests = HashAlgorithm.allCases.filter(algorithms.contains).map { algorithm in
+            guard let digest = OpenSSLDigest(algorithm) else {
+                // Only when libcrypto cannot allocate a context: nothing sensible can go on.
+                fatalError("libcrypto could not start a \(algorithm) digest")
+            }
+            return (algorithm, digest)
+        }
     }
 
     /// Feeds bytes to every digest.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        md5?.update(bufferPointer: bytes)
-        sha1?.update(bufferPointer: bytes)
-        sha256?.update(bufferPointer: bytes)
-        sha384?.update(bufferPointer: bytes)
-        sha512?.update(bufferPointer: bytes)
-        openSSL384?.update(bytes)
-        openSSL512?.update(bytes)
+        for index in digests.indices { digests[index].digest.update(bytes) }
     }
 
     /// Feeds bytes to every digest.
@@ -67,15 +54,7 @@ public struct MultiDigest: Sendable {
 
     /// The lower-case hex digests.
     public func finalize() -> [HashAlgorithm: String] {
-        var result: [HashAlgorithm: String] = [:]
-        if let md5 { result[.md5] = hex(md5.finalize()) }
-        if let sha1 { result[.sha1] = hex(sha1.finalize()) }
-        if let sha256 { result[.sha256] = hex(sha256.finalize()) }
-        if let sha384 { result[.sha384] = hex(sha384.finalize()) }
-        if let sha512 { result[.sha512] = hex(sha512.finalize()) }
-        if let openSSL384 { result[.sha384] = hex(openSSL384.finalize()) }
-        if let openSSL512 { result[.sha512] = hex(openSSL512.finalize()) }
-        return result
+        Dictionary(uniqueKeysWithValues: digests.map { ($0.algorithm, hex($0.digest.finalize())) })
     }
 
     private func hex<Bytes: Sequence<UInt8>>(_ digest: Bytes) -> String {

@@ -1,23 +1,26 @@
 import COpenSSLCrypto
 
-/// SHA-384 and SHA-512 through OpenSSL's libcrypto, with value semantics.
+/// One message digest through OpenSSL's libcrypto (EVP), with value semantics.
 ///
-/// swift-crypto's BoringSSL enables its fast SHA-512 code only on Intel CPUs ("AMD CPUs have slow
-/// SHLD/SHRD"), so on this project's AMD machines it hashed 1 GiB in ~2.5 s, against ~1.5 s for
-/// OpenSSL's AVX2 code — and SHA-512 is what Glance records (`os_hash_value`). No Swift package
-/// wraps libcrypto's digests, hence this small wrapper.
+/// Every image digest goes through libcrypto: it picks, at run time, the fastest code the CPU has
+/// (SHA-NI, AVX-512, AVX2, SSSE3). swift-crypto's BoringSSL was measured slower wherever the two
+/// differ: SHA-256 25–40 % slower on an Intel Xeon without SHA-NI (AVX-512 there), SHA-512 about
+/// 2× slower on AMD (its fast path is enabled only on Intel), and equal with SHA-NI. No Swift
+/// package wraps libcrypto's digests, hence this small wrapper.
 struct OpenSSLDigest: @unchecked Sendable {
     // @unchecked: the context is copied before it is changed whenever it is shared (copy on write),
     // so two values never touch one context.
     private var context: Context
 
-    /// A fresh digest; nil for an algorithm other than SHA-384 and SHA-512 (or if OpenSSL fails).
+    /// A fresh digest; nil only if libcrypto cannot start one (out of memory, a FIPS-only build).
     init?(_ algorithm: HashAlgorithm) {
         let method: OpaquePointer?
         switch algorithm {
+        case .md5: method = EVP_md5()
+        case .sha1: method = EVP_sha1()
+        case .sha256: method = EVP_sha256()
         case .sha384: method = EVP_sha384()
         case .sha512: method = EVP_sha512()
-        default: return nil
         }
         guard let method, let context = Context(method) else { return nil }
         self.context = context
