@@ -4,7 +4,9 @@
 # image-worker, and whether each target of issue 6 holds). Not a test: it prints figures.
 #
 #   deploy/bench.sh [RUNS]          RUNS per row, default 10
-#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: http, glance, file, e2e, scale
+#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: hash, http, glance, file, e2e, scale
+#   OPENSSL_ia32cap=:~0x20000000 deploy/bench.sh   as on a CPU without SHA extensions (libcrypto,
+#                                   BoringSSL and Python's hashlib all honour the mask)
 #
 # It installs what is missing, builds the release binaries, and starts its own nginx, glance-api
 # (sqlite, file store, no Keystone) and private RabbitMQ on free loopback ports, with Debian's
@@ -62,6 +64,8 @@ GLANCE_IMAGE=$(curl -sf -X POST -H 'Content-Type: application/json' \
   "$GLANCE_URL/v2/images" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 curl -sf -X PUT -H 'Content-Type: application/octet-stream' -T "$DATA/img-1024M.bin" \
   "$GLANCE_URL/v2/images/$GLANCE_IMAGE/file"
+# The images just written are dirty pages: written back now, not during the first measurements.
+sync
 
 cat > "$WORK/ironic.conf" <<CONF
 [DEFAULT]

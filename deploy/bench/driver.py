@@ -5,7 +5,9 @@ peer and the targets. Not a test: it prints figures (and exits 0 whether targets
 
 Environment (set by bench.sh): BENCH_BIN, BENCH_WORK, BENCH_HTTP_URL, BENCH_HTTP_ROOT,
 BENCH_GLANCE_URL, BENCH_GLANCE_IMAGE, BENCH_AMQP_URL, BENCH_BROKER_CTL, BENCH_IRONIC_CONF,
-BENCH_RUNS, BENCH_E2E_TASKS, BENCH_ONLY (comma-separated groups: http, glance, file, e2e, scale, rss).
+BENCH_RUNS, BENCH_E2E_TASKS, BENCH_ONLY (comma-separated groups: hash, http, glance, file, e2e, scale).
+OPENSSL_ia32cap, when set, reaches every process (the worker, openssl, Python's hashlib): for
+example `:~0x20000000` masks the SHA extensions, to measure as on a CPU without them.
 """
 import hashlib
 import json
@@ -424,6 +426,18 @@ def group_scale():
                 worker.stop()
 
 
+hash_rows = []
+
+
+def group_hash():
+    """SHA-256 and SHA-512 of 256 MiB in memory: swift-crypto's BoringSSL beside libcrypto (what
+    the worker uses), in one process; `OPENSSL_ia32cap` masks CPU features for both."""
+    result = subprocess.run([BENCH_TOOL, "hash", "256"], check=True, capture_output=True, text=True)
+    figures = dict(line.split("=", 1) for line in result.stdout.split())
+    for algorithm in ("sha256", "sha512"):
+        hash_rows.append((algorithm, float(figures["swift_crypto_%s_mbps" % algorithm]), float(figures["libcrypto_%s_mbps" % algorithm])))
+
+
 concurrent_rows = []
 
 
@@ -532,6 +546,12 @@ def print_table():
         print("|---|---:|---:|")
         for count, rate, p50, p99 in scale_rows:
             print("| %d worker process%s | %.0f | %.0f / %.0f |" % (count, "" if count == 1 else "es", rate, p50, p99))
+    if hash_rows:
+        print()
+        print("| hashing 256 MiB in memory, one core | swift-crypto (BoringSSL) MB/s | libcrypto (what the worker uses) MB/s |")
+        print("|---|---:|---:|")
+        for algorithm, boring, libcrypto in hash_rows:
+            print("| %s | %.0f | %.0f |" % (algorithm, boring, libcrypto))
     if concurrent_rows:
         print()
         print("| 20 downloads of a 64 MiB http image from one server at once | wall s (median) | aggregate MiB/s | vs the hashing floor |")
@@ -553,7 +573,7 @@ def print_table():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    groups = [("http", group_http), ("glance", group_glance), ("file", group_file), ("e2e", group_e2e), ("scale", group_scale),
+    groups = [("hash", group_hash), ("http", group_http), ("glance", group_glance), ("file", group_file), ("e2e", group_e2e), ("scale", group_scale),
               ("scale", group_concurrent)]
     failed = []
     try:
