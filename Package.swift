@@ -1,6 +1,11 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The upcoming-language features every target builds with, as the anchors do.
+var strict: [SwiftSetting] {
+    [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility")]
+}
+
 let package = Package(
     name: "image-worker",
     platforms: [.macOS(.v15)],
@@ -19,119 +24,154 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
-        // librabbitmq (Debian librabbitmq-dev) as a system library; only the AMQP module imports it.
+        // MARK: C, each behind one module
+
+        // librabbitmq (Debian librabbitmq-dev) as a system library; only AMQPClient imports it.
         .systemLibrary(
             name: "CRabbitMQ",
             pkgConfig: "librabbitmq",
             providers: [.apt(["librabbitmq-dev"])]
         ),
-        .target(
-            name: "AMQP",
-            dependencies: [
-                "CRabbitMQ",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-            ]
-        ),
-        .target(
-            name: "OsloMessaging",
-            dependencies: [
-                "AMQP",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
-        ),
-        // glibc calls declared only under _GNU_SOURCE (sync_file_range, copy_file_range).
+        // glibc calls declared only under _GNU_SOURCE (sync_file_range, copy_file_range), eventfd
+        // and thread names.
         .target(name: "CFileSystem"),
-        // OpenSSL's libcrypto (Debian libssl-dev, a dependency of librabbitmq-dev) for SHA-384/512:
-        // swift-crypto's BoringSSL runs its generic SHA-512 on AMD CPUs, OpenSSL its AVX2 code.
+        // OpenSSL's libcrypto (Debian libssl-dev, a dependency of librabbitmq-dev): every image digest.
         .systemLibrary(
             name: "COpenSSLCrypto",
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
-        .target(
-            name: "ImageServices",
-            dependencies: [
-                "CFileSystem",
-                "COpenSSLCrypto",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ]
-        ),
-        .target(
-            name: "ImageWorker",
-            dependencies: [
-                "AMQP",
-                "ImageServices",
-                "OsloMessaging",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
-        ),
-        .executableTarget(
-            name: "ImageWorkerCLI",
-            dependencies: [
-                "AMQP",
-                "ImageServices",
-                "ImageWorker",
-                "OsloMessaging",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
-        ),
-        // deploy/bench.sh's in-process measurements (what a whole-process timing cannot resolve).
-        .executableTarget(
-            name: "ImageWorkerBench",
-            dependencies: [
-                "ImageServices",
-                "ImageWorker",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        // Test helpers shared by the suites: where the real servers are, temporary directories.
-        .target(
-            name: "TestSupport",
-            dependencies: [
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-            ],
-            path: "Tests/TestSupport"
-        ),
-        .testTarget(name: "AMQPTests", dependencies: ["AMQP", "TestSupport"]),
-        .testTarget(name: "OsloMessagingTests", dependencies: [
-            "OsloMessaging", "AMQP", "TestSupport",
-            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
-        ]),
-        .testTarget(name: "ImageServicesTests", dependencies: [
-            "ImageServices", "TestSupport", .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ]),
-        .testTarget(name: "ImageWorkerTests", dependencies: [
-            "ImageWorker", "ImageServices", "OsloMessaging", "AMQP", "TestSupport", .product(name: "Logging", package: "swift-log"),
+
+        // MARK: Building blocks without a broker
+
+        // Threads, blocking work off the cooperative pool, descriptors, hex and percent-encoding:
+        // one of each, for every module.
+        .target(name: "SystemSupport", dependencies: [
+            "CFileSystem",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
+        // AMQP as values: deliveries, properties, field tables, topology, errors, transport URLs,
+        // and the connection's state machine. No C.
+        .target(name: "AMQPModel", dependencies: ["SystemSupport"], swiftSettings: strict),
+        // Python-compatible JSON, as oslo.messaging writes and reads it.
+        .target(name: "OsloJSON", swiftSettings: strict),
+        // oslo.messaging's wire format, RPC server and notifier over an abstract transport.
+        .target(name: "OsloMessaging", dependencies: [
+            "AMQPModel", "OsloJSON", "SystemSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        // Image references, the services by scheme, checksums, the HTTP stack.
+        .target(name: "ImageServices", dependencies: [
+            "CFileSystem", "COpenSSLCrypto", "SystemSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ], swiftSettings: strict),
+        // The worker itself: instance_info rules, the fetch pipeline, the cache, the journal,
+        // events, configuration, monitoring.
+        .target(name: "ImageWorker", dependencies: [
+            "AMQPModel", "ImageServices", "OsloJSON", "OsloMessaging", "SystemSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+
+        // MARK: The broker, through librabbitmq
+
+        // The only Swift code that touches librabbitmq: a connection on its own thread, driven by
+        // AMQPModel's state machine.
+        .target(name: "AMQPClient", dependencies: [
+            "AMQPModel", "CFileSystem", "CRabbitMQ", "SystemSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], swiftSettings: strict),
+        // oslo's transport (and an RPC client) over AMQPClient.
+        .target(name: "OsloAMQP", dependencies: [
+            "AMQPClient", "AMQPModel", "OsloJSON", "OsloMessaging",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+
+        // MARK: Programs
+
+        // The worker wired from real parts: services, broker transport, RPC server, monitoring.
+        .target(name: "ImageWorkerApp", dependencies: [
+            "AMQPModel", "ImageServices", "ImageWorker", "OsloAMQP", "OsloMessaging",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "ImageWorkerCLI", dependencies: [
+            "AMQPClient", "AMQPModel", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "SystemSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        // deploy/bench.sh's in-process measurements (what a whole-process timing cannot resolve).
+        .executableTarget(name: "ImageWorkerBench", dependencies: [
+            "ImageServices", "ImageWorker",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
 
+        // MARK: Tests
 
-
+        // Helpers shared by the suites: where the real servers are, temporary directories.
+        .target(name: "TestSupport", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "Tests/TestSupport", swiftSettings: strict),
+        // Unit suites: no server, no librabbitmq (`swift test --filter Unit` is not needed: these
+        // targets never need a server).
+        .testTarget(name: "AMQPModelTests", dependencies: ["AMQPModel"], swiftSettings: strict),
+        .testTarget(name: "OsloMessagingTests", dependencies: [
+            "AMQPModel", "OsloJSON", "OsloMessaging", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ImageServicesTests", dependencies: [
+            "ImageServices", "SystemSupport", "TestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ImageWorkerTests", dependencies: [
+            "AMQPModel", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "SystemSupport", "TestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ], swiftSettings: strict),
+        // Integration suites against the real broker (librabbitmq).
+        .testTarget(name: "AMQPClientTests", dependencies: [
+            "AMQPClient", "AMQPModel", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
     ]
 )
+

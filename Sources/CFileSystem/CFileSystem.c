@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 #include "CFileSystem.h"
@@ -20,4 +22,12 @@ ssize_t iw_sendfile(int out, int in, int64_t *in_offset, size_t length) {
     ssize_t copied = sendfile(out, in, &offset, length);
     if (copied > 0) *in_offset = (int64_t)offset;
     return copied;
+}
+
+void iw_set_thread_name(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+int iw_eventfd(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }

@@ -24,19 +24,6 @@ static inline amqp_rpc_reply_t image_worker_amqp_login_plain(
                                       client_properties, AMQP_SASL_METHOD_PLAIN, user, password);
 }
 
-// The connection thread's plumbing: an eventfd to wake it and a name for it in `top -H`. Both live
-// here because Swift's Glibc module does not export <sys/eventfd.h>, and prctl is variadic.
-#include <sys/eventfd.h>
-#include <sys/prctl.h>
-
-static inline int image_worker_eventfd(void) {
-    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-}
-
-static inline void image_worker_set_thread_name(const char *name) {
-    prctl(PR_SET_NAME, name, 0, 0, 0);
-}
-
 // Method ids and property flags as typed constants: the headers define them as casts
 // (`((amqp_method_number_t)0x003C003C)`), which Swift cannot import.
 static const amqp_method_number_t IW_CONNECTION_CLOSE = AMQP_CONNECTION_CLOSE_METHOD;

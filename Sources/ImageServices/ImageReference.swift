@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// A reference to an image as a conductor gives it (`image_source`, `kernel`, `ramdisk`): a bare
 /// Glance UUID, or a URL whose scheme picks the image service.
 public struct ImageReference: Sendable, Hashable, CustomStringConvertible {

@@ -71,6 +71,17 @@ public enum ImageCaching: Sendable, Hashable {
     case revalidate
 }
 
+/// Where the checksum an image must have comes from.
+public enum ChecksumAuthority: Sendable, Hashable {
+    /// The request gives it (`instance_info`: a value, or the URL of a checksum file). With
+    /// `required`, an image without one is refused unless the operator turned that requirement
+    /// off (`[image_worker] require_http_checksum`); without, its sha256 is computed and reported.
+    case request(required: Bool)
+    /// The service knows it (Glance's `os_hash_value`, a registry's digest); what `instance_info`
+    /// says is not used.
+    case service
+}
+
 /// How the bytes reached the destination.
 public enum ImageTransfer: String, Sendable, Hashable {
     case download, hardlink, reflink, copy
@@ -161,6 +172,23 @@ public protocol ImageService: Sendable {
     /// Whether its images may be cached (``ImageCaching/never`` unless the service says otherwise).
     var caching: ImageCaching { get }
 
+    /// Where an image's expected checksum comes from (the request's, not required, unless the
+    /// service says otherwise).
+    var checksumAuthority: ChecksumAuthority { get }
+
+    /// Whether ``show(_:context:)`` describes an image as Ironic reads a Glance image: its
+    /// properties say whether it is a partition image (`kernel_id`, `ramdisk_id`, which are then
+    /// the kernel and ramdisk), its checksum and disk format. The fetcher then asks while planning.
+    var describesImages: Bool { get }
+
+    /// The name of an image's master copy in the cache: a stable id the service gives it (Glance's
+    /// UUID), or nil for a name derived from the reference (`uuid5(NAMESPACE_URL, href)`).
+    func cacheKey(for reference: ImageReference) -> String?
+
+    /// The text of a small resource (a checksum file) at most `limit` bytes long. Services that
+    /// cannot serve checksum files keep the default, which refuses.
+    func checksumFileText(_ reference: ImageReference, context: ImageRequestContext, limit: Int) async throws -> String
+
     /// Checks that the reference can be fetched, without fetching it, and returns its metadata.
     func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata
 
@@ -173,6 +201,16 @@ public protocol ImageService: Sendable {
 
 extension ImageService {
     public var caching: ImageCaching { .never }
+
+    public var checksumAuthority: ChecksumAuthority { .request(required: false) }
+
+    public var describesImages: Bool { false }
+
+    public func cacheKey(for reference: ImageReference) -> String? { nil }
+
+    public func checksumFileText(_ reference: ImageReference, context: ImageRequestContext, limit: Int) async throws -> String {
+        throw IronicError.validationFailed(reference.redacted, "checksum files cannot be read with the \(name) service.")
+    }
 
     /// By default, validating is showing.
     public func validate(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {

@@ -1,4 +1,7 @@
-import AMQP
+import OsloJSON
+import AMQPClient
+import AMQPModel
+import OsloAMQP
 import ArgumentParser
 import Foundation
 import ImageWorker

@@ -1,3 +1,5 @@
+import OsloJSON
+import SystemSupport
 import ArgumentParser
 import Foundation
 import ImageServices

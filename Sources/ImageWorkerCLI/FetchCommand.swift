@@ -1,3 +1,4 @@
+import OsloJSON
 import ArgumentParser
 import Foundation
 import ImageServices

@@ -1,10 +1,13 @@
+import SystemSupport
 import ArgumentParser
 import ImageServices
 import ImageWorker
+import ImageWorkerApp
 import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// `image-worker serve`: consume fetch tasks until SIGTERM or SIGINT.
 struct ServeCommand: AsyncParsableCommand {
@@ -20,7 +23,7 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "image-worker")
         // Before anything creates a metric: swift-metrics binds each one to the factory of the moment.
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(ImageWorkerApplication.metricsFactory(registry: registry))
+        MetricsSystem.bootstrap(WorkerMetrics.metricsFactory(registry: registry))
         // Opening the folders sweeps what killed processes left (large files, long directory scans).
         let application = try await BlockingWork.run { _ in
             try ImageWorkerApplication(configuration: configuration, metricsRegistry: registry, logger: logger)

@@ -27,7 +27,7 @@ final class FaultServer: Sendable {
     }
 
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private let channel: Channel
+    private let channel: any Channel
     private let recorder = Recorder()
 
     /// What the server saw and sent, shared by its connection handlers.

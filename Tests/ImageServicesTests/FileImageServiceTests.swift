@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Logging
 import Synchronization

@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 import TestSupport
 @testable import ImageServices
+import NIOHTTP1
 
 /// The Glance service against the real glance-api that deploy/test.sh starts, and (for Keystone
 /// and retries) against scripted stand-ins.

@@ -1,6 +1,7 @@
-import AMQP
+import AMQPModel
 import Testing
 @testable import ImageWorker
+import OsloMessaging
 
 @Suite("configuration")
 struct ConfigurationTests {

@@ -1,3 +1,4 @@
+import OsloJSON
 import Crypto
 import Foundation
 import ImageServices
@@ -32,7 +33,7 @@ struct FetcherIntegrationTests {
             var registry = ImageServiceRegistry()
             registry.register(HTTPImageService(transport: web))
             registry.register(GlanceImageService(settings: GlanceSettings(endpointOverride: glance.url), transport: glanceTransport))
-            fetcher = ImageFetcher(registry: registry, checksums: .init(requireForHTTP: requireHTTPChecksum))
+            fetcher = ImageFetcher(registry: registry, checksums: .init(requireChecksums: requireHTTPChecksum))
             store = try NodeImageStore(path: images.path)
             transports = [web, glanceTransport]
         }

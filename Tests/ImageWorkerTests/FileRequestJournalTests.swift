@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 import TestSupport
 @testable import ImageWorker
+import OsloJSON
 
 @Suite("request journal on disk")
 struct FileRequestJournalTests {
@@ -179,7 +180,7 @@ struct FileRequestJournalTests {
         defer { directory.remove() }
         let journal = try journal(directory)
         let record = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
-        FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
+        _ = FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
     }
 }

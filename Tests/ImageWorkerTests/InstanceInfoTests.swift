@@ -1,3 +1,4 @@
+import OsloJSON
 import ImageServices
 import OsloMessaging
 import Testing

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import TestSupport
 @testable import ImageWorker
+import SystemSupport
 
 /// An http-like service in memory: serves `content` under any `scripted://` reference, with the
 /// ETag the test sets, counting downloads.
@@ -65,7 +66,7 @@ struct MasterImageCacheTests {
             store = try NodeImageStore(path: root.appending("images"))
             var registry = ImageServiceRegistry()
             registry.register(service)
-            fetcher = ImageFetcher(registry: registry, checksums: .init(requireForHTTP: false), cache: cache)
+            fetcher = ImageFetcher(registry: registry, checksums: .init(requireChecksums: false), cache: cache)
             self.service = service
         }
 

@@ -1,3 +1,4 @@
+import OsloJSON
 import AsyncHTTPClient
 import Logging
 import Metrics
@@ -7,13 +8,14 @@ import Prometheus
 import Synchronization
 import Testing
 @testable import ImageWorker
+import NIOHTTP1
 
 @Suite("monitoring endpoint and JSON logs")
 struct MonitoringTests {
     @Test("/healthz, /readyz following the readiness check, /metrics from the registry")
     func endpoints() async throws {
         let registry = PrometheusCollectorRegistry()
-        let factory = ImageWorkerApplication.metricsFactory(registry: registry)
+        let factory = WorkerMetrics.metricsFactory(registry: registry)
         let ready = Mutex(false)
         let port = Mutex<Int?>(nil)
         let server = MonitoringServer(address: MetricsAddress(host: "127.0.0.1", port: 0), registry: registry,

@@ -1,4 +1,5 @@
-import AMQP
+import OsloJSON
+import AMQPModel
 import Foundation
 import ImageServices
 import Logging

@@ -1,8 +1,10 @@
-import AMQP
+import AMQPModel
 import Logging
 import ServiceLifecycleTestKit
 import Testing
 @testable import OsloMessaging
+import Synchronization
+import OsloJSON
 
 @Suite("RPC server graceful shutdown")
 struct GracefulShutdownTests {

@@ -1,4 +1,5 @@
-import AMQP
+import OsloJSON
+import AMQPModel
 import Logging
 import Synchronization
 import Testing

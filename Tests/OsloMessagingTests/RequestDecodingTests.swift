@@ -1,5 +1,6 @@
 import Testing
 @testable import OsloMessaging
+import OsloJSON
 
 @Suite("request decoding refusals")
 struct RequestDecodingTests {

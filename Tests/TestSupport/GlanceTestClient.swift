@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Testing
+import NIOHTTP1
 
 /// Sets up images on the test glance-api (no Keystone: every request is an admin's, so images
 /// can be given any owner and members).

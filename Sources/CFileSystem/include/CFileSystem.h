@@ -1,5 +1,6 @@
-// Linux file calls that Swift's Glibc module does not import (glibc declares them only under
-// _GNU_SOURCE): thin wrappers, nothing else. Used by ImageServices for copies and write-back.
+// Linux calls that Swift's Glibc module does not import (glibc declares them only under
+// _GNU_SOURCE, in headers the module leaves out, or as variadic functions): thin wrappers,
+// nothing else. Used for copies and write-back, thread names and the AMQP thread's wakeups.
 #ifndef IMAGE_WORKER_CFILESYSTEM_H
 #define IMAGE_WORKER_CFILESYSTEM_H
 
@@ -19,5 +20,11 @@ ssize_t iw_copy_file_range(int in, int64_t *in_offset, int out, size_t length);
 /// the kernel where copy_file_range refuses (across file systems). Returns the bytes copied, or -1
 /// with errno set.
 ssize_t iw_sendfile(int out, int in, int64_t *in_offset, size_t length);
+
+/// Names the calling thread (at most 15 bytes are kept), for `top -H` and crash reports.
+void iw_set_thread_name(const char *name);
+
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): a descriptor another thread can wake a poll(2) with.
+int iw_eventfd(void);
 
 #endif

@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 
 /// A checksum file (`SHA256SUMS`, `*.sha256`, …), read as Ironic and IPA read them:
 /// - a file of one line without a space is the bare checksum;
@@ -12,7 +13,7 @@ public enum ChecksumFile {
     public static func fileName(of reference: ImageReference) -> String {
         let path = reference.urlComponents?.path ?? reference.original
         let last = path.split(separator: "/").last.map(String.init) ?? ""
-        return last.removingPercentEncoding ?? last
+        return PercentEncoding.decode(last) ?? last
     }
 
     /// The checksum for `fileName`, with its algorithm from its length (or the BSD line's name).

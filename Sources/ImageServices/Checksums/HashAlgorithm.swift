@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// A digest algorithm Ironic accepts for image checksums (hashlib names).
 public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     case md5, sha1, sha256, sha384, sha512
@@ -52,19 +54,15 @@ public struct MultiDigest: Sendable {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    /// The lower-case hex digests.
-    public func finalize() -> [HashAlgorithm: String] {
-        Dictionary(uniqueKeysWithValues: digests.map { ($0.algorithm, hex($0.digest.finalize())) })
+    /// One digest of `bytes`, as bytes (for keys and name-based UUIDs).
+    public static func bytes(_ algorithm: HashAlgorithm, of bytes: [UInt8]) -> [UInt8] {
+        var digest = OpenSSLDigest(algorithm)!
+        bytes.withUnsafeBytes { digest.update($0) }
+        return digest.finalize()
     }
 
-    private func hex<Bytes: Sequence<UInt8>>(_ digest: Bytes) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(128)
-        for byte in digest {
-            bytes.append(digits[Int(byte >> 4)])
-            bytes.append(digits[Int(byte & 0xF)])
-        }
-        return String(decoding: bytes, as: UTF8.self)
+    /// The lower-case hex digests.
+    public func finalize() -> [HashAlgorithm: String] {
+        Dictionary(uniqueKeysWithValues: digests.map { ($0.algorithm, Hex.lowercase($0.digest.finalize())) })
     }
 }

@@ -1,3 +1,5 @@
+import SystemSupport
+import Logging
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -137,30 +139,10 @@ public struct FileImageService: ImageService {
         return String(cString: resolved)
     }
 
-    /// `%XX` decoded, or nil when the path has a malformed escape or is not UTF-8 once decoded.
+    /// `%XX` decoded, or nil when the path has a malformed escape, a NUL, or is not UTF-8 once decoded.
     static func percentDecoded(_ path: String) -> String? {
-        guard path.contains("%") else { return path }
-        var bytes: [UInt8] = []
-        var iterator = path.utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        guard !bytes.contains(0) else { return nil }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        guard let decoded = PercentEncoding.decode(path), !decoded.utf8.contains(0) else { return nil }
+        return decoded
     }
 
     // MARK: Moving bytes
@@ -190,7 +172,7 @@ public struct FileImageService: ImageService {
                              progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
         let output = try destination.create()
         let source = file.descriptor
-        let copier = try ThreadResult("an image copy") { try KernelCopy.copy(from: source.rawValue, to: output.rawValue, expectedSize: file.metadata.size, cancellation: cancellation) }
+        let copier = try ThreadResult("image-copy") { try KernelCopy.copy(from: source.rawValue, to: output.rawValue, expectedSize: file.metadata.size, cancellation: cancellation) }
         let digests: [HashAlgorithm: String]
         do {
             digests = try known ?? digest(file, algorithms: algorithms, chunkSize: chunkSize, memo: memo, cancellation: cancellation,

@@ -1,7 +1,9 @@
+import SystemSupport
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Logging
 
 /// Glance images: a bare UUID or `glance://…/<uuid>`, through Glance's v2 API.
 ///
@@ -20,15 +22,15 @@ public struct GlanceImageService: ImageService {
     public let name = "glance"
     public let schemes = ["glance"]
     public let caching = ImageCaching.immutable
+    /// Glance's `os_hash_value` (or `checksum`) is what the download must hash to.
+    public let checksumAuthority = ChecksumAuthority.service
+    /// An image's properties say whether it is a partition image, with its kernel and ramdisk.
+    public let describesImages = true
     public let settings: GlanceSettings
     private let transport: HTTPTransport
     private let keystone: KeystoneSession?
 
     /// Keys of Glance's image record that are not properties (Ironic's list).
-    static let standardKeys: Set<String> = [
-        "size", "disk_format", "owner", "container_format", "checksum", "id", "name", "created_at", "updated_at", "deleted_at",
-        "deleted", "status", "min_disk", "min_ram", "tags", "visibility", "protected", "file", "schema", "os_hash_algo", "os_hash_value",
-    ]
 
     /// Creates the service; `transport` carries Glance's (and Keystone's) TLS settings.
     public init(settings: GlanceSettings, transport: HTTPTransport) {
@@ -80,6 +82,11 @@ public struct GlanceImageService: ImageService {
     }
 
     /// The image id in a reference: a bare UUID, or the last path segment of `glance://…`.
+    /// A Glance image's master copy is named by its UUID: one id, one content.
+    public func cacheKey(for reference: ImageReference) -> String? {
+        try? Self.imageID(reference)
+    }
+
     public static func imageID(_ reference: ImageReference) throws(IronicError) -> String {
         if let id = UUIDText.canonical(reference.original) { return id }
         let last = reference.original.split(separator: "/").last.map(String.init) ?? ""
@@ -91,8 +98,8 @@ public struct GlanceImageService: ImageService {
 
     func image(_ reference: ImageReference, context: ImageRequestContext) async throws -> GlanceImage {
         let id = try Self.imageID(reference)
-        let (record, access) = try await getJSON("/v2/images/\(id)", imageID: id, context: context)
-        guard let status = record["status"] as? String, status == "active" else {
+        let (record, access) = try await getJSON("/v2/images/\(id)", as: GlanceImageRecord.self, imageID: id, context: context)
+        guard record.status == "active" else {
             throw IronicError(.imageUnacceptable, "Image \(id) is unacceptable: The image is required to be in an active state.")
         }
         try await checkVisible(record, id: id, access: access, context: context)
@@ -100,48 +107,33 @@ public struct GlanceImageService: ImageService {
     }
 
     /// Ironic's `is_image_available`.
-    private func checkVisible(_ record: [String: Any], id: String, access: Access, context: ImageRequestContext) async throws {
+    private func checkVisible(_ record: GlanceImageRecord, id: String, access: Access, context: ImageRequestContext) async throws {
         if settings.allowAccessViaAuthToken && context.authToken != nil { return }
-        let visibility = record["visibility"] as? String ?? ""
+        let visibility = record.visibility ?? ""
         if visibility == "public" || visibility == "community" { return }
         if context.isAdmin && settings.adminBypassesProjectCheck { return }
         if let project = access.projectID {
-            if visibility == "private", record["owner"] as? String == project { return }
+            if visibility == "private", record.owner == project { return }
             if visibility == "shared" {
-                let (members, _) = try await getJSON("/v2/images/\(id)/members", imageID: id, context: context)
-                let list = members["members"] as? [[String: Any]] ?? []
-                if list.contains(where: { $0["member_id"] as? String == project && $0["status"] as? String != "rejected" }) { return }
+                let (list, _) = try await getJSON("/v2/images/\(id)/members", as: GlanceMembers.self, imageID: id, context: context)
+                if list.members.contains(where: { $0.memberID == project && $0.status != "rejected" }) { return }
             }
         }
         context.logger.info("a Glance image is not visible to this worker", metadata: ["image_id": "\(id)", "visibility": "\(visibility)"])
         throw IronicError(.imageNotFound, "Image \(id) could not be found.")
     }
 
-    static func metadata(_ record: [String: Any]) -> ImageMetadata {
-        var properties: [String: String] = [:]
-        for (key, value) in record where !standardKeys.contains(key) {
-            switch value {
-            case let text as String: properties[key] = text
-            case is NSNull: continue
-            case let number as NSNumber: properties[key] = "\(number)"
-            default:
-                if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) {
-                    properties[key] = String(decoding: data, as: UTF8.self)
-                }
-            }
-        }
+    static func metadata(_ record: GlanceImageRecord) -> ImageMetadata {
         var checksum: ImageChecksum? = nil
-        if let algorithmName = record["os_hash_algo"] as? String, let value = record["os_hash_value"] as? String,
-           let algorithm = HashAlgorithm(name: algorithmName) {
+        if let algorithmName = record.osHashAlgorithm, let value = record.osHashValue, let algorithm = HashAlgorithm(name: algorithmName) {
             checksum = try? ImageChecksum(algorithm: algorithm, value: value)
         }
-        if checksum == nil, let md5 = record["checksum"] as? String {
+        if checksum == nil, let md5 = record.checksum {
             checksum = try? ImageChecksum(algorithm: .md5, value: md5)
         }
-        let updated = (record["updated_at"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) }
-        return ImageMetadata(size: (record["size"] as? NSNumber)?.int64Value,
-                             updatedAtMicroseconds: updated.map { Int64($0.timeIntervalSince1970 * 1_000_000) },
-                             diskFormat: record["disk_format"] as? String, checksum: checksum, properties: properties, noCache: false)
+        let updated = record.updatedAt.flatMap { ISO8601DateFormatter().date(from: $0) }
+        return ImageMetadata(size: record.size, updatedAtMicroseconds: updated.map { Int64($0.timeIntervalSince1970 * 1_000_000) },
+                             diskFormat: record.diskFormat, checksum: checksum, properties: record.properties, noCache: false)
     }
 
     // MARK: Requests
@@ -176,7 +168,8 @@ public struct GlanceImageService: ImageService {
     }
 
     /// GET a JSON object, with retries on 5xx and connection errors and one re-authentication on 401.
-    private func getJSON(_ path: String, imageID: String, context: ImageRequestContext) async throws -> ([String: Any], Access) {
+    private func getJSON<Record: Decodable>(_ path: String, as type: Record.Type, imageID: String,
+                                            context: ImageRequestContext) async throws -> (Record, Access) {
         var attempt = 0
         var renewed = false
         while true {
@@ -203,10 +196,10 @@ public struct GlanceImageService: ImageService {
             }
             switch status {
             case 200:
-                guard let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] else {
-                    throw IronicError(.imageDownloadFailed, "Glance answered \(path) with something that is not a JSON object.")
+                guard let record = try? JSONDecoder().decode(Record.self, from: Data(body.readableBytesView)) else {
+                    throw IronicError(.imageDownloadFailed, "Glance answered \(path) with something that is not the JSON object it should be.")
                 }
-                return (object, access)
+                return (record, access)
             case 401 where !renewed && keystone != nil:
                 renewed = true
             case 401, 403:

@@ -35,22 +35,16 @@ actor KeystoneSession {
         while base.hasSuffix("/") { base.removeLast() }
         if !base.hasSuffix("/v3") { base += "/v3" }
         let reference = try ImageReference(base + "/auth/tokens")
-        let project: [String: Any]
-        if let projectID = credentials.projectID {
-            project = ["id": projectID]
-        } else {
-            project = ["name": credentials.projectName ?? "", "domain": ["name": credentials.projectDomainName]]
-        }
-        let body: [String: Any] = ["auth": [
-            "identity": ["methods": ["password"], "password": ["user": [
-                "name": credentials.username, "domain": ["name": credentials.userDomainName], "password": credentials.password,
-            ]]],
-            "scope": ["project": project],
-        ]]
+        let project = credentials.projectID.map { KeystonePasswordRequest.Project(id: $0) }
+            ?? KeystonePasswordRequest.Project(name: credentials.projectName ?? "", domain: .init(name: credentials.projectDomainName))
+        let body = KeystonePasswordRequest(auth: .init(
+            identity: .init(password: .init(user: .init(name: credentials.username, domain: .init(name: credentials.userDomainName),
+                                                         password: credentials.password))),
+            scope: .init(project: project)))
         var request = HTTPClientRequest(url: base + "/auth/tokens")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: Array(try JSONSerialization.data(withJSONObject: body))))
+        request.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(body))))
         let url = try ParsedHTTPURL(reference.original)
         let response: HTTPClientResponse
         let data: ByteBuffer
@@ -62,19 +56,18 @@ actor KeystoneSession {
         guard response.status.code == 201 || response.status.code == 200, let subject = response.headers.first(name: "X-Subject-Token") else {
             throw IronicError(.imageNotAuthorized, "Keystone at \(base) refused the [glance] credentials (HTTP \(response.status.code)).")
         }
-        let json = (try? JSONSerialization.jsonObject(with: Data(data.readableBytesView))) as? [String: Any]
-        let token = json?["token"] as? [String: Any]
-        let projectID = (token?["project"] as? [String: Any])?["id"] as? String
+        let token = (try? JSONDecoder().decode(KeystoneTokenResponse.self, from: Data(data.readableBytesView)))?.token
+        let projectID = token?.project?.id
         var endpoint: String? = nil
-        for service in (token?["catalog"] as? [[String: Any]]) ?? [] where service["type"] as? String == "image" {
-            for candidate in (service["endpoints"] as? [[String: Any]]) ?? [] {
-                guard candidate["interface"] as? String == credentials.interface else { continue }
-                if let region = credentials.regionName, (candidate["region_id"] as? String ?? candidate["region"] as? String) != region { continue }
-                endpoint = candidate["url"] as? String
+        for service in token?.catalog ?? [] where service.type == "image" {
+            for candidate in service.endpoints ?? [] {
+                guard candidate.interface == credentials.interface else { continue }
+                if let region = credentials.regionName, (candidate.regionID ?? candidate.region) != region { continue }
+                endpoint = candidate.url
                 break
             }
         }
-        let expires = (token?["expires_at"] as? String).flatMap { ISO8601DateFormatter.withFractions.date(from: $0) ?? ISO8601DateFormatter().date(from: $0) }
+        let expires = token?.expiresAt.flatMap { ISO8601DateFormatter.withFractions.date(from: $0) ?? ISO8601DateFormatter().date(from: $0) }
         return Token(value: subject, projectID: projectID, imageEndpoint: endpoint, expiresAt: expires)
     }
 }

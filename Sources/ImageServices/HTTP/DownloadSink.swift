@@ -1,3 +1,4 @@
+import SystemSupport
 import CFileSystem
 import NIOCore
 
@@ -34,7 +35,7 @@ final class DownloadSink: @unchecked Sendable {
     private var writerBusy = false
     private var hasherBusy = false
     private var closed = false
-    private var failure: Error?
+    private var failure: (any Error)?
     private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
     private var drainWaiters: [CheckedContinuation<Void, Never>] = []
     private var digest: MultiDigest
@@ -54,9 +55,9 @@ final class DownloadSink: @unchecked Sendable {
         self.capacityBytes = capacityBytes
         self.capacityBuffers = capacityBuffers
         self.digest = MultiDigest(algorithms)
-        try DetachedThread.start("a download writer") { self.run(.writer) }
+        try DetachedThread.start(name: "download-writer") { self.run(.writer) }
         do {
-            try DetachedThread.start("a download hasher") { self.run(.hasher) }
+            try DetachedThread.start(name: "download-hasher") { self.run(.hasher) }
         } catch {
             abandon()
             throw error
@@ -102,7 +103,7 @@ final class DownloadSink: @unchecked Sendable {
 
     private enum WriteOutcome {
         case queued, full
-        case failed(Error)
+        case failed(any Error)
     }
 
     /// Whether both threads are done with everything handed over (call with the lock held).
@@ -183,7 +184,7 @@ final class DownloadSink: @unchecked Sendable {
             if role == .writer { writerBusy = true } else { hasherBusy = true }
             lock.unlock()
 
-            var error: Error? = nil
+            var error: (any Error)? = nil
             if !alreadyFailed {
                 buffer.withUnsafeReadableBytes { bytes in
                     switch role {
@@ -244,39 +245,5 @@ final class DownloadSink: @unchecked Sendable {
             drainWaiters = []
         }
         return (space, drained)
-    }
-}
-
-/// A pthread mutex and condition variable (Swift's `Mutex` has no condition to wait on, and the
-/// sink thread must sleep until work arrives).
-final class ConditionLock: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-
-    init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    /// Waits for a signal; call with the lock held.
-    func wait() { pthread_cond_wait(condition, mutex) }
-    /// Wakes the waiting threads; call with the lock held.
-    func broadcast() { pthread_cond_broadcast(condition) }
-    /// Wakes one waiting thread; call with the lock held.
-    func signal() { pthread_cond_signal(condition) }
-
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock()
-        defer { unlock() }
-        return try body()
     }
 }

@@ -37,9 +37,10 @@ enum HTTPErrors {
         case let channel as ChannelError: return classify(channel)
         case let io as IOError: return classify(errno: io.errnoCode, "\(io)")
         case let connection as NIOConnectionError: return classify(connection)
-        case let address as SocketAddressError: return .permanent("the host name cannot be resolved: \(address)")
+        case is SocketAddressError.UnknownHost: return .permanent("the host name cannot be resolved")
+        case let address as SocketAddressError: return .permanent("the server's address cannot be used (\(address))")
         case let ssl as NIOSSLError: return classify(ssl)
-        case let ssl as NIOSSLErrorDescribable: return .permanent(ssl.sslDescription)
+        case let ssl as any NIOSSLErrorDescribable: return .permanent(ssl.sslDescription)
         case is NIOTooManyBytesError: return .permanent("the answer is larger than allowed")
         case is CancellationError: return .permanent("cancelled")
         default: return .permanent("\(error)")
@@ -69,7 +70,7 @@ enum HTTPErrors {
         case .proxyAuthenticationRequired: return .permanent("the proxy wants credentials")
         case .invalidURL, .emptyHost, .emptyScheme, .missingSocketPath: return .permanent("the URL cannot be requested")
         case .redirectLimitReached, .redirectCycleDetected: return .permanent("too many redirects")
-        case .identityCodingIncorrectlyPresent, .chunkedSpecifiedMultipleTimes, .contentLengthMissing,
+        case .identityCodingIncorrectlyPresent, .contentLengthMissing,
              .traceRequestWithBody, .writeAfterRequestSent:
             return .permanent("the request cannot be sent as it is (\(error))")
         case .invalidRedirectConfiguration, .invalidHTTPVersionConfiguration, .invalidDNSOverridesConfiguration,
@@ -78,7 +79,8 @@ enum HTTPErrors {
         default:
             // unsupportedScheme, invalidHeaderFieldNames/Values, serverOfferedUnsupportedApplicationProtocol,
             // internalStateFailure: errors with values, all about the request or the client; and the
-            // deprecated incompatibleHeaders and httpEndReceivedAfterHeadWith1xx, no longer thrown.
+            // deprecated incompatibleHeaders, chunkedSpecifiedMultipleTimes and httpEndReceivedAfterHeadWith1xx,
+            // no longer thrown.
             return .permanent("\(error)")
         }
     }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import SystemSupport
 import NIOCore
 import NIOHTTP1
 
@@ -89,8 +90,8 @@ struct ParsedHTTPURL: Sendable, Hashable, CustomStringConvertible {
         scheme = components.scheme
         if let info = authority.userInfo {
             let parts = info.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            user = String(parts[0]).removingPercentEncoding
-            password = parts.count > 1 ? String(parts[1]).removingPercentEncoding : nil
+            user = PercentEncoding.decode(parts[0])
+            password = parts.count > 1 ? PercentEncoding.decode(parts[1]) : nil
         }
         var hostPort = Substring(authority.host)
         var port = scheme == "https" ? 443 : 80
@@ -134,7 +135,7 @@ struct ParsedHTTPURL: Sendable, Hashable, CustomStringConvertible {
     /// The last path component, percent-decoded (a checksum file names images by it).
     var fileName: String {
         let last = path.split(separator: "/").last.map(String.init) ?? ""
-        return last.removingPercentEncoding ?? last
+        return PercentEncoding.decode(last) ?? last
     }
 
     /// A `Location` header resolved against this URL (absolute, scheme-relative, absolute-path or

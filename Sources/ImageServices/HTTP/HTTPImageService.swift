@@ -1,8 +1,10 @@
+import SystemSupport
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Logging
 
 /// `http://` and `https://` images.
 ///
@@ -17,6 +19,8 @@ public struct HTTPImageService: ImageService {
     public let name = "http"
     public let schemes = ["http", "https"]
     public let caching = ImageCaching.revalidate
+    /// An http(s) image needs a checksum (Ironic's rule), unless the operator turns that off.
+    public let checksumAuthority = ChecksumAuthority.request(required: true)
     public let transport: HTTPTransport
 
     /// Creates the service.
@@ -48,7 +52,7 @@ public struct HTTPImageService: ImageService {
     }
 
     /// The body of a small resource (a checksum file), at most `limit` bytes, as text.
-    public func text(of reference: ImageReference, context: ImageRequestContext, limit: Int = 1 << 20) async throws -> String {
+    public func checksumFileText(_ reference: ImageReference, context: ImageRequestContext, limit: Int) async throws -> String {
         let url = try ParsedHTTPURL(reference.original)
         let exchange = HTTPExchange(transport: transport, reference: reference)
         do {

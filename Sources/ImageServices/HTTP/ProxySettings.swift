@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 
 /// `http_proxy`, `https_proxy` and `no_proxy`, as curl and Python's requests read them.
 public struct ProxySettings: Sendable, Hashable {
@@ -51,10 +52,10 @@ public struct ProxySettings: Sendable, Hashable {
             let info = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = info.firstIndex(of: ":") {
-                user = String(info[..<colon]).removingPercentEncoding
-                password = String(info[info.index(after: colon)...]).removingPercentEncoding
+                user = PercentEncoding.decode(info[..<colon])
+                password = PercentEncoding.decode(info[info.index(after: colon)...])
             } else {
-                user = String(info).removingPercentEncoding
+                user = PercentEncoding.decode(info)
             }
         }
         var host = String(rest)

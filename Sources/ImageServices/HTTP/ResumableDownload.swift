@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Logging
 
 /// One http(s) download into a staging file, robust to a network that fails:
 ///
@@ -175,7 +176,7 @@ struct ResumableDownload {
     }
 
     /// A transport error as a retryable ``Transient`` or a final Ironic error.
-    private func classify(_ error: Error) throws -> Error {
+    private func classify(_ error: any Error) throws -> any Error {
         if error is CancellationError { throw error }
         if let client = error as? HTTPClientError, client == .deadlineExceeded {
             return IronicError(.temporaryFailure, "Failed to download image \(reference.redacted): it took longer than \(Int(settings.overallTimeout.seconds)) s.", retryable: true)

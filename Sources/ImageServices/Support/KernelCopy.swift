@@ -1,3 +1,4 @@
+import SystemSupport
 import CFileSystem
 
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
-import Crypto
 import ImageServices
+import SystemSupport
 
 /// The name of an image's master copy, as Ironic names it: the Glance UUID for Glance images,
 /// else `uuid5(NAMESPACE_URL, href)` — so no part of a URL (or its credentials) reaches a file name,
@@ -9,20 +9,14 @@ enum CacheKey {
     private static let urlNamespace: [UInt8] = [0x6B, 0xA7, 0xB8, 0x11, 0x9D, 0xAD, 0x11, 0xD1, 0x80, 0xB4, 0x00, 0xC0, 0x4F, 0xD4, 0x30, 0xC8]
 
     static func key(for reference: ImageReference, service: any ImageService) -> String {
-        if service is GlanceImageService, let id = try? GlanceImageService.imageID(reference) { return id }
-        return uuid5(name: reference.original)
+        service.cacheKey(for: reference) ?? uuid5(name: reference.original)
     }
 
     /// A name-based (SHA-1) UUID, as Python's `uuid.uuid5(uuid.NAMESPACE_URL, name)`.
     static func uuid5(name: String) -> String {
-        var hasher = Insecure.SHA1()
-        hasher.update(data: urlNamespace)
-        hasher.update(data: Array(name.utf8))
-        var bytes = Array(hasher.finalize().prefix(16))
+        var bytes = Array(MultiDigest.bytes(.sha1, of: urlNamespace + Array(name.utf8)).prefix(16))
         bytes[6] = bytes[6] & 0x0F | 0x50
         bytes[8] = bytes[8] & 0x3F | 0x80
-        let hex = bytes.map { byte in String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16) }.joined()
-        let characters = Array(hex)
-        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(characters[$0]) }.joined(separator: "-")
+        return UUIDText.canonical(Hex.lowercase(bytes))!
     }
 }

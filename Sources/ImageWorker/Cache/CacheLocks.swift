@@ -1,3 +1,4 @@
+import SystemSupport
 import ImageServices
 import Synchronization
 

@@ -12,6 +12,11 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
         self.reason = reason
     }
 
+    /// The option's value cannot be used, because of `reason`.
+    public init(_ option: ConfigurationOption, _ reason: String) {
+        self.init(section: option.section, name: option.name, reason: reason)
+    }
+
     public init(general reason: String) {
         option = ""
         self.reason = reason
@@ -55,14 +60,90 @@ public struct ConfigurationSources: Sendable {
         "OS_\(section.uppercased())__\(name.uppercased())"
     }
 
-    /// The raw value with the highest precedence, if any source sets it.
-    public func raw(_ section: String, _ name: String) -> String? {
-        if let override = overrides.last(where: { $0.section == section && $0.name == name }) { return override.value }
-        if let value = environment[Self.environmentVariable(section: section, name: name)] { return value }
+    /// Where a value came from.
+    public enum Origin: Sendable, Hashable, CustomStringConvertible {
+        /// A `--set` (or shorthand) flag.
+        case flag
+        /// The environment variable named.
+        case environment(String)
+        /// The configuration file named.
+        case file(String)
+        /// No source sets it.
+        case defaultValue
+
+        public var description: String {
+            switch self {
+            case .flag: "flag"
+            case .environment(let variable): "environment \(variable)"
+            case .file(let path): "file \(path)"
+            case .defaultValue: "default"
+            }
+        }
+    }
+
+    /// The raw value with the highest precedence, and where it came from; nil when no source sets it.
+    public func lookup(_ section: String, _ name: String) -> (value: String, origin: Origin)? {
+        if let override = overrides.last(where: { $0.section == section && $0.name == name }) { return (override.value, .flag) }
+        let variable = Self.environmentVariable(section: section, name: name)
+        if let value = environment[variable] { return (value, .environment(variable)) }
         for file in files.reversed() {
-            if let value = file.values(section: section, name: name).last { return value }
+            if let value = file.values(section: section, name: name).last { return (value, .file(file.name)) }
         }
         return nil
+    }
+
+    /// The raw value with the highest precedence, if any source sets it.
+    public func raw(_ section: String, _ name: String) -> String? {
+        lookup(section, name)?.value
+    }
+
+    /// Every `[section] option` the files set, file by file (for warnings about unknown options).
+    public var optionsInFiles: [(file: String, section: String, name: String)] {
+        files.flatMap { file in file.options.map { (file: file.name, section: $0.section, name: $0.name) } }
+    }
+
+    // MARK: Options from the table
+
+    /// The option's raw value; nil when unset (or set empty).
+    public func optionalString(_ option: ConfigurationOption) -> String? {
+        optionalString(option.section, option.name)
+    }
+
+    /// The option's text, else its default (or `fallback` for a computed default).
+    public func string(_ option: ConfigurationOption, default fallback: String? = nil) -> String {
+        string(option.section, option.name, default: fallback ?? option.defaultValue ?? "")
+    }
+
+    /// A boolean option, else its default.
+    public func bool(_ option: ConfigurationOption) throws(ConfigurationError) -> Bool {
+        try bool(option.section, option.name, default: option.defaultValue.flatMap(Self.parseBool) ?? false)
+    }
+
+    /// An integer option within its range, else its default (or `fallback` for a computed default).
+    public func integer(_ option: ConfigurationOption, default fallback: Int? = nil) throws(ConfigurationError) -> Int {
+        guard case .integer(let range) = option.kind else { preconditionFailure("\(option.displayName) is not an integer option") }
+        return try integer(option.section, option.name, default: fallback ?? option.defaultValue.flatMap { Int($0) } ?? range.lowerBound, range: range)
+    }
+
+    /// A number option within its range, else its default.
+    public func number(_ option: ConfigurationOption) throws(ConfigurationError) -> Double {
+        guard case .number(let range) = option.kind else { preconditionFailure("\(option.displayName) is not a number option") }
+        return try number(option.section, option.name, default: option.defaultValue.flatMap { Double($0) } ?? range.lowerBound, range: range)
+    }
+
+    /// A list option, else its default (or `fallback`).
+    public func list(_ option: ConfigurationOption, default fallback: [String]? = nil) -> [String] {
+        list(option.section, option.name, default: fallback ?? option.defaultValue.map { [$0] } ?? [])
+    }
+
+    /// One of the option's words (compared in lower case), else its default.
+    public func choice(_ option: ConfigurationOption) throws(ConfigurationError) -> String {
+        guard case .choice(let words) = option.kind else { preconditionFailure("\(option.displayName) is not a choice option") }
+        let value = string(option).lowercased()
+        guard words.contains(value) else {
+            throw ConfigurationError(section: option.section, name: option.name, reason: "'\(value)' is not one of \(words.joined(separator: ", "))")
+        }
+        return value
     }
 
     /// A string option.

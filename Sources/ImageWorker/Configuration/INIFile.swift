@@ -23,9 +23,12 @@ public struct INIFile: Sendable, Hashable {
 
     /// The entries in file order.
     public var entries: [Entry]
+    /// The file's name, for messages and `image-worker config`.
+    public var name: String
 
     /// Parses the text of a file named `file` (for messages).
     public init(text: String, file: String) throws(ParseError) {
+        name = file
         var entries: [Entry] = []
         var section: String? = nil
         var lineNumber = 0
@@ -61,6 +64,12 @@ public struct INIFile: Sendable, Hashable {
             entries.append(Entry(section: section, name: name, value: value))
         }
         self.entries = entries
+    }
+
+    /// Every `[section] name` the file sets, once each, in file order.
+    public var options: [(section: String, name: String)] {
+        var seen = Set<String>()
+        return entries.compactMap { entry in seen.insert("\(entry.section)\u{0}\(entry.name)").inserted ? (entry.section, entry.name) : nil }
     }
 
     /// Every value of `section.name`, in order.

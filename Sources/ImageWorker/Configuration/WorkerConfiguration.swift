@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 import ImageServices
 import Logging
 import OsloMessaging
@@ -88,89 +88,80 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// The section of the worker's own options.
-    public static let section = "image_worker"
+    public static let section = WorkerOptions.section
 
-    /// Reads and checks the configuration.
+    /// Reads and checks the configuration: every option from ``WorkerOptions``.
     public static func load(_ sources: ConfigurationSources) throws(ConfigurationError) -> WorkerConfiguration {
-        let urlText = sources.string("DEFAULT", "transport_url", default: "rabbit://guest:guest@localhost:5672/")
+        typealias O = WorkerOptions
         var transportURL: TransportURL
         do {
-            transportURL = try TransportURL(parsing: urlText)
+            transportURL = try TransportURL(parsing: sources.string(O.transportURL))
         } catch {
-            throw ConfigurationError(section: "DEFAULT", name: "transport_url", reason: error.message)
+            throw ConfigurationError(O.transportURL, error.message)
         }
         // oslo lets the URL's query override [oslo_messaging_rabbit] options.
-        func rabbitBool(_ name: String, _ defaultValue: Bool) throws(ConfigurationError) -> Bool {
-            if let value = transportURL.option(name) {
+        func rabbitBool(_ option: ConfigurationOption) throws(ConfigurationError) -> Bool {
+            if let value = transportURL.option(option.name) {
                 guard let parsed = ConfigurationSources.parseBool(value) else {
-                    throw ConfigurationError(section: "DEFAULT", name: "transport_url", reason: "query option \(name)='\(value)' is not a boolean")
+                    throw ConfigurationError(O.transportURL, "query option \(option.name)='\(value)' is not a boolean")
                 }
                 return parsed
             }
-            return try sources.bool("oslo_messaging_rabbit", name, default: defaultValue)
+            return try sources.bool(option)
         }
-        let rabbit = "oslo_messaging_rabbit"
-        let deliveryLimit = try sources.integer(rabbit, "rabbit_quorum_delivery_limit", default: 0, range: 0...Int(Int32.max))
+        let deliveryLimit = try sources.integer(O.quorumDeliveryLimit)
         let queueOptions = RPCServerTopology.Options(
-            durableQueues: try rabbitBool("amqp_durable_queues", false),
-            autoDelete: try rabbitBool("amqp_auto_delete", false),
-            quorumQueues: try rabbitBool("rabbit_quorum_queue", false),
+            durableQueues: try rabbitBool(O.durableQueues),
+            autoDelete: try rabbitBool(O.autoDelete),
+            quorumQueues: try rabbitBool(O.quorumQueues),
             quorumDeliveryLimit: deliveryLimit > 0 ? deliveryLimit : nil)
-        let useTLS = try rabbitBool("ssl", false) || transportURL.endpoints.contains { $0.useTLS }
+        let useTLS = try rabbitBool(O.ssl) || transportURL.endpoints.contains { $0.useTLS }
         var tls: AMQPTLSConfiguration? = nil
         if useTLS {
             for index in transportURL.endpoints.indices { transportURL.endpoints[index].useTLS = true }
-            tls = AMQPTLSConfiguration(
-                caFile: try readableFile(sources, rabbit, "ssl_ca_file"),
-                certificateFile: try readableFile(sources, rabbit, "ssl_cert_file"),
-                keyFile: try readableFile(sources, rabbit, "ssl_key_file"))
+            tls = AMQPTLSConfiguration(caFile: try readableFile(sources, O.sslCAFile), certificateFile: try readableFile(sources, O.sslCertFile),
+                                       keyFile: try readableFile(sources, O.sslKeyFile))
             if (tls?.certificateFile == nil) != (tls?.keyFile == nil) {
-                throw ConfigurationError(section: rabbit, name: "ssl_key_file", reason: "ssl_cert_file and ssl_key_file must be given together")
+                throw ConfigurationError(O.sslKeyFile, "ssl_cert_file and ssl_key_file must be given together")
             }
         }
 
-        let controlExchange = sources.string("DEFAULT", "control_exchange", default: "ironic")
-        try checkRoutingWord(controlExchange, "DEFAULT", "control_exchange")
-        let host = sources.optionalString("DEFAULT", "host") ?? HostName.fullyQualified()
-        try checkRoutingWord(host, "DEFAULT", "host")
-        let topic = sources.string(section, "topic", default: "ironic.image_worker")
-        try checkRoutingWord(topic, section, "topic")
-        let notificationTopics = sources.list("oslo_messaging_notifications", "topics", default: ["ironic_versioned_notifications"])
-        for notificationTopic in notificationTopics { try checkRoutingWord(notificationTopic, "oslo_messaging_notifications", "topics") }
+        let controlExchange = try routingWord(sources.string(O.controlExchange), O.controlExchange)
+        let host = try routingWord(sources.optionalString(O.host) ?? HostName.fullyQualified(), O.host)
+        let topic = try routingWord(sources.string(O.topic), O.topic)
+        let notificationTopics = try sources.list(O.notificationTopics).map { (topic) throws(ConfigurationError) in try routingWord(topic, O.notificationTopics) }
 
-        let allowedPaths = sources.list("conductor", "file_url_allowed_paths", default: ["/var/lib/ironic"])
+        let allowedPaths = sources.list(O.fileURLAllowedPaths)
         for path in allowedPaths {
             let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
             guard trimmed.hasPrefix("/"), FilePathNormalisation.isNormalised(trimmed) else {
-                throw ConfigurationError(section: "conductor", name: "file_url_allowed_paths", reason: "'\(path)' is not an absolute path without '.' or '..'")
+                throw ConfigurationError(O.fileURLAllowedPaths, "'\(path)' is not an absolute path without '.' or '..'")
             }
         }
 
-        let stateDirectory = try absolutePath(sources, section, "state_dir", default: "/var/lib/image-worker")
-        let imagesDirectory = try absolutePath(sources, section, "images_dir", default: stateDirectory + "/images")
+        let stateDirectory = try absolutePath(sources, O.stateDirectory)
+        let imagesDirectory = try absolutePath(sources, O.imagesDirectory, default: stateDirectory + "/images")
         var cache: MasterImageCache.Settings? = nil
-        if sources.raw("pxe", "instance_master_path") != "" {
+        if sources.raw(O.masterPath.section, O.masterPath.name) != "" {
             cache = MasterImageCache.Settings(
-                directory: try absolutePath(sources, "pxe", "instance_master_path", default: stateDirectory + "/master_images"),
-                sizeLimitBytes: Int64(try sources.integer("pxe", "image_cache_size", default: 20_480, range: 0...Int(Int32.max))) << 20,
-                timeToLive: .seconds(60 * (try sources.integer("pxe", "image_cache_ttl", default: 10_080, range: 0...Int(Int32.max)))))
+                directory: try absolutePath(sources, O.masterPath, default: stateDirectory + "/master_images"),
+                sizeLimitBytes: Int64(try sources.integer(O.cacheSize)) << 20,
+                timeToLive: .seconds(60 * (try sources.integer(O.cacheTTL))))
         }
-        let levelText = sources.string(section, "log_level", default: "info").lowercased()
+        let levelText = sources.string(O.logLevel).lowercased()
         guard let logLevel = Logger.Level(rawValue: levelText == "warn" ? "warning" : levelText) else {
-            throw ConfigurationError(section: section, name: "log_level", reason: "'\(levelText)' is not one of trace, debug, info, notice, warning, error, critical")
+            throw ConfigurationError(O.logLevel, "'\(levelText)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-
-        let formatText = sources.string(section, "log_format", default: "text").lowercased()
+        let formatText = sources.string(O.logFormat).lowercased()
         guard let logFormat = LogFormat(rawValue: formatText) else {
-            throw ConfigurationError(section: section, name: "log_format", reason: "'\(formatText)' is neither text nor json")
+            throw ConfigurationError(O.logFormat, "'\(formatText)' is neither text nor json")
         }
-        let deadLetterExchange = sources.optionalString(section, "dead_letter_exchange")
-        if let deadLetterExchange { try checkRoutingWord(deadLetterExchange, section, "dead_letter_exchange") }
+        let deadLetterExchange = try sources.optionalString(O.deadLetterExchange).map { (name) throws(ConfigurationError) in try routingWord(name, O.deadLetterExchange) }
         var metricsAddress: MetricsAddress? = nil
-        let metricsText = sources.string(section, "metrics_address", default: "")
+        let metricsText = sources.string(O.metricsAddress)
         if !metricsText.isEmpty {
             guard let parsed = MetricsAddress(metricsText) else {
-                throw ConfigurationError(section: section, name: "metrics_address", reason: "'\(metricsText)' is not host:port (an IPv6 host in brackets), nor empty")
+                throw ConfigurationError(O.metricsAddress, "'\(metricsText)' is not host:port (an IPv6 host in brackets), nor empty")
             }
             metricsAddress = parsed
         }
@@ -182,28 +173,28 @@ public struct WorkerConfiguration: Sendable {
             controlExchange: controlExchange,
             host: host,
             queueOptions: queueOptions,
-            heartbeatTimeoutThreshold: try sources.integer(rabbit, "heartbeat_timeout_threshold", default: 60, range: 0...3600),
+            heartbeatTimeoutThreshold: try sources.integer(O.heartbeat),
             tls: tls,
             notificationTopics: notificationTopics,
             fileURLAllowedPaths: allowedPaths,
-            allowMD5Checksum: try sources.bool("agent", "allow_md5_checksum", default: true),
-            checksumFilesDisabled: try sources.bool("conductor", "disable_support_for_checksum_files", default: false),
+            allowMD5Checksum: try sources.bool(O.allowMD5),
+            checksumFilesDisabled: try sources.bool(O.checksumFilesDisabled),
             http: http,
-            requireHTTPChecksum: try sources.bool(section, "require_http_checksum", default: true),
+            requireHTTPChecksum: try sources.bool(O.requireHTTPChecksum),
             glance: glance,
             glanceHTTP: glanceHTTP,
             cache: cache,
             stateDirectory: stateDirectory,
             imagesDirectory: imagesDirectory,
             topic: topic,
-            maxConcurrentDownloads: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000),
-            progressInterval: .milliseconds(Int64(try sources.number(section, "progress_interval", default: 5, range: 0.1...3600) * 1000)),
-            gracefulShutdownTimeout: .seconds(try sources.integer(section, "graceful_shutdown_timeout", default: 60, range: 0...86400)),
+            maxConcurrentDownloads: try sources.integer(O.maxConcurrentDownloads),
+            progressInterval: .milliseconds(Int64(try sources.number(O.progressInterval) * 1000)),
+            gracefulShutdownTimeout: .seconds(try sources.integer(O.gracefulShutdownTimeout)),
             logLevel: logLevel,
             logFormat: logFormat,
             deadLetterExchange: deadLetterExchange,
-            maxTaskAttempts: try sources.integer(section, "max_task_attempts", default: deliveryLimit > 0 ? deliveryLimit : 5, range: 1...1000),
-            journalSize: try sources.integer(section, "journal_size", default: 10_000, range: 100...10_000_000),
+            maxTaskAttempts: try sources.integer(O.maxTaskAttempts, default: deliveryLimit > 0 ? deliveryLimit : 5),
+            journalSize: try sources.integer(O.journalSize),
             metricsAddress: metricsAddress)
     }
 
@@ -219,133 +210,128 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// The checksum rules for the fetcher.
-    public var checksumPolicy: ImageFetcher.ChecksumPolicy {
-        ImageFetcher.ChecksumPolicy(allowMD5: allowMD5Checksum, requireForHTTP: requireHTTPChecksum, checksumFilesDisabled: checksumFilesDisabled)
+    public var checksumPolicy: ChecksumPolicy {
+        ChecksumPolicy(allowMD5: allowMD5Checksum, requireChecksums: requireHTTPChecksum, checksumFilesDisabled: checksumFilesDisabled)
     }
 
     /// The `publisher_id` of events: `image-worker.<host>`.
     public var publisherID: String { "image-worker.\(host)" }
 
-    /// An absolute, normalised path option.
-    private static func absolutePath(_ sources: ConfigurationSources, _ section: String, _ name: String, default defaultValue: String) throws(ConfigurationError) -> String {
-        let path = sources.string(section, name, default: defaultValue)
+    /// An absolute, normalised path option (`default` for a computed default).
+    private static func absolutePath(_ sources: ConfigurationSources, _ option: ConfigurationOption, default fallback: String? = nil) throws(ConfigurationError) -> String {
+        let path = sources.string(option, default: fallback)
         guard path.hasPrefix("/"), FilePathNormalisation.isNormalised(path) else {
-            throw ConfigurationError(section: section, name: name, reason: "'\(path)' is not an absolute path without '.' or '..'")
+            throw ConfigurationError(option, "'\(path)' is not an absolute path without '.' or '..'")
         }
         return path
     }
 
     /// Settings for image servers.
     private static func httpSettings(_ sources: ConfigurationSources) throws(ConfigurationError) -> HTTPClientSettings {
+        typealias O = WorkerOptions
         var verification = HTTPClientSettings.Verification.system
-        let verifyText = sources.string("DEFAULT", "webserver_verify_ca", default: "True")
+        let verifyText = sources.string(O.verifyCA)
         if let verify = ConfigurationSources.parseBool(verifyText) {
             verification = verify ? .system : .none
         } else {
             guard FileAccess.isReadable(verifyText) else {
-                throw ConfigurationError(section: "DEFAULT", name: "webserver_verify_ca", reason: "'\(verifyText)' is neither true, false nor a readable CA file")
+                throw ConfigurationError(O.verifyCA, "'\(verifyText)' is neither true, false nor a readable CA file")
             }
             verification = .caFile(verifyText)
         }
-        let connectTimeout = try sources.integer("DEFAULT", "webserver_connection_timeout", default: 60, range: 1...3600)
+        let connectTimeout = try sources.integer(O.connectionTimeout)
         var credentials = HTTPCredentials()
-        let strategy = sources.string("deploy", "image_server_auth_strategy", default: "noauth")
+        let strategy = sources.string(O.imageServerAuthStrategy)
         switch strategy {
         case "noauth": break
         case "http_basic":
-            guard let user = sources.optionalString("deploy", "image_server_user") else {
-                throw ConfigurationError(section: "deploy", name: "image_server_user", reason: "http_basic needs a user")
+            guard let user = sources.optionalString(O.imageServerUser) else {
+                throw ConfigurationError(O.imageServerUser, "http_basic needs a user")
             }
-            guard let password = sources.optionalString("deploy", "image_server_password") else {
-                throw ConfigurationError(section: "deploy", name: "image_server_password", reason: "http_basic needs a password")
+            guard let password = sources.optionalString(O.imageServerPassword) else {
+                throw ConfigurationError(O.imageServerPassword, "http_basic needs a password")
             }
             credentials.everyServer = (user, password)
         default:
-            throw ConfigurationError(section: "deploy", name: "image_server_auth_strategy", reason: "'\(strategy)' is neither noauth nor http_basic")
+            throw ConfigurationError(O.imageServerAuthStrategy, "'\(strategy)' is neither noauth nor http_basic")
         }
-        if let netrc = try readableFile(sources, section, "netrc_file") {
+        if let netrc = try readableFile(sources, O.netrcFile) {
             do {
                 credentials.perHost = try NetrcFile(path: netrc)
             } catch {
-                throw ConfigurationError(section: section, name: "netrc_file", reason: error.message)
+                throw ConfigurationError(O.netrcFile, error.message)
             }
         }
-        let certificate = try readableFile(sources, section, "http_client_cert_file")
-        let key = try readableFile(sources, section, "http_client_key_file")
+        let certificate = try readableFile(sources, O.clientCertFile)
+        let key = try readableFile(sources, O.clientKeyFile)
         if (certificate == nil) != (key == nil) {
-            throw ConfigurationError(section: section, name: "http_client_key_file", reason: "http_client_cert_file and http_client_key_file must be given together")
+            throw ConfigurationError(O.clientKeyFile, "http_client_cert_file and http_client_key_file must be given together")
         }
         let proxies: ProxySettings
         do {
-            proxies = try ProxySettings.fromEnvironment(sources.environment, http: sources.optionalString(section, "http_proxy"),
-                                                        https: sources.optionalString(section, "https_proxy"), noProxy: sources.optionalString(section, "no_proxy"))
+            proxies = try ProxySettings.fromEnvironment(sources.environment, http: sources.optionalString(O.httpProxy),
+                                                        https: sources.optionalString(O.httpsProxy), noProxy: sources.optionalString(O.noProxy))
         } catch {
-            throw ConfigurationError(section: section, name: "http_proxy", reason: error.message)
+            throw ConfigurationError(O.httpProxy, error.message)
         }
         return HTTPClientSettings(
             verification: verification, clientCertificateFile: certificate, clientKeyFile: key,
             connectTimeout: .seconds(connectTimeout),
-            stallTimeout: .seconds(try sources.integer(section, "download_stall_timeout", default: connectTimeout, range: 1...3600)),
-            overallTimeout: .seconds(try sources.integer(section, "download_timeout", default: 6 * 3600, range: 10...7 * 86400)),
-            retries: try sources.integer(section, "download_retries", default: 3, range: 0...100),
+            stallTimeout: .seconds(try sources.integer(O.downloadStallTimeout, default: connectTimeout)),
+            overallTimeout: .seconds(try sources.integer(O.downloadTimeout)),
+            retries: try sources.integer(O.downloadRetries),
             proxies: proxies, credentials: credentials,
-            maximumConnectionsPerHost: try sources.integer(
-                section, "max_connections_per_host",
-                default: try sources.integer(section, "max_concurrent_downloads", default: 20, range: 1...1000), range: 1...1000))
+            maximumConnectionsPerHost: try sources.integer(O.maxConnectionsPerHost, default: try sources.integer(O.maxConcurrentDownloads)))
     }
 
     /// Settings for Glance and, with a password, Keystone.
     private static func glanceSettings(_ sources: ConfigurationSources, http: HTTPClientSettings) throws(ConfigurationError) -> (GlanceSettings, HTTPClientSettings) {
-        let group = "glance"
-        let authType = sources.string(group, "auth_type", default: "none").lowercased()
+        typealias O = WorkerOptions
+        let authType = sources.string(O.glanceAuthType).lowercased()
         let authentication: GlanceSettings.Authentication
         switch authType {
         case "none", "noauth":
             authentication = .none
         case "token", "admin_token":
-            guard let token = sources.optionalString(group, "token") else {
-                throw ConfigurationError(section: group, name: "token", reason: "auth_type = token needs a token")
+            guard let token = sources.optionalString(O.glanceToken) else {
+                throw ConfigurationError(O.glanceToken, "auth_type = token needs a token")
             }
             authentication = .token(token)
         case "password", "v3password":
-            func required(_ name: String) throws(ConfigurationError) -> String {
-                guard let value = sources.optionalString(group, name) else {
-                    throw ConfigurationError(section: group, name: name, reason: "auth_type = password needs \(name)")
+            func required(_ option: ConfigurationOption) throws(ConfigurationError) -> String {
+                guard let value = sources.optionalString(option) else {
+                    throw ConfigurationError(option, "auth_type = password needs \(option.name)")
                 }
                 return value
             }
-            let projectName = sources.optionalString(group, "project_name")
-            let projectID = sources.optionalString(group, "project_id")
+            let projectName = sources.optionalString(O.glanceProjectName)
+            let projectID = sources.optionalString(O.glanceProjectID)
             guard projectName != nil || projectID != nil else {
-                throw ConfigurationError(section: group, name: "project_name", reason: "auth_type = password needs project_name or project_id")
+                throw ConfigurationError(O.glanceProjectName, "auth_type = password needs project_name or project_id")
             }
             authentication = .password(GlanceSettings.KeystonePassword(
-                authURL: try required("auth_url"), username: try required("username"), password: try required("password"),
-                userDomainName: sources.optionalString(group, "user_domain_name") ?? "Default", projectName: projectName, projectID: projectID,
-                projectDomainName: sources.optionalString(group, "project_domain_name") ?? "Default",
-                regionName: sources.optionalString(group, "region_name"),
-                interface: sources.list(group, "valid_interfaces", default: [sources.string(group, "interface", default: "public")]).first ?? "public"))
+                authURL: try required(O.glanceAuthURL), username: try required(O.glanceUsername), password: try required(O.glancePassword),
+                userDomainName: sources.optionalString(O.glanceUserDomain) ?? "Default", projectName: projectName, projectID: projectID,
+                projectDomainName: sources.optionalString(O.glanceProjectDomain) ?? "Default", regionName: sources.optionalString(O.glanceRegion),
+                interface: sources.list(O.glanceValidInterfaces, default: [sources.string(O.glanceInterface)]).first ?? "public"))
         default:
-            throw ConfigurationError(section: group, name: "auth_type", reason: "'\(authType)' is not one of none, token, password")
+            throw ConfigurationError(O.glanceAuthType, "'\(authType)' is not one of none, token, password")
         }
-        if let endpoint = sources.optionalString(group, "endpoint_override") {
-            guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
-                throw ConfigurationError(section: group, name: "endpoint_override", reason: "'\(endpoint)' is not an http(s) URL")
-            }
+        let endpoint = sources.optionalString(O.glanceEndpoint)
+        if let endpoint, !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
+            throw ConfigurationError(O.glanceEndpoint, "'\(endpoint)' is not an http(s) URL")
         }
         let glance = GlanceSettings(
-            endpointOverride: sources.optionalString(group, "endpoint_override"), authentication: authentication,
-            projectID: sources.optionalString(group, "project_id"),
-            retries: try sources.integer(group, "num_retries", default: 0, range: 0...100),
-            adminBypassesProjectCheck: try sources.bool("DEFAULT", "ignore_project_check_for_admin_tasks", default: true),
-            allowAccessViaAuthToken: try sources.bool("DEFAULT", "allow_image_access_via_auth_token", default: false))
+            endpointOverride: endpoint, authentication: authentication, projectID: sources.optionalString(O.glanceProjectID),
+            retries: try sources.integer(O.glanceRetries), adminBypassesProjectCheck: try sources.bool(O.adminBypass),
+            allowAccessViaAuthToken: try sources.bool(O.accessViaAuthToken))
         var glanceHTTP = http
         glanceHTTP.credentials = HTTPCredentials()
-        glanceHTTP.clientCertificateFile = try readableFile(sources, group, "certfile")
-        glanceHTTP.clientKeyFile = try readableFile(sources, group, "keyfile")
-        if try sources.bool(group, "insecure", default: false) {
+        glanceHTTP.clientCertificateFile = try readableFile(sources, O.glanceCertFile)
+        glanceHTTP.clientKeyFile = try readableFile(sources, O.glanceKeyFile)
+        if try sources.bool(O.glanceInsecure) {
             glanceHTTP.verification = .none
-        } else if let caFile = try readableFile(sources, group, "cafile") {
+        } else if let caFile = try readableFile(sources, O.glanceCAFile) {
             glanceHTTP.verification = .caFile(caFile)
         } else {
             glanceHTTP.verification = .system
@@ -353,19 +339,20 @@ public struct WorkerConfiguration: Sendable {
         return (glance, glanceHTTP)
     }
 
-    private static func readableFile(_ sources: ConfigurationSources, _ section: String, _ name: String) throws(ConfigurationError) -> String? {
-        guard let path = sources.optionalString(section, name) else { return nil }
+    private static func readableFile(_ sources: ConfigurationSources, _ option: ConfigurationOption) throws(ConfigurationError) -> String? {
+        guard let path = sources.optionalString(option) else { return nil }
         guard FileAccess.isReadable(path) else {
-            throw ConfigurationError(section: section, name: name, reason: "'\(path)' cannot be read")
+            throw ConfigurationError(option, "'\(path)' cannot be read")
         }
         return path
     }
 
     /// A queue or exchange name part must be a routing-key word: no blanks, no wildcards.
-    private static func checkRoutingWord(_ value: String, _ section: String, _ name: String) throws(ConfigurationError) {
+    private static func routingWord(_ value: String, _ option: ConfigurationOption) throws(ConfigurationError) -> String {
         let allowed = value.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-:@".unicodeScalars.contains($0)) }
         guard !value.isEmpty, value.utf8.count <= 200, allowed else {
-            throw ConfigurationError(section: section, name: name, reason: "'\(value)' must be 1 to 200 characters of letters, digits and . _ - : @")
+            throw ConfigurationError(option, "'\(value)' must be 1 to 200 characters of letters, digits and . _ - : @")
         }
+        return value
     }
 }

@@ -1,3 +1,4 @@
+import OsloJSON
 import ImageServices
 import OsloMessaging
 
@@ -51,7 +52,7 @@ extension ResolvedImage {
             "cache": .string(orNull: cache?.rawValue),
             "transfer": .string(orNull: fetched?.transfer.rawValue),
             "bytes_transferred": fetched.map { .integer($0.bytesTransferred) } ?? .null,
-            "duration_ms": .integer(durationMicroseconds / 1000),
+            "duration_ms": .integer(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000),
         ]
     }
 }

@@ -1,8 +1,9 @@
-import Crypto
+import OsloJSON
 import ImageServices
 import Logging
 import OsloMessaging
 import Synchronization
+import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -71,10 +72,7 @@ public final class FileRequestJournal: RequestJournal {
 
     /// The file name for a `_unique_id`.
     static func key(_ uniqueID: String) -> String {
-        SHA256.hash(data: Array(uniqueID.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        Hex.lowercase(MultiDigest.bytes(.sha256, of: Array(uniqueID.utf8)))
     }
 
     public func begin(uniqueID: String) async throws -> JournalDecision {

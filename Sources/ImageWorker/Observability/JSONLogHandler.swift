@@ -1,3 +1,4 @@
+import OsloJSON
 import Logging
 import OsloMessaging
 

@@ -1,13 +1,27 @@
+import Prometheus
 import ImageServices
+import CoreMetrics
 import Metrics
 
 /// The worker's own metrics (swift-metrics; `image-worker serve` exports them through a
 /// Prometheus registry on `metrics_address`), all `image_worker_*` with few label values.
 /// The RPC server adds `image_worker_tasks_*` and the broker connections
 /// `image_worker_broker_*` (see `RPCServerMetrics` and `AMQPConfiguration.metricsPrefix`).
-enum WorkerMetrics {
-    /// The prefix given to the RPC server's and the broker connections' metrics.
-    static let prefix = "image_worker"
+public enum WorkerMetrics {
+    /// The prefix of every metric the worker records (also given to the RPC server and the broker connections).
+    public static let prefix = "image_worker"
+
+    /// The swift-metrics factory `serve` bootstraps: Prometheus, with duration buckets that reach
+    /// an hour for tasks (downloads take minutes).
+    public static func metricsFactory(registry: PrometheusCollectorRegistry) -> PrometheusMetricsFactory {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["\(WorkerMetrics.prefix)_task_duration_seconds"] = [
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(120),
+            .seconds(300), .seconds(600), .seconds(1800), .seconds(3600),
+        ]
+        return factory
+    }
 
     /// An image placed in a node folder: `image_worker_images_total{transfer}` and
     /// `image_worker_image_bytes_total{transfer}` (its size), plus the bytes that crossed the network

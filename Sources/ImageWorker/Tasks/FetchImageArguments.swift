@@ -1,3 +1,5 @@
+import OsloJSON
+import SystemSupport
 import ImageServices
 import OsloMessaging
 

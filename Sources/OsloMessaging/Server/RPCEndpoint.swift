@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 
 /// What the server knows about how a request arrived.
 public struct RequestDelivery: Sendable, Hashable {

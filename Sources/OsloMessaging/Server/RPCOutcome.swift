@@ -1,3 +1,4 @@
+import OsloJSON
 /// What a request ended with: the reply its caller gets, and the notification that records it
 /// (the worker's `.end` or `.error` event). The server makes the notification durable before it
 /// replies and acknowledges, and a request journal keeps the pair so that a duplicate of the

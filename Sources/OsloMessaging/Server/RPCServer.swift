@@ -1,4 +1,6 @@
-import AMQP
+import OsloJSON
+import AMQPModel
+import CoreMetrics
 import Logging
 import ServiceLifecycle
 import Synchronization

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Metrics
 
 /// What an ``RPCServer`` counts, through swift-metrics (exported by whatever backend the process

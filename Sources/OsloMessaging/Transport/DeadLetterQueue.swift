@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 
 /// Where requests go that will never succeed (malformed, or given up on after too many attempts)
 /// when `[image_worker] dead_letter_exchange` is set: a durable fanout exchange of that name and

@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 import Synchronization
 
 /// An oslo transport in memory, for tests of the server and the worker: tests hand it request

@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 
 /// What an RPC server needs from the message broker: a stream of requests, settling them, and
 /// publishing replies and notifications. ``AMQPOsloTransport`` is the real one;

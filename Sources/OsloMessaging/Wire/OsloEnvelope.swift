@@ -1,3 +1,4 @@
+import OsloJSON
 /// oslo.messaging's message envelope, format 2.0: `{"oslo.version": "2.0", "oslo.message": "<the
 /// real message as a JSON string>"}`. Receivers also accept the bare inner dict (format 1.0).
 public enum OsloEnvelope {

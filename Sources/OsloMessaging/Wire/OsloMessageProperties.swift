@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 
 extension AMQPMessageProperties {
     /// The properties on every oslo publish (kombu's defaults): JSON in UTF-8, an empty headers

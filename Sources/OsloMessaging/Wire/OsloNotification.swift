@@ -1,3 +1,4 @@
+import OsloJSON
 /// A notification as oslo's `messagingv2` driver sends it.
 public struct OsloNotification: Sendable, Hashable {
     /// Notification priorities; the body carries the upper-case name, the routing key the

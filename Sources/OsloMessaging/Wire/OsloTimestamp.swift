@@ -1,16 +1,14 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Times in the two forms the wire uses.
 public enum OsloTimestamp {
     /// The current time as microseconds since the Unix epoch.
     public static func nowMicroseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1_000
+        Int64((Date().timeIntervalSince1970 * 1_000_000).rounded(.down))
     }
 
     /// Python's `str(datetime.utcnow())`: `2026-11-24 21:42:46.512294` (UTC, a space instead of

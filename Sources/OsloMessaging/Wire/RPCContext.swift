@@ -1,3 +1,4 @@
+import OsloJSON
 /// The request context an oslo client flattens into `_context_<key>` fields: Ironic's
 /// `RequestContext.to_dict()` (user, project, roles, request ids, auth token, …).
 ///

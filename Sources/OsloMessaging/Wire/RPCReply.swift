@@ -1,3 +1,4 @@
+import OsloJSON
 /// A reply to a call, as an oslo RPC server sends it: one message with `result`, `failure`
 /// (always present, `null` or a serialized exception string) and `ending: true`; or, while a call
 /// with a call-monitor timeout runs, heartbeats `{"result": null, "failure": null, "ending": false}`.

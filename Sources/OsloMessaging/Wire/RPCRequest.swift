@@ -1,3 +1,4 @@
+import OsloJSON
 import Foundation
 
 /// An RPC request (a cast or a call) as an oslo.messaging client sends it.

@@ -1,4 +1,4 @@
-import AMQP
+import AMQPModel
 
 /// The exchanges, queues and bindings an oslo.messaging RPC server declares for
 /// `Target(topic:server:)` on a control exchange, with the same flags, so that the worker and real

@@ -1,3 +1,4 @@
+import OsloJSON
 /// An exception as oslo.messaging sends it back to a caller: the `failure` of a reply, which is a
 /// JSON *string* `{"class", "module", "message", "tb", "args", "kwargs"}`. A Python caller
 /// re-raises it as `<module>.<class>` when the module is allowed (Ironic allows

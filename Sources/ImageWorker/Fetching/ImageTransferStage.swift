@@ -1,0 +1,63 @@
+import ImageServices
+
+/// An image in its staging file, verified, on its way to its final name: what the transfer stage
+/// hands to the transform stages, and they to the placement.
+public struct StagedImage: Sendable {
+    public var plan: ImagePlan
+    /// The hidden file next to the final name that holds the bytes.
+    public var staging: StagingFile
+    public var fetched: FetchedImage
+    /// The checksum reported: the verified one, or the one computed when none was expected.
+    public var checksum: ImageChecksum
+    /// Whether an expected checksum was given and matched.
+    public var verified: Bool
+    public var cache: CacheOutcome
+    /// When the work on this image began.
+    public var started: ContinuousClock.Instant
+}
+
+/// The transfer and verify stage: the bytes into a staging file — through the master image cache
+/// when the service's images may be cached, else straight from the service after a space check —
+/// hashed on the way and compared with the expected checksum. On failure nothing is left.
+struct ImageTransferStage: Sendable {
+    let cache: MasterImageCache?
+
+    func run(_ plan: ImagePlan, into staging: StagingFile, context: ImageRequestContext,
+             progress: @escaping TransferProgressHandler) async throws -> StagedImage {
+        let started = ContinuousClock.now
+        let expected = plan.expectedChecksum
+        let service = plan.service
+        let (fetched, cacheOutcome) = try await RoleError.attributed(to: plan.role, plan.reference) { () -> (FetchedImage, CacheOutcome) in
+            // What the service says now: the description from planning, else (for images whose
+            // cached copy must be revalidated) a fresh look.
+            let current = service.caching == .revalidate && cache != nil
+                ? try await service.validate(plan.reference, context: context) : plan.shown
+            if let cache, service.caching != .never, current?.noCache != true {
+                let outcome = try await cache.fetch(plan.reference, service: service, current: current, expected: expected,
+                                                    into: staging, context: context, progress: progress)
+                return (outcome.fetched, outcome.cache)
+            }
+            if let size = current?.size {
+                let available = try DiskSpace.available(at: staging.directory)
+                if available < size { throw DiskSpace.insufficient(staging.directory.path, required: size, available: available) }
+            }
+            let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],
+                                            context: context, progress: progress)
+            do {
+                return (try await service.fetch(request), .bypass)
+            } catch {
+                await staging.discardOffPool()
+                throw error
+            }
+        }
+        let checksum: ImageChecksum
+        do {
+            checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: plan.reference, serviceName: service.name)
+        } catch {
+            await staging.discardOffPool()
+            throw RoleError(role: plan.role, reference: plan.reference.redacted, error: error)
+        }
+        return StagedImage(plan: plan, staging: staging, fetched: fetched, checksum: checksum, verified: expected != nil,
+                           cache: cacheOutcome, started: started)
+    }
+}
