@@ -106,48 +106,52 @@ struct GlanceImageServiceIntegrationTests {
 
     @Test("Keystone v3 password: token and endpoint from the catalog, a new token on a 401")
     func keystone() async throws {
-        let glanceRecord = #"{"id": "%ID%", "status": "active", "visibility": "public", "size": 3, "disk_format": "raw", "os_hash_algo": "sha512", "os_hash_value": "%SHA%"}"#
-        let id = UUID().uuidString.lowercased()
-        let record = glanceRecord.replacingOccurrences(of: "%ID%", with: id).replacingOccurrences(of: "%SHA%", with: sha512([1, 2, 3]))
-        let fakeGlance = try await FaultServer { _, seen in
-            // The first token is refused, as an expired one would be.
-            if seen.headers.first(name: "X-Auth-Token") != "token-2" { return .init(status: .unauthorized) }
-            return seen.uri.hasSuffix("/file") ? .init(body: [1, 2, 3]) : .init(headers: [("Content-Type", "application/json")], body: Array(record.utf8))
+        try await withCleanup { cleanup in
+            let glanceRecord = #"{"id": "%ID%", "status": "active", "visibility": "public", "size": 3, "disk_format": "raw", "os_hash_algo": "sha512", "os_hash_value": "%SHA%"}"#
+            let id = UUID().uuidString.lowercased()
+            let record = glanceRecord.replacingOccurrences(of: "%ID%", with: id).replacingOccurrences(of: "%SHA%", with: sha512([1, 2, 3]))
+            let fakeGlance = try await FaultServer { _, seen in
+                // The first token is refused, as an expired one would be.
+                if seen.headers.first(name: "X-Auth-Token") != "token-2" { return .init(status: .unauthorized) }
+                return seen.uri.hasSuffix("/file") ? .init(body: [1, 2, 3]) : .init(headers: [("Content-Type", "application/json")], body: Array(record.utf8))
+            }
+            cleanup.add { await fakeGlance.stop() }
+            let counter = TokenCounter()
+            let catalog = #"{"token": {"project": {"id": "p-from-keystone"}, "expires_at": "2099-01-01T00:00:00.000000Z", "catalog": [{"type": "image", "endpoints": [{"interface": "internal", "url": "http://wrong"}, {"interface": "public", "url": "%GLANCE%"}]}]}}"#
+                .replacingOccurrences(of: "%GLANCE%", with: fakeGlance.url)
+            let keystone = try await FaultServer { _, _ in
+                .init(status: .created, headers: [("X-Subject-Token", "token-\(counter.next())"), ("Content-Type", "application/json")], body: Array(catalog.utf8))
+            }
+            cleanup.add { await keystone.stop() }
+            let settings = GlanceSettings(authentication: .password(.init(authURL: keystone.url + "/identity", username: "ironic", password: "s3cret",
+                                                                         projectName: "service")))
+            let service = GlanceImageService(settings: settings, transport: try HTTPTransport(settings: HTTPClientSettings(connectTimeout: .seconds(5))))
+            #expect(try await service.show(try ImageReference(id), context: context()).size == 3)
+            #expect(try await fetch(service, id).digests[.sha512] == sha512([1, 2, 3]))
+            #expect(keystone.requests.first?.uri == "/identity/v3/auth/tokens")
+            #expect(keystone.requests.count == 2, "one token, then one more after the 401")
         }
-        defer { Task { await fakeGlance.stop() } }
-        let counter = TokenCounter()
-        let catalog = #"{"token": {"project": {"id": "p-from-keystone"}, "expires_at": "2099-01-01T00:00:00.000000Z", "catalog": [{"type": "image", "endpoints": [{"interface": "internal", "url": "http://wrong"}, {"interface": "public", "url": "%GLANCE%"}]}]}}"#
-            .replacingOccurrences(of: "%GLANCE%", with: fakeGlance.url)
-        let keystone = try await FaultServer { _, _ in
-            .init(status: .created, headers: [("X-Subject-Token", "token-\(counter.next())"), ("Content-Type", "application/json")], body: Array(catalog.utf8))
-        }
-        defer { Task { await keystone.stop() } }
-        let settings = GlanceSettings(authentication: .password(.init(authURL: keystone.url + "/identity", username: "ironic", password: "s3cret",
-                                                                     projectName: "service")))
-        let service = GlanceImageService(settings: settings, transport: try HTTPTransport(settings: HTTPClientSettings(connectTimeout: .seconds(5))))
-        #expect(try await service.show(try ImageReference(id), context: context()).size == 3)
-        #expect(try await fetch(service, id).digests[.sha512] == sha512([1, 2, 3]))
-        #expect(keystone.requests.first?.uri == "/identity/v3/auth/tokens")
-        #expect(keystone.requests.count == 2, "one token, then one more after the 401")
     }
 
     @Test("[glance] num_retries: a 5xx is retried that many times")
     func retries() async throws {
-        let id = UUID().uuidString.lowercased()
-        let record = #"{"id": "\#(id)", "status": "active", "visibility": "public", "size": 1}"#
-        let flaky = try await FaultServer { index, _ in
-            index == 0 ? .init(status: .serviceUnavailable) : .init(headers: [("Content-Type", "application/json")], body: Array(record.utf8))
-        }
-        defer { Task { await flaky.stop() } }
-        let transport = try HTTPTransport(settings: HTTPClientSettings(connectTimeout: .seconds(5)))
-        let patient = GlanceImageService(settings: GlanceSettings(endpointOverride: flaky.url, retries: 1), transport: transport)
-        #expect(try await patient.show(try ImageReference(id), context: context()).size == 1)
-        let second = try await FaultServer { _, _ in .init(status: .serviceUnavailable) }
-        defer { Task { await second.stop() } }
-        let failing = GlanceImageService(settings: GlanceSettings(endpointOverride: second.url, retries: 0), transport: transport)
-        await #expect { _ = try await failing.show(try ImageReference(id), context: context()) } throws: {
-            let error = $0 as? IronicError
-            return error?.code == .temporaryFailure && error?.retryable == true
+        try await withCleanup { cleanup in
+            let id = UUID().uuidString.lowercased()
+            let record = #"{"id": "\#(id)", "status": "active", "visibility": "public", "size": 1}"#
+            let flaky = try await FaultServer { index, _ in
+                index == 0 ? .init(status: .serviceUnavailable) : .init(headers: [("Content-Type", "application/json")], body: Array(record.utf8))
+            }
+            cleanup.add { await flaky.stop() }
+            let transport = try HTTPTransport(settings: HTTPClientSettings(connectTimeout: .seconds(5)))
+            let patient = GlanceImageService(settings: GlanceSettings(endpointOverride: flaky.url, retries: 1), transport: transport)
+            #expect(try await patient.show(try ImageReference(id), context: context()).size == 1)
+            let second = try await FaultServer { _, _ in .init(status: .serviceUnavailable) }
+            cleanup.add { await second.stop() }
+            let failing = GlanceImageService(settings: GlanceSettings(endpointOverride: second.url, retries: 0), transport: transport)
+            await #expect { _ = try await failing.show(try ImageReference(id), context: context()) } throws: {
+                let error = $0 as? IronicError
+                return error?.code == .temporaryFailure && error?.retryable == true
+            }
         }
     }
 }

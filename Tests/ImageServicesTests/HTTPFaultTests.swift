@@ -23,19 +23,21 @@ struct HTTPFaultTests {
 
     /// Fetches `path` from `server` into a fresh folder; returns the result and the folder.
     func fetch(_ server: FaultServer, _ path: String = "/image.img", settings: HTTPClientSettings? = nil) async throws -> (FetchedImage, TemporaryDirectory, StagingFile) {
-        let folder = try TemporaryDirectory(prefix: "fault")
-        let transport = try HTTPTransport(settings: settings ?? self.settings())
-        defer { Task { await transport.shutdown() } }
-        let staging = StagingFile(in: try DirectoryHandle(path: folder.path), finalName: "disk")
-        let request = ImageFetchRequest(reference: try ImageReference(server.url + path), destination: staging, digestAlgorithms: [.sha256], context: context)
-        do {
-            let fetched = try await HTTPImageService(transport: transport).fetch(request)
-            return (fetched, folder, staging)
-        } catch {
-            staging.discard()
-            #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "a failed download left files behind")
-            folder.remove()
-            throw error
+        return try await withCleanup { cleanup in
+            let folder = try TemporaryDirectory(prefix: "fault")
+            let transport = try HTTPTransport(settings: settings ?? self.settings())
+            cleanup.add { await transport.shutdown() }
+            let staging = StagingFile(in: try DirectoryHandle(path: folder.path), finalName: "disk")
+            let request = ImageFetchRequest(reference: try ImageReference(server.url + path), destination: staging, digestAlgorithms: [.sha256], context: context)
+            do {
+                let fetched = try await HTTPImageService(transport: transport).fetch(request)
+                return (fetched, folder, staging)
+            } catch {
+                staging.discard()
+                #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "a failed download left files behind")
+                folder.remove()
+                throw error
+            }
         }
     }
 
@@ -46,139 +48,155 @@ struct HTTPFaultTests {
 
     @Test("a connection dropped mid-body resumes with Range and If-Range; the digest matches and less than the image is sent again")
     func resumesAfterDrop() async throws {
-        let server = try await FaultServer { index, seen in
-            let etag = "\"v1\""
-            if let start = Self.range(seen) {
-                guard seen.headers.first(name: "If-Range") == etag else { return .init(body: Self.image) }
-                return .init(status: .partialContent, headers: [("ETag", etag), ("Content-Range", "bytes \(start)-\(Self.image.count - 1)/\(Self.image.count)")],
-                             body: Array(Self.image[start...]))
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { index, seen in
+                let etag = "\"v1\""
+                if let start = Self.range(seen) {
+                    guard seen.headers.first(name: "If-Range") == etag else { return .init(body: Self.image) }
+                    return .init(status: .partialContent, headers: [("ETag", etag), ("Content-Range", "bytes \(start)-\(Self.image.count - 1)/\(Self.image.count)")],
+                                 body: Array(Self.image[start...]))
+                }
+                return .init(headers: [("ETag", etag)], body: Self.image, cutAfter: index == 0 ? 1_000_000 : nil)
             }
-            return .init(headers: [("ETag", etag)], body: Self.image, cutAfter: index == 0 ? 1_000_000 : nil)
+            cleanup.add { await server.stop() }
+            let (fetched, folder, staging) = try await fetch(server)
+            defer { folder.remove() }
+            #expect(fetched.digests[.sha256] == Self.imageSHA256)
+            #expect(fetched.size == Int64(Self.image.count))
+            #expect(server.requests.count == 2)
+            // The resume starts where the file ends: at most the 1,000,000 bytes sent before the cut
+            // (async-http-client drops what it buffered but had not handed over when the peer closed).
+            let resumedAt = try #require(Self.range(server.requests[1]))
+            #expect(resumedAt > 0 && resumedAt <= 1_000_000)
+            #expect(server.bodyBytesSent < 2 * Self.image.count, "the resume sent the whole image again")
+            #expect(server.bodyBytesSent == 1_000_000 + Self.image.count - resumedAt)
+            try staging.commit()
+            #expect(try Array(Data(contentsOf: URL(fileURLWithPath: staging.finalPath))) == Self.image)
         }
-        defer { Task { await server.stop() } }
-        let (fetched, folder, staging) = try await fetch(server)
-        defer { folder.remove() }
-        #expect(fetched.digests[.sha256] == Self.imageSHA256)
-        #expect(fetched.size == Int64(Self.image.count))
-        #expect(server.requests.count == 2)
-        // The resume starts where the file ends: at most the 1,000,000 bytes sent before the cut
-        // (async-http-client drops what it buffered but had not handed over when the peer closed).
-        let resumedAt = try #require(Self.range(server.requests[1]))
-        #expect(resumedAt > 0 && resumedAt <= 1_000_000)
-        #expect(server.bodyBytesSent < 2 * Self.image.count, "the resume sent the whole image again")
-        #expect(server.bodyBytesSent == 1_000_000 + Self.image.count - resumedAt)
-        try staging.commit()
-        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: staging.finalPath))) == Self.image)
     }
 
     @Test("a server that ignores Range answers 200 again: the download restarts from zero and is still right")
     func ignoresRange() async throws {
-        let server = try await FaultServer { index, _ in
-            .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: index == 0 ? 500_000 : nil)
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { index, _ in
+                .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: index == 0 ? 500_000 : nil)
+            }
+            cleanup.add { await server.stop() }
+            let (fetched, folder, _) = try await fetch(server)
+            defer { folder.remove() }
+            #expect(fetched.digests[.sha256] == Self.imageSHA256)
+            #expect(fetched.size == Int64(Self.image.count))
+            #expect(server.requests.count == 2)
         }
-        defer { Task { await server.stop() } }
-        let (fetched, folder, _) = try await fetch(server)
-        defer { folder.remove() }
-        #expect(fetched.digests[.sha256] == Self.imageSHA256)
-        #expect(fetched.size == Int64(Self.image.count))
-        #expect(server.requests.count == 2)
     }
 
     @Test("an ETag that changes between attempts means starting over with the new version, never splicing")
     func changedETag() async throws {
-        let newImage = Self.image.map { $0 ^ 0x5A }
-        let newSHA = SHA256.hash(data: newImage).map { String(format: "%02x", $0) }.joined()
-        // A compliant server: If-Range with the old ETag gets the new entity whole (200).
-        let compliant = try await FaultServer { index, _ in
-            index == 0 ? .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: 700_000)
-                       : .init(headers: [("ETag", "\"v2\"")], body: newImage)
-        }
-        defer { Task { await compliant.stop() } }
-        let (fetched, folder, _) = try await fetch(compliant)
-        folder.remove()
-        #expect(fetched.digests[.sha256] == newSHA)
-        // A broken server: answers the resume with 206 of the new version.
-        let broken = try await FaultServer { index, seen in
-            if index == 0 { return .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: 700_000) }
-            if let start = Self.range(seen) {
-                return .init(status: .partialContent, headers: [("ETag", "\"v2\""), ("Content-Range", "bytes \(start)-\(newImage.count - 1)/\(newImage.count)")],
-                             body: Array(newImage[start...]))
+        try await withCleanup { cleanup in
+            let newImage = Self.image.map { $0 ^ 0x5A }
+            let newSHA = SHA256.hash(data: newImage).map { String(format: "%02x", $0) }.joined()
+            // A compliant server: If-Range with the old ETag gets the new entity whole (200).
+            let compliant = try await FaultServer { index, _ in
+                index == 0 ? .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: 700_000)
+                           : .init(headers: [("ETag", "\"v2\"")], body: newImage)
             }
-            return .init(headers: [("ETag", "\"v2\"")], body: newImage)
+            cleanup.add { await compliant.stop() }
+            let (fetched, folder, _) = try await fetch(compliant)
+            folder.remove()
+            #expect(fetched.digests[.sha256] == newSHA)
+            // A broken server: answers the resume with 206 of the new version.
+            let broken = try await FaultServer { index, seen in
+                if index == 0 { return .init(headers: [("ETag", "\"v1\"")], body: Self.image, cutAfter: 700_000) }
+                if let start = Self.range(seen) {
+                    return .init(status: .partialContent, headers: [("ETag", "\"v2\""), ("Content-Range", "bytes \(start)-\(newImage.count - 1)/\(newImage.count)")],
+                                 body: Array(newImage[start...]))
+                }
+                return .init(headers: [("ETag", "\"v2\"")], body: newImage)
+            }
+            cleanup.add { await broken.stop() }
+            let (again, folder2, _) = try await fetch(broken)
+            folder2.remove()
+            #expect(again.digests[.sha256] == newSHA, "two versions were spliced")
+            #expect(broken.requests.count == 3)
         }
-        defer { Task { await broken.stop() } }
-        let (again, folder2, _) = try await fetch(broken)
-        folder2.remove()
-        #expect(again.digests[.sha256] == newSHA, "two versions were spliced")
-        #expect(broken.requests.count == 3)
     }
 
     @Test("a stall past the stall timeout is retried, then reported as a retryable TemporaryFailure")
     func stall() async throws {
-        let server = try await FaultServer { _, _ in .init(body: Self.image, cutAfter: 100_000, closeAtCut: false) }
-        defer { Task { await server.stop() } }
-        await #expect {
-            _ = try await fetch(server, settings: settings(stall: .milliseconds(500), retries: 2))
-        } throws: { error in
-            let error = error as? IronicError
-            return error?.code == .temporaryFailure && error?.retryable == true && error?.message.contains("stall") == true
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(body: Self.image, cutAfter: 100_000, closeAtCut: false) }
+            cleanup.add { await server.stop() }
+            await #expect {
+                _ = try await fetch(server, settings: settings(stall: .milliseconds(500), retries: 2))
+            } throws: { error in
+                let error = error as? IronicError
+                return error?.code == .temporaryFailure && error?.retryable == true && error?.message.contains("stall") == true
+            }
+            #expect(server.requests.count == 3)
         }
-        #expect(server.requests.count == 3)
     }
 
     @Test("a Content-Length that promises more than is ever sent ends in a failure, nothing kept")
     func lyingContentLength() async throws {
-        let server = try await FaultServer { _, seen in
-            let start = Self.range(seen) ?? 0
-            var headers = [("Content-Length", "5000000")]
-            if start > 0 { headers.append(("Content-Range", "bytes \(start)-4999999/5000000")) }
-            return .init(status: start > 0 ? .partialContent : .ok, headers: headers + [("ETag", "\"v\"")], body: Array(Self.image.prefix(200_000)), cutAfter: 200_000)
-        }
-        defer { Task { await server.stop() } }
-        await #expect {
-            _ = try await fetch(server, settings: settings(retries: 2))
-        } throws: { error in
-            let error = error as? IronicError
-            return error?.code == .temporaryFailure && error?.retryable == true && error?.message.contains("after 3 attempts") == true
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, seen in
+                let start = Self.range(seen) ?? 0
+                var headers = [("Content-Length", "5000000")]
+                if start > 0 { headers.append(("Content-Range", "bytes \(start)-4999999/5000000")) }
+                return .init(status: start > 0 ? .partialContent : .ok, headers: headers + [("ETag", "\"v\"")], body: Array(Self.image.prefix(200_000)), cutAfter: 200_000)
+            }
+            cleanup.add { await server.stop() }
+            await #expect {
+                _ = try await fetch(server, settings: settings(retries: 2))
+            } throws: { error in
+                let error = error as? IronicError
+                return error?.code == .temporaryFailure && error?.retryable == true && error?.message.contains("after 3 attempts") == true
+            }
         }
     }
 
     @Test("an empty body is refused: the image contains no data")
     func emptyBody() async throws {
-        let server = try await FaultServer { _, _ in .init(body: []) }
-        defer { Task { await server.stop() } }
-        await #expect {
-            _ = try await fetch(server)
-        } throws: { ($0 as? IronicError)?.message.contains("image contains no data") == true }
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(body: []) }
+            cleanup.add { await server.stop() }
+            await #expect {
+                _ = try await fetch(server)
+            } throws: { ($0 as? IronicError)?.message.contains("image contains no data") == true }
+        }
     }
 
     @Test("5xx answers are retried; a 4xx is not", arguments: [(503, true), (404, false)])
     func serverErrors(status: Int, retried: Bool) async throws {
-        let server = try await FaultServer { index, _ in
-            index == 0 ? .init(status: HTTPResponseStatus(statusCode: status), body: Array("no".utf8)) : .init(body: Self.image)
-        }
-        defer { Task { await server.stop() } }
-        if retried {
-            let (fetched, folder, _) = try await fetch(server)
-            folder.remove()
-            #expect(fetched.digests[.sha256] == Self.imageSHA256)
-        } else {
-            await #expect {
-                _ = try await fetch(server)
-            } throws: { error in
-                let error = error as? IronicError
-                return error?.code == .imageRefValidationFailed && error?.message.contains("Got HTTP code 404 instead of 200 in response to GET request.") == true
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { index, _ in
+                index == 0 ? .init(status: HTTPResponseStatus(statusCode: status), body: Array("no".utf8)) : .init(body: Self.image)
             }
-            #expect(server.requests.count == 1)
+            cleanup.add { await server.stop() }
+            if retried {
+                let (fetched, folder, _) = try await fetch(server)
+                folder.remove()
+                #expect(fetched.digests[.sha256] == Self.imageSHA256)
+            } else {
+                await #expect {
+                    _ = try await fetch(server)
+                } throws: { error in
+                    let error = error as? IronicError
+                    return error?.code == .imageRefValidationFailed && error?.message.contains("Got HTTP code 404 instead of 200 in response to GET request.") == true
+                }
+                #expect(server.requests.count == 1)
+            }
         }
     }
 
     @Test("a redirect to file:// is refused")
     func redirectToFile() async throws {
-        let server = try await FaultServer { _, _ in .init(status: .found, headers: [("Location", "file:///etc/passwd")]) }
-        defer { Task { await server.stop() } }
-        await #expect {
-            _ = try await fetch(server)
-        } throws: { ($0 as? IronicError)?.message.contains("redirect to a file:// URL is not allowed") == true }
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(status: .found, headers: [("Location", "file:///etc/passwd")]) }
+            cleanup.add { await server.stop() }
+            await #expect {
+                _ = try await fetch(server)
+            } throws: { ($0 as? IronicError)?.message.contains("redirect to a file:// URL is not allowed") == true }
+        }
     }
 }
