@@ -33,8 +33,7 @@ BIN_DIR=$(swift build -c release --show-bin-path)
 WORK=$(mktemp -d /tmp/image-worker-bench.XXXXXX)
 cleanup() {
   local status=$?
-  pkill -f "$BIN_DIR/image-worker serve" 2>/dev/null || true
-  pkill -f "deploy/bench/peers.py ironic-server" 2>/dev/null || true
+  stop_recorded_processes "$WORK/pids"
   broker_stop
   nginx_stop "$WORK/nginx"
   glance_stop "$WORK/glance"

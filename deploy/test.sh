@@ -55,7 +55,7 @@ phase() {
 WORK_DIR=$(mktemp -d /tmp/image-worker-test.XXXXXX)
 cleanup() {
   local status=$?
-  pkill -f "$BIN_DIR/image-worker serve" 2>/dev/null || true
+  stop_recorded_processes "$WORK_DIR/pids"
   broker_stop
   nginx_stop "$WORK_DIR/nginx"
   glance_stop "$WORK_DIR/glance"
@@ -101,6 +101,7 @@ export IMAGE_WORKER_TEST_GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
 export IMAGE_WORKER_TEST_GLANCE_STORE="$WORK_DIR/glance/images"
 export IMAGE_WORKER_TEST_BROKER_CTL=$REPO_ROOT/deploy/lib/rabbitmq.sh
 export IMAGE_WORKER_BIN=$BIN_DIR/image-worker
+export IMAGE_WORKER_PID_DIR=$WORK_DIR/pids
 export BROKER_DIR
 
 if wants swift; then

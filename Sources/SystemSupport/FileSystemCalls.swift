@@ -55,7 +55,7 @@ public final class OwnedDescriptor: Sendable {
     /// `fstat(2)`.
     public func status() throws(SystemCallError) -> stat {
         var info = stat()
-        guard fstat(rawValue, &info) == 0 else { throw SystemCallError(call: "fstat", subject: "descriptor \(rawValue)", errno: errno) }
+        try SystemCallError.check(fstat(rawValue, &info), "fstat", "descriptor \(rawValue)")
         return info
     }
 
@@ -63,14 +63,13 @@ public final class OwnedDescriptor: Sendable {
     public func currentPath() throws(SystemCallError) -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let link = "/proc/self/fd/\(rawValue)"
-        let count = readlink(link, &buffer, buffer.count - 1)
-        guard count >= 0 else { throw SystemCallError(call: "readlink", subject: link, errno: errno) }
+        let count = try SystemCallError.check(readlink(link, &buffer, buffer.count - 1), "readlink", link)
         return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// `fsync(2)`.
     public func sync() throws(SystemCallError) {
-        guard fsync(rawValue) == 0 else { throw SystemCallError(call: "fsync", subject: "descriptor \(rawValue)", errno: errno) }
+        try SystemCallError.check(fsync(rawValue), "fsync", "descriptor \(rawValue)")
     }
 }
 

@@ -39,6 +39,26 @@ def nginx_requests(method, path, status=None):
         return sum(1 for line in log
                    if line.split()[:2] == [method, path] and (status is None or line.split()[2] == str(status)))
 
+def forget_pid(pid):
+    """The process ended: its pid may be reused, so it is no longer recorded."""
+    directory = os.environ.get("IMAGE_WORKER_PID_DIR")
+    if directory:
+        try:
+            os.remove(os.path.join(directory, "%d.pid" % pid))
+        except FileNotFoundError:
+            pass
+
+
+def record_pid(pid):
+    """Records a started process in IMAGE_WORKER_PID_DIR, so that deploy/test.sh stops it on exit
+    even if a test could not (it stops processes by recorded pid, never by command line)."""
+    directory = os.environ.get("IMAGE_WORKER_PID_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "%d.pid" % pid), "w") as out:
+            out.write(str(pid))
+
+
 TOPIC = "ironic.image_worker"
 EXCHANGE = "ironic"
 NOTIFICATION_TOPIC = "ironic_versioned_notifications"
@@ -162,6 +182,7 @@ class Worker:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen([WORKER_BIN, "serve", "--config-file", self.config_path],
                                         stdout=self.log, stderr=subprocess.STDOUT)
+        record_pid(self.process.pid)
         if wait:
             self.wait_for_log("consuming requests", timeout=60)
         return self
@@ -193,6 +214,8 @@ class Worker:
             raise AssertionError("worker did not exit within %ss of SIGTERM" % timeout)
         finally:
             self.log.close()
+            if self.process.poll() is not None:
+                forget_pid(self.process.pid)
         return status
 
     def kill(self):
@@ -200,6 +223,7 @@ class Worker:
         self.process.kill()
         status = self.process.wait()
         self.log.close()
+        forget_pid(self.process.pid)
         return status
 
     def cleanup(self):

@@ -39,6 +39,8 @@ PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
 OUT = os.path.join(WORK, "out")
 SHM = tempfile.mkdtemp(prefix="iw-bench-", dir="/dev/shm")
 SOURCES = os.path.join(WORK, "sources")
+PIDS = os.path.join(WORK, "pids")
+os.makedirs(PIDS, exist_ok=True)
 
 rows = []      # (group, label, samples) for the table
 targets = []   # (description, holds, figures)
@@ -228,6 +230,9 @@ class Process:
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # deploy/bench.sh stops what was started by recorded pid, never by command line.
+        with open(os.path.join(PIDS, "%d.pid" % self.process.pid), "w") as out:
+            out.write(str(self.process.pid))
         deadline = time.time() + 60
         while ready_text not in open(log_path, errors="replace").read():
             if self.process.poll() is not None or time.time() > deadline:

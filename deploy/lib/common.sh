@@ -44,3 +44,33 @@ free_port() {
 require_swift() {
   command -v swift >/dev/null || die "Swift is not at /opt/swift/usr/bin (see README: requirements)"
 }
+
+# wait_until SECONDS WHAT COMMAND...: runs COMMAND every 0.1 s until it succeeds; dies naming WHAT
+# when it has not within SECONDS (a server that never answers fails the script, never passes).
+wait_until() {
+  local seconds=$1 what=$2 tries
+  shift 2
+  for tries in $(seq $((seconds * 10))); do
+    "$@" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$what did not happen within $seconds s"
+}
+
+# stop_recorded_processes DIR: SIGTERM, then SIGKILL, to every process whose pid a *.pid file in DIR
+# records (what the test and benchmark harnesses started), never matching by command line.
+stop_recorded_processes() {
+  local dir=$1 file pid
+  [ -d "$dir" ] || return 0
+  for file in "$dir"/*.pid; do
+    [ -e "$file" ] || continue
+    pid=$(cat "$file" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for file in "$dir"/*.pid; do
+    [ -e "$file" ] || continue
+    pid=$(cat "$file" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  done
+}

@@ -76,8 +76,7 @@ CLIENT
 }
 CONF
   nginx -c "$dir/nginx.conf" -p "$dir/" || die "nginx did not start (see $dir/logs/error.log)"
-  local i
-  for i in $(seq 50); do port_is_free "$port" || break; sleep 0.1; done
+  wait_until 10 "nginx listening on 127.0.0.1:$port" curl -s -o /dev/null "http://127.0.0.1:$port/"
   log "nginx on http://127.0.0.1:$port and https://localhost:$tls_port serving $dir/data"
 }
 

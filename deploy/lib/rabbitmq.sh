@@ -64,7 +64,7 @@ ENV
 
 # broker_boot: starts the node and waits until it answers AMQP (the node must be prepared).
 broker_boot() {
-  local t0 i first
+  local t0 i
   t0=$(date +%s%N)
   rm -f "$BROKER_DIR/pid"
   # setsid: a Ctrl-C in the terminal must reach the worker, not the broker (stopped on exit instead).
@@ -78,18 +78,20 @@ broker_boot() {
   [ -s "$BROKER_DIR/pid" ] || die "rabbitmq wrote no pid file in 60 s (see $BROKER_DIR/log)"
   broker_env timeout 90 "$RABBITMQ_BIN/rabbitmqctl" wait --timeout 60 "$BROKER_DIR/pid" >"$BROKER_DIR/log/wait.log" 2>&1 \
     || { tail -n 20 "$BROKER_DIR/log/stdout.log" >&2; die "rabbitmq did not become ready: $(tail -n 1 "$BROKER_DIR/log/wait.log")"; }
-  for i in $(seq 100); do       # AMQP-level check: protocol header in, connection.start (frame type 1) out
-    # (exec with a redirection of its own would silence this shell's stderr for good: hence the braces)
-    if { exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT"; } 2>/dev/null; then
-      printf 'AMQP\x00\x00\x09\x01' >&3
-      first=$(timeout 2 head -c 1 <&3 | od -An -tu1 | tr -d ' ')
-      exec 3>&-
-      [ "$first" = "1" ] && break
-    fi
-    sleep 0.1
-  done
+  wait_until 30 "rabbitmq answering AMQP on 127.0.0.1:$AMQP_PORT" amqp_answers "$AMQP_PORT"
   log "rabbitmq $BROKER_NODE ready on 127.0.0.1:$AMQP_PORT in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   export RABBIT_TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:$AMQP_PORT/"
+}
+
+# amqp_answers PORT: the protocol header in, connection.start (frame type 1) out.
+amqp_answers() {
+  local first
+  # (exec with a redirection of its own would silence this shell's stderr for good: hence the braces)
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'AMQP\x00\x00\x09\x01' >&3
+  first=$(timeout 2 head -c 1 <&3 | od -An -tu1 | tr -d ' ')
+  exec 3>&-
+  [ "$first" = "1" ]
 }
 
 broker_start() {

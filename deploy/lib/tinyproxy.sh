@@ -23,10 +23,12 @@ DisableViaHeader Yes
 CONF
   port_is_free "$port" || die "port $port is taken; tinyproxy cannot listen there"
   tinyproxy -c "$dir/tinyproxy.conf" || die "tinyproxy did not start"
-  local i
-  for i in $(seq 50); do [ -s "$dir/tinyproxy.pid" ] && ! port_is_free "$port" && break; sleep 0.1; done
-  kill -0 "$(cat "$dir/tinyproxy.pid" 2>/dev/null || echo 0)" 2>/dev/null || die "tinyproxy exited (see $dir/proxy.log)"
+  wait_until 10 "tinyproxy listening on 127.0.0.1:$port (see $dir/proxy.log)" tinyproxy_ready "$dir" "$port"
   log "tinyproxy on 127.0.0.1:$port"
+}
+
+tinyproxy_ready() {
+  [ -s "$1/tinyproxy.pid" ] && kill -0 "$(cat "$1/tinyproxy.pid")" && ! port_is_free "$2"
 }
 
 proxy_stop() {

@@ -126,8 +126,8 @@ final class DownloadSink: @unchecked Sendable {
     func restart() async throws {
         try await drain()
         // Freeing a large file's extents takes long: off the cooperative pool (the threads are idle).
-        try await BlockingWork.run { [file] _ in
-            guard ftruncate(file.rawValue, 0) == 0 else { throw SystemCallError(call: "truncate", subject: "the staging file", errno: errno) }
+        _ = try await BlockingWork.run { [file] _ in
+            try SystemCallError.check(ftruncate(file.rawValue, 0), "truncate", "the staging file")
         }
         lock.withLock {
             writtenBytes = 0

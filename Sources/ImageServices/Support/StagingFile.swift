@@ -15,8 +15,7 @@ public final class DirectoryHandle: Sendable {
 
     /// Opens `path` as a directory, refusing a symlink in its last component.
     public init(path: String) throws(SystemCallError) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemCallError(call: "open", subject: path, errno: errno) }
+        let fd = try SystemCallError.check(open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", path)
         descriptor = OwnedDescriptor(fd)
         self.path = path
     }
@@ -44,8 +43,7 @@ public final class DirectoryHandle: Sendable {
         if create, mkdirat(descriptor.rawValue, name, 0o755) != 0, errno != EEXIST {
             throw SystemCallError(call: "mkdir", subject: "\(path)/\(name)", errno: errno)
         }
-        let fd = openat(descriptor.rawValue, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(path)/\(name)", errno: errno) }
+        let fd = try SystemCallError.check(openat(descriptor.rawValue, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", "\(path)/\(name)")
         return DirectoryHandle(descriptor: OwnedDescriptor(fd), path: "\(path)/\(name)")
     }
 
@@ -148,8 +146,7 @@ public final class StagingFile: Sendable {
 
     /// Creates the temporary file for writing (it must not exist).
     public func create() throws(SystemCallError) -> OwnedDescriptor {
-        let fd = openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else { throw SystemCallError(call: "create", subject: "\(directory.path)/\(temporaryName)", errno: errno) }
+        let fd = try SystemCallError.check(openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644), "create", "\(directory.path)/\(temporaryName)")
         return OwnedDescriptor(fd)
     }
 

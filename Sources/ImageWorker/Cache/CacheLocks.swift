@@ -70,8 +70,7 @@ struct CacheFileLock: Sendable {
     }
 
     private static func open(_ locks: DirectoryHandle, _ key: String) throws -> OwnedDescriptor {
-        let fd = openat(locks.descriptor.rawValue, "\(key).lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(locks.path)/\(key).lock", errno: errno) }
+        let fd = try SystemCallError.check(openat(locks.descriptor.rawValue, "\(key).lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644), "open", "\(locks.path)/\(key).lock")
         return OwnedDescriptor(fd)
     }
 }

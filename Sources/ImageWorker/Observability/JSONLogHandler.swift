@@ -32,10 +32,9 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-                    file: String, function: String, line: UInt) {
-        var line = Array(Self.format(timestamp: OsloTimestamp.nowMicroseconds(), level: level, label: label, message: message.description,
-                                     source: source, metadata: mergedMetadata(explicit)).utf8)
+    public func log(event: LogEvent) {
+        var line = Array(Self.format(timestamp: OsloTimestamp.nowMicroseconds(), level: event.level, label: label, message: event.message.description,
+                                     source: event.source, metadata: mergedMetadata(event.metadata)).utf8)
         line.append(0x0A)
         // One write(2) per record, so lines from several threads never interleave.
         line.withUnsafeBytes { _ = Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
