@@ -38,7 +38,7 @@ if [ -z "$TRANSPORT_URL" ]; then
   # broker, 5672 is then seen as taken and a free port is picked instead.
   ensure_packages rabbitmq-server
   export AMQP_PORT=${AMQP_PORT:-}
-  if [ -z "$AMQP_PORT" ] && port_is_free 5672 && port_is_free 25672; then AMQP_PORT=5672; fi
+  if [ -z "$AMQP_PORT" ] && claim_port 5672 && claim_port 25672; then AMQP_PORT=5672; fi
   BROKER_DIR=$STATE_DIR/rabbitmq
   rm -rf "$BROKER_DIR"
   broker_start

@@ -2,6 +2,11 @@
 /// oslo.messaging puts on the wire: separators `", "` and `": "`, keys in insertion order,
 /// `ensure_ascii` (everything outside ASCII as `\uXXXX`, surrogate pairs above the BMP), `/` not
 /// escaped, floats in their shortest round-trip form, `NaN`/`Infinity` for non-finite floats.
+///
+/// Written by hand because no encoder available here produces those bytes: Foundation's
+/// `JSONSerialization` and `JSONEncoder` separate with `,`/`:`, escape `/`, write non-ASCII as
+/// UTF-8 and do not keep key order, and the wire format is compared byte for byte with what a real
+/// oslo.messaging sent (`Tests/OsloMessagingTests/WireFormatTests.swift`).
 public struct JSONWriter: Sendable {
     /// How the output is laid out.
     public enum Style: Sendable {

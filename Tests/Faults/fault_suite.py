@@ -16,6 +16,7 @@ Usage: fault_suite.py [kill] [broker] [fuzz]   (all three by default)
 import hashlib
 import json
 import os
+import signal
 import queue
 import random
 import shutil
@@ -159,6 +160,7 @@ def scenario_kill(sources):
     workers = [harness.Worker(vhost, allowed_paths=[sources], host="kill-%d" % i, extra=settings, state_dir=shared) for i in range(3)]
     conductor = events = None
     restarts = 0
+    kill_statuses = []  # what each killed process died of
     try:
         for worker in workers:
             worker.start()
@@ -180,7 +182,7 @@ def scenario_kill(sources):
             for _ in range(5):
                 time.sleep(rng.uniform(0.5, 1.5))
                 victim = rng.choice(workers)
-                victim.kill()
+                kill_statuses.append(victim.kill())
                 victim.start()
                 restarts += 1
 
@@ -202,7 +204,7 @@ def scenario_kill(sources):
         check(conflicting == 0, "exactly one distinct outcome per task (conflicting %d)" % conflicting)
         check(failed == 0, "every task succeeded (failed %d)" % failed)
         check(staging == 0 and wrong == 0, "no partial file: %d staging, %d wrong" % (staging, wrong))
-        check(restarts == 5, "5 workers killed and restarted")
+        check(kill_statuses == [-signal.SIGKILL] * 5, "5 workers died of SIGKILL mid-load and were restarted: %s" % kill_statuses)
         check(depth == (0, 0), "the work queue is empty and nothing is unacknowledged: %s" % (depth,))
         for worker in workers:
             check(worker.stop() == 0, "worker %s exits 0 on SIGTERM" % worker.host)

@@ -130,10 +130,11 @@ struct HTTPHelperTests {
     }
 
     @Test("Content-Range parsing")
-    func contentRange() {
-        #expect(ContentRange("bytes 10-19/100") == ContentRange("bytes 10-19/100"))
-        #expect(ContentRange("bytes 10-19/100")?.total == 100)
-        #expect(ContentRange("bytes 10-19/*")?.total == nil)
+    func contentRange() throws {
+        let known = try #require(ContentRange("bytes 10-19/100"))
+        #expect(known.start == 10 && known.end == 19 && known.total == 100)
+        let unknownTotal = try #require(ContentRange("bytes 10-19/*"))
+        #expect(unknownTotal.start == 10 && unknownTotal.end == 19 && unknownTotal.total == nil)
         #expect(ContentRange("bytes 19-10/100") == nil)
         #expect(ContentRange("items 1-2/3") == nil)
     }

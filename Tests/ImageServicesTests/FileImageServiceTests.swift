@@ -56,7 +56,6 @@ struct FileImageServiceTests {
         #expect(fetched.digests[.md5] == "900150983cd24fb0d6963f7d28e17f72")
         #expect(fetched.metadata.noCache)
         #expect(try inode(staging.finalPath) == inode(source))
-        #expect(try fixture.destination.path.isEmpty == false)
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.destination.path) == ["disk"])
     }
 

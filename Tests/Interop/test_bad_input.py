@@ -23,16 +23,17 @@ class BadInputTests(harness.WorkerSuite):
             image.write(os.urandom(65536))
         cls.sources_before = sorted(os.listdir(cls.sources))
 
+    def setUp(self):
+        self.created = []  # what the test itself puts in the sources folder (symlinks, fifos, folders)
+
     def tearDown(self):
         # Whatever the test sent, the worker still serves, and nothing was written where it must not be.
         node = str(uuid.uuid4())
         result = self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": "file://" + self.good})
         self.assertEqual(result["images"]["image"]["size"], 65536)
-        self.assertEqual(sorted(os.listdir(self.sources)), sorted(self.sources_before + self.extra_sources()))
+        self.assertEqual(sorted(os.listdir(self.sources)), sorted(self.sources_before + self.created))
+        type(self).sources_before = sorted(self.sources_before + self.created)  # kept for the next tests
         self.assert_images_dir_holds_only_node_files()
-
-    def extra_sources(self):
-        return [name for name in os.listdir(self.sources) if name not in self.sources_before]
 
     def assert_images_dir_holds_only_node_files(self):
         for entry in os.listdir(self.worker.images_dir):
@@ -104,7 +105,7 @@ class BadInputTests(harness.WorkerSuite):
         code, message = self.call_error(node_uuid="../../etc", instance_info={"image_source": "file://" + self.good})
         self.assertEqual(code, "InvalidParameterValue")
         self.assertIn("is not a UUID", message)
-        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.worker.images_dir), "etc")))
+        self.assertFalse(os.path.exists(os.path.normpath(os.path.join(self.worker.images_dir, "../../etc"))))
 
     # Hostile references.
 
@@ -129,6 +130,7 @@ class BadInputTests(harness.WorkerSuite):
     def test_symlink_in_an_allowed_folder_to_etc_hostname(self):
         link = os.path.join(self.sources, "innocent-%s.img" % uuid.uuid4().hex[:6])
         os.symlink("/etc/hostname", link)
+        self.created.append(os.path.basename(link))
         self.assert_refused("file://" + link, "The path /etc is not permitted")
 
     def test_symlink_in_an_allowed_folder_to_a_folder_outside(self):
@@ -138,6 +140,7 @@ class BadInputTests(harness.WorkerSuite):
                 secret.write(b"secret")
             link = os.path.join(self.sources, "escape-%s" % uuid.uuid4().hex[:6])
             os.symlink(outside, link)
+            self.created.append(os.path.basename(link))
             self.assert_refused("file://%s/secret.img" % link, "not allowed for image source file URLs")
         finally:
             shutil.rmtree(outside)
@@ -148,11 +151,13 @@ class BadInputTests(harness.WorkerSuite):
     def test_a_directory(self):
         folder = os.path.join(self.sources, "folder-%s" % uuid.uuid4().hex[:6])
         os.mkdir(folder)
+        self.created.append(os.path.basename(folder))
         self.assert_refused("file://" + folder, "not a regular file")
 
     def test_a_fifo(self):
         fifo = os.path.join(self.sources, "fifo-%s" % uuid.uuid4().hex[:6])
         os.mkfifo(fifo)
+        self.created.append(os.path.basename(fifo))
         self.assert_refused("file://" + fifo, "not a regular file")
 
     def test_a_missing_file(self):
@@ -185,6 +190,7 @@ class BadInputTests(harness.WorkerSuite):
         path = os.path.join(self.sources, name)
         with open(path, "wb") as image:
             image.write(os.urandom(4096))
+        self.created.append(name)
         for reference in ("file://" + path, "file://" + __import__("urllib.parse").parse.quote(path)):
             node = str(uuid.uuid4())
             result = self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": reference})

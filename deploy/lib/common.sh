@@ -31,11 +31,33 @@ ensure_packages() {
 # port_is_free PORT: nothing listens on 127.0.0.1:PORT.
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port FIRST LAST: prints the first free port in FIRST..LAST.
+# Ports are claimed before a server binds them, so that two runs on one machine (two clones
+# testing at once) never pick the same one: a claim is a folder named after the port holding the
+# claiming script's pid, and a claim whose script is gone is taken over.
+PORT_CLAIMS=${TMPDIR:-/tmp}/image-worker-port-claims
+
+# claim_port PORT: succeeds when PORT is free and now claimed by this script ($$).
+claim_port() {
+  local port=$1 owner
+  port_is_free "$port" || return 1
+  mkdir -p "$PORT_CLAIMS"
+  if ! mkdir "$PORT_CLAIMS/$port" 2>/dev/null; then
+    owner=$(cat "$PORT_CLAIMS/$port/pid" 2>/dev/null || true)
+    [ "$owner" = "$$" ] && return 0
+    [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && return 1
+    # The claimant is gone: take the claim over (one taker wins the rename).
+    mv "$PORT_CLAIMS/$port" "$PORT_CLAIMS/$port.stale.$$" 2>/dev/null || return 1
+    rm -rf "$PORT_CLAIMS/$port.stale.$$"
+    mkdir "$PORT_CLAIMS/$port" 2>/dev/null || return 1
+  fi
+  echo "$$" > "$PORT_CLAIMS/$port/pid"
+}
+
+# free_port FIRST LAST: prints a free port in FIRST..LAST and claims it for this script.
 free_port() {
   local port
   for port in $(seq "$1" "$2"); do
-    if port_is_free "$port"; then echo "$port"; return 0; fi
+    if claim_port "$port"; then echo "$port"; return 0; fi
   done
   return 1
 }

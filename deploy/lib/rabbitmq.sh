@@ -33,7 +33,7 @@ broker_prepare() {
   if [ -z "${AMQP_PORT:-}" ]; then
     local port
     for port in $(seq 5680 5780); do
-      if port_is_free "$port" && port_is_free $((port + 20000)); then AMQP_PORT=$port; break; fi
+      if claim_port "$port" && claim_port $((port + 20000)); then AMQP_PORT=$port; break; fi
     done
     [ -n "${AMQP_PORT:-}" ] || die "no free AMQP port in 5680..5780"
   fi
