@@ -9,9 +9,15 @@ import TestSupport
 struct AMQPConnectionIntegrationTests {
     let logger = Logger(label: "amqp-test")
 
-    func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil) throws -> AMQPConnection {
+    func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil,
+                    through proxy: FaultInjectingTCPProxy? = nil) throws -> AMQPConnection {
         var endpoints = try TransportURL(parsing: url).endpoints
         if let vhost { for index in endpoints.indices { endpoints[index].virtualHost = vhost } }
+        if let proxy {
+            endpoints = [endpoints[0]]
+            endpoints[0].host = "127.0.0.1"
+            endpoints[0].port = proxy.port
+        }
         let configuration = AMQPConfiguration(
             endpoints: endpoints, heartbeatSeconds: heartbeat,
             reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
@@ -143,7 +149,7 @@ struct AMQPConnectionIntegrationTests {
             var endpoints = try TransportURL(parsing: url).endpoints
             // Silence on this connection's path only (a frozen forwarder, sockets kept open), not on
             // the shared broker that the other suites are using at the same time.
-            let proxy = try FreezableTCPProxy(targetPort: endpoints[0].port)
+            let proxy = try FaultInjectingTCPProxy(targetPort: endpoints[0].port)
             defer { proxy.close() }
             endpoints[0].host = "127.0.0.1"
             endpoints[0].port = proxy.port
@@ -190,17 +196,17 @@ struct AMQPConnectionIntegrationTests {
     func reconnect() async throws {
         try await withCleanup { cleanup in
             let url = try IntegrationEnvironment.amqpURL()
-            let vhost = "amqp-test-\(uniqueHex())"
-            try await IntegrationEnvironment.brokerControl("add-vhost", vhost)
-            let connection = try connection(url: url, label: "reconnect", vhost: vhost)
-            cleanup.add { _ = try? await IntegrationEnvironment.brokerControl("ctl", "delete_vhost", vhost) }
+            // The drop happens on this connection's path only (the shared broker goes on).
+            let proxy = try FaultInjectingTCPProxy(targetPort: try TransportURL(parsing: url).endpoints[0].port)
+            cleanup.add { proxy.close() }
+            let connection = try connection(url: url, label: "reconnect", through: proxy)
             cleanup.add { await connection.close() }
             let queue = "q-\(uniqueHex())"
             try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true))
             try await connection.consume(queue: queue)
             #expect(connection.generation == 1)
 
-            try await IntegrationEnvironment.brokerControl("ctl", "close_all_connections", "-p", vhost, "test: dropping the connection")
+            proxy.dropConnections()
             let deadline = ContinuousClock.now + .seconds(20)
             while connection.generation < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
             #expect(connection.generation >= 2)

@@ -8,8 +8,6 @@ import Testing
 public enum IntegrationEnvironment {
     /// `rabbit://…` of the test broker.
     public static let amqpURLVariable = "IMAGE_WORKER_TEST_AMQP_URL"
-    /// A command that controls the test broker (`deploy/lib/rabbitmq.sh`, with `BROKER_DIR` set).
-    public static let brokerControlVariable = "IMAGE_WORKER_TEST_BROKER_CTL"
 
     /// Whether this is a CI run, where nothing may be skipped.
     public static var isCI: Bool {
@@ -31,43 +29,6 @@ public enum IntegrationEnvironment {
     /// The test broker's transport URL.
     public static func amqpURL() throws -> String {
         try require(amqpURLVariable, for: "RabbitMQ")
-    }
-
-    /// Runs the broker control script with `arguments` and returns its standard output.
-    @discardableResult
-    public static func brokerControl(_ arguments: String...) async throws -> String {
-        let command = try require(brokerControlVariable, for: "RabbitMQ control")
-        return try await run(command, arguments)
-    }
-
-    /// Runs a program and returns its standard output; throws when it exits non-zero.
-    ///
-    /// The wait for the process and the read of its output block, for seconds with `rabbitmqctl`
-    /// (an Erlang VM start): they run on a thread of their own, never on the cooperative pool,
-    /// where two such waits would stop every other test of the run.
-    @discardableResult
-    public static func run(_ executable: String, _ arguments: [String]) async throws -> String {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, Error>) in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try runBlocking(executable, arguments) })
-            }
-        }
-    }
-
-    private static func runBlocking(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.standardError
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CommandError(message: "\(executable) \(arguments.joined(separator: " ")) exited with \(process.terminationStatus)")
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 }
 

@@ -5,13 +5,16 @@ import Synchronization
 import Glibc
 #endif
 
-/// A TCP forwarder from a loopback port of its own to `host:port` that can be frozen: while frozen
-/// it keeps every socket open and passes nothing either way, as a paused VM or a partition does.
+/// A TCP forwarder from a loopback port of its own to `127.0.0.1:port` that injects faults into
+/// the connections through it: frozen, it keeps every socket open and passes nothing either way,
+/// as a paused VM or a partition does; it can also drop every connection at once, as a broker
+/// that closes them does.
 ///
-/// Fault injection for one connection's test, so that freezing does not freeze the shared broker
-/// the other suites use at the same time. Its blocking socket calls run on threads of its own,
-/// never on the cooperative pool.
-public final class FreezableTCPProxy: Sendable {
+/// Fault injection for one connection's test, so that neither freezes nor drops the shared broker
+/// the other suites use at the same time, and without `rabbitmqctl` (an Erlang VM start: seconds,
+/// many more on a busy machine). Its blocking socket calls run on threads of its own, never on
+/// the cooperative pool.
+public final class FaultInjectingTCPProxy: Sendable {
     /// The port it listens on (127.0.0.1).
     public let port: Int
     private let listener: Int32
@@ -46,6 +49,12 @@ public final class FreezableTCPProxy: Sendable {
 
     /// Passes bytes again.
     public func thaw() { frozen.store(false, ordering: .relaxed) }
+
+    /// Drops every forwarded connection (both ends see it closed); new ones are still taken.
+    public func dropConnections() {
+        let open = sockets.withLock { $0.open }
+        for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
+    }
 
     /// Closes the listener and every forwarded connection.
     public func close() {
