@@ -47,20 +47,22 @@ let package = Package(
 
         // MARK: Building blocks without a broker
 
-        // Threads, blocking work off the cooperative pool, descriptors, hex and percent-encoding:
-        // one of each, for every module.
+        // One of each small primitive, for every module, in pure Swift: hex, percent-decoding, UUID
+        // text, durations in seconds.
+        .target(name: "Primitives", swiftSettings: strict),
+        // Threads, blocking work off the cooperative pool, descriptors and system-call errors.
         .target(name: "SystemSupport", dependencies: [
             "CFileSystem",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
         // AMQP as values: deliveries, properties, field tables, topology, errors, transport URLs,
         // and the connection's state machine. No C.
-        .target(name: "AMQPModel", dependencies: ["SystemSupport"], swiftSettings: strict),
+        .target(name: "AMQPModel", dependencies: ["Primitives"], swiftSettings: strict),
         // Python-compatible JSON, as oslo.messaging writes and reads it.
-        .target(name: "OsloJSON", swiftSettings: strict),
+        .target(name: "OsloJSON", dependencies: ["Primitives"], swiftSettings: strict),
         // oslo.messaging's wire format, RPC server and notifier over an abstract transport.
         .target(name: "OsloMessaging", dependencies: [
-            "AMQPModel", "OsloJSON", "SystemSupport",
+            "AMQPModel", "OsloJSON", "Primitives",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -68,7 +70,7 @@ let package = Package(
         ], swiftSettings: strict),
         // Image references, the services by scheme, checksums, the HTTP stack.
         .target(name: "ImageServices", dependencies: [
-            "CFileSystem", "COpenSSLCrypto", "SystemSupport",
+            "CFileSystem", "COpenSSLCrypto", "Primitives", "SystemSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -79,7 +81,7 @@ let package = Package(
         // The worker itself: instance_info rules, the fetch pipeline, the cache, the journal,
         // events, configuration, monitoring.
         .target(name: "ImageWorker", dependencies: [
-            "AMQPModel", "ImageServices", "OsloJSON", "OsloMessaging", "SystemSupport",
+            "AMQPModel", "ImageServices", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -94,14 +96,14 @@ let package = Package(
         // The only Swift code that touches librabbitmq: a connection on its own thread, driven by
         // AMQPModel's state machine.
         .target(name: "AMQPClient", dependencies: [
-            "AMQPModel", "CFileSystem", "CRabbitMQ", "SystemSupport",
+            "AMQPModel", "CFileSystem", "CRabbitMQ", "Primitives", "SystemSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
         ], swiftSettings: strict),
         // oslo's transport (and an RPC client) over AMQPClient.
         .target(name: "OsloAMQP", dependencies: [
-            "AMQPClient", "AMQPModel", "OsloJSON", "OsloMessaging",
+            "AMQPClient", "AMQPModel", "OsloJSON", "OsloMessaging", "Primitives",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
 
@@ -109,13 +111,13 @@ let package = Package(
 
         // The worker wired from real parts: services, broker transport, RPC server, monitoring.
         .target(name: "ImageWorkerApp", dependencies: [
-            "AMQPModel", "ImageServices", "ImageWorker", "OsloAMQP", "OsloMessaging",
+            "AMQPModel", "ImageServices", "ImageWorker", "OsloAMQP", "OsloMessaging", "Primitives",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "ImageWorkerCLI", dependencies: [
-            "AMQPClient", "AMQPModel", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "SystemSupport",
+            "AMQPClient", "AMQPModel", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -126,7 +128,7 @@ let package = Package(
         ], swiftSettings: strict),
         // deploy/bench.sh's in-process measurements (what a whole-process timing cannot resolve).
         .executableTarget(name: "ImageWorkerBench", dependencies: [
-            "ImageServices", "ImageWorker",
+            "ImageServices", "ImageWorker", "Primitives",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -140,7 +142,7 @@ let package = Package(
         ], path: "Tests/TestSupport", swiftSettings: strict),
         // Unit suites: no server, no librabbitmq (`swift test --filter Unit` is not needed: these
         // targets never need a server).
-        .testTarget(name: "AMQPModelTests", dependencies: ["AMQPModel"], swiftSettings: strict),
+        .testTarget(name: "AMQPModelTests", dependencies: ["AMQPModel", "Primitives"], swiftSettings: strict),
         .testTarget(name: "OsloMessagingTests", dependencies: [
             "AMQPModel", "OsloJSON", "OsloMessaging", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
@@ -148,7 +150,7 @@ let package = Package(
             .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .testTarget(name: "ImageServicesTests", dependencies: [
-            "ImageServices", "SystemSupport", "TestSupport",
+            "ImageServices", "Primitives", "SystemSupport", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
@@ -158,7 +160,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], swiftSettings: strict),
         .testTarget(name: "ImageWorkerTests", dependencies: [
-            "AMQPModel", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "SystemSupport", "TestSupport",
+            "AMQPModel", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),

@@ -38,6 +38,7 @@ cleanup() {
   nginx_stop "$WORK/nginx"
   glance_stop "$WORK/glance"
   rm -rf "$WORK"
+  release_port_claims
   exit $status
 }
 trap cleanup EXIT INT TERM

@@ -42,7 +42,7 @@ if [ -z "$TRANSPORT_URL" ]; then
   BROKER_DIR=$STATE_DIR/rabbitmq
   rm -rf "$BROKER_DIR"
   broker_start
-  trap broker_stop EXIT
+  trap 'broker_stop; release_port_claims' EXIT
   TRANSPORT_URL=$RABBIT_TRANSPORT_URL
 fi
 

@@ -31,7 +31,11 @@ ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx gl
   python3-oslo.messaging python3-pika python3-ironic python3-yaml
 cd "$REPO_ROOT"
 
-TEST_ONLY=${TEST_ONLY:-swift,interop,faults,deploy,quickstart}
+PHASES=swift,interop,faults,deploy,quickstart
+TEST_ONLY=${TEST_ONLY:-$PHASES}
+for wanted in ${TEST_ONLY//,/ }; do
+  [[ ",$PHASES," == *",$wanted,"* ]] || die "TEST_ONLY: '$wanted' is not one of $PHASES"
+done
 wants() { [[ ",$TEST_ONLY," == *",$1,"* ]]; }
 BUILD_FLAGS=()
 if [ -n "${SANITIZER:-}" ]; then
@@ -61,6 +65,7 @@ cleanup() {
   glance_stop "$WORK_DIR/glance"
   proxy_stop "$WORK_DIR/proxy"
   rm -rf "$WORK_DIR"
+  release_port_claims
   exit $status
 }
 trap cleanup EXIT INT TERM
@@ -133,4 +138,4 @@ if wants quickstart; then
 fi
 
 phase ""
-if [ "$TEST_ONLY" = "swift,interop,faults,deploy,quickstart" ]; then log "all tests passed"; else log "passed: $TEST_ONLY"; fi
+if [ "$TEST_ONLY" = "$PHASES" ]; then log "all tests passed"; else log "passed: $TEST_ONLY"; fi

@@ -1,3 +1,4 @@
+import Primitives
 internal import CRabbitMQ
 import AMQPModel
 import Logging

@@ -83,9 +83,9 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         /// The broker refused it and closed the channel (a declaration with other flags): the
         /// caller is told, the item is never declared again, and the connection starts over.
         case refusedByBroker(AMQPError)
-        /// It can never succeed (librabbitmq refused to encode it): the caller is told and it is
-        /// dropped, never tried again. The connection starts over (part of it may have been
-        /// sent), and the commands after it run on the next one.
+        /// It can never succeed (librabbitmq refused to encode it, past what ``enqueue(_:waiter:)``
+        /// checks): the caller is told and it is dropped, never tried again. The connection starts
+        /// over (part of it may have been sent), and the commands after it run on the next one.
         case invalid(AMQPError)
         /// The connection broke while running it: it runs again on the next connection.
         case connectionBroke(AMQPError)
@@ -129,6 +129,10 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     private var connectedWaiters: [Waiter] = []
     private var closeWaiters: [Waiter] = []
     private var nextID: UInt64 = 0
+    /// Commands the thread has taken (running, or a publish waiting for its confirm).
+    private var inFlight: Set<UInt64> = []
+    /// Of those, the ones whose caller stopped waiting: they are not queued again.
+    private var cancelledInFlight: Set<UInt64> = []
 
     private struct PendingConfirm: Sendable {
         var tag: UInt64
@@ -188,9 +192,13 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         return (command.id, actions)
     }
 
-    /// The caller of command `id` stopped waiting: if it has not run, it never will.
+    /// The caller of command `id` stopped waiting: if it has not run, it never will. One the
+    /// thread has taken goes on, but is not run again after a lost connection.
     public mutating func cancel(_ id: UInt64) -> Completion? {
-        guard let index = queue.firstIndex(where: { $0.id == id }) else { return nil }
+        guard let index = queue.firstIndex(where: { $0.id == id }) else {
+            if inFlight.contains(id) { cancelledInFlight.insert(id) }
+            return nil
+        }
         let command = queue.remove(at: index)
         return Completion(waiter: command.waiter, outcome: .cancelled)
     }
@@ -255,6 +263,7 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     public mutating func takeCommands() -> [Command] {
         guard phase == .connected else { return [] }
         defer { queue = [] }
+        inFlight.formUnion(queue.map(\.id))
         return queue
     }
 
@@ -262,6 +271,10 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     /// (they go back to the head of the queue when the connection cannot go on).
     public mutating func commandRan(_ command: Command, _ result: RunResult, unrun: [Command] = []) -> Actions {
         var actions = Actions()
+        defer {
+            // Unless a publish now waits for its confirm, the command and those not run are no longer the thread's.
+            for id in [command.id] + unrun.map(\.id) where !pendingConfirms.contains(where: { $0.command.id == id }) { settled(id) }
+        }
         switch result {
         case .succeeded(let publishTag):
             switch command.operation {
@@ -283,26 +296,26 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         case .invalid(let error):
             actions.completions.append(Completion(waiter: command.waiter, outcome: failureOutcome(command, error)))
             actions.dropped.append(error)
-            queue.insert(contentsOf: unrun, at: 0)
+            actions.completions += requeue(unrun)
             actions.dropConnection = true
         case .refusedByBroker(let error):
             if case .cancelConsumer(let tag) = command.operation { forgetConsumer(tag) }
             actions.completions.append(Completion(waiter: command.waiter, outcome: failureOutcome(command, error)))
-            queue.insert(contentsOf: unrun, at: 0)
+            actions.completions += requeue(unrun)
             actions.dropConnection = true
         case .connectionBroke(let error):
             switch command.operation {
             case .topology, .publish:
-                queue.insert(contentsOf: [command] + unrun, at: 0)  // runs again on the next connection
+                actions.completions += requeue([command] + unrun)  // runs again on the next connection
             case .cancelConsumer(let tag):
                 // The consumer went with the connection; it is not declared again.
                 forgetConsumer(tag)
                 actions.completions.append(Completion(waiter: command.waiter, outcome: .done))
-                queue.insert(contentsOf: unrun, at: 0)
+                actions.completions += requeue(unrun)
             case .settle:
                 _ = error  // the broker requeues what the dropped connection held
                 actions.completions.append(Completion(waiter: command.waiter, outcome: .done))
-                queue.insert(contentsOf: unrun, at: 0)
+                actions.completions += requeue(unrun)
             }
             actions.dropConnection = true
         }
@@ -319,6 +332,7 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         let matches = { (pending: PendingConfirm) in multiple ? pending.tag <= tag : pending.tag == tag }
         let confirmed = pendingConfirms.filter(matches)
         pendingConfirms.removeAll(where: matches)
+        for pending in confirmed { settled(pending.command.id) }
         return confirmed.map { pending in
             if rejected {
                 let error = AMQPError(.publishNacked, "the broker refused a message published to '\(pending.message.exchange)' with routing key '\(pending.message.routingKey)'")
@@ -350,10 +364,12 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         if phase == .connected { phase = .disconnected }
         let unconfirmed = pendingConfirms.map(\.command)
         pendingConfirms = []
-        queue.insert(contentsOf: unconfirmed, at: 0)
+        var completions = requeue(unconfirmed)
+        for command in unconfirmed { settled(command.id) }
         let stale = queue.filter { if case .settle = $0.operation { true } else { false } }
         queue.removeAll { if case .settle = $0.operation { true } else { false } }
-        return stale.map { Completion(waiter: $0.waiter, outcome: .done) }
+        completions += stale.map { Completion(waiter: $0.waiter, outcome: .done) }
+        return completions
     }
 
     /// The thread stopped (after a close): every waiter learns the connection is closed, and the
@@ -375,7 +391,23 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         queue = []
         pendingConfirms = []
         connectedWaiters = []
+        inFlight = []
+        cancelledInFlight = []
         return waiting.map { Completion(waiter: $0, outcome: .failed(Self.closedError)) }
+    }
+
+    /// Puts commands back at the head of the queue, in order, except those whose caller stopped
+    /// waiting meanwhile: they end now, cancelled.
+    private mutating func requeue(_ commands: [Command]) -> [Completion] {
+        let cancelled = commands.filter { cancelledInFlight.contains($0.id) }
+        queue.insert(contentsOf: commands.filter { !cancelledInFlight.contains($0.id) }, at: 0)
+        return cancelled.map { Completion(waiter: $0.waiter, outcome: .cancelled) }
+    }
+
+    /// The thread is done with command `id`.
+    private mutating func settled(_ id: UInt64) {
+        inFlight.remove(id)
+        cancelledInFlight.remove(id)
     }
 
     /// Adds an item to declare again. `basic.qos` applies to the consumers started after it, so

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import Primitives
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -31,13 +32,5 @@ public struct AMQPReconnectPolicy: Sendable, Hashable {
         let capped = min(maximumDelay.seconds, initial * pow(multiplier, Double(min(max(attempt - 1, 0), 64))))
         let factor = 1 - jitter * min(max(random, 0), 1)
         return .nanoseconds(Int64(capped * factor * 1_000_000_000))
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a floating-point number.
-    public var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
     }
 }

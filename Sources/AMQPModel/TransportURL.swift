@@ -1,4 +1,4 @@
-import SystemSupport
+import Primitives
 
 import Foundation
 

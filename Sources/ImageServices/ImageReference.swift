@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 
 /// A reference to an image as a conductor gives it (`image_source`, `kernel`, `ramdisk`): a bare

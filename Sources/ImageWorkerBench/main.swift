@@ -1,3 +1,4 @@
+import Primitives
 import Crypto
 import Foundation
 import ImageServices
@@ -22,9 +23,9 @@ func hashBenchmark(megabytes: Int) {
         }
         let figures: [(String, Double)] = [
             ("swift_crypto_sha256", best { _ = SHA256.hash(data: bytes) }),
-            ("libcrypto_sha256", best { var digest = MultiDigest([.sha256]); digest.update(bytes); _ = digest.finalize() }),
+            ("libcrypto_sha256", best { var digest = try! MultiDigest([.sha256]); digest.update(bytes); _ = digest.finalize() }),
             ("swift_crypto_sha512", best { _ = SHA512.hash(data: bytes) }),
-            ("libcrypto_sha512", best { var digest = MultiDigest([.sha512]); digest.update(bytes); _ = digest.finalize() }),
+            ("libcrypto_sha512", best { var digest = try! MultiDigest([.sha512]); digest.update(bytes); _ = digest.finalize() }),
         ]
         for (name, rate) in figures { print(String(format: "%@_mbps=%.0f", name, rate)) }
     }

@@ -30,7 +30,7 @@ struct ConfigCommand: AsyncParsableCommand {
             print(WorkerOptions.markdownTable())
             return
         }
-        let sources = try options.sources()
+        let sources = try await options.sources()
         for (file, section, name) in sources.optionsInFiles where WorkerOptions.option(section: section, name: name) == nil {
             if strict || WorkerOptions.ownSections.contains(section) {
                 FileHandle.standardError.write(Data("image-worker: warning: \(file): [\(section)] \(name) is not an option of image-worker; it is ignored\n".utf8))

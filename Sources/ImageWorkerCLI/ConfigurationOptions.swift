@@ -26,14 +26,17 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "Shorthand for --set image_worker.log_level=LEVEL.")
     var logLevel: String?
 
-    /// Files, then `OS_<SECTION>__<OPTION>` environment variables, then flags.
-    func sources() throws -> ConfigurationSources {
-        var files: [INIFile] = []
-        for path in configFiles {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("cannot read configuration file \(path)")
+    /// Files (read on a blocking-work thread), then `OS_<SECTION>__<OPTION>` environment
+    /// variables, then flags.
+    func sources() async throws -> ConfigurationSources {
+        let paths = configFiles
+        let files = try await BlockingWork.run { _ in
+            try paths.map { path in
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ValidationError("cannot read configuration file \(path)")
+                }
+                return try INIFile(text: String(decoding: data, as: UTF8.self), file: path)
             }
-            files.append(try INIFile(text: String(decoding: data, as: UTF8.self), file: path))
         }
         var parsed = try overrides.map { try ConfigurationSources.parseOverride($0) }
         if let transportURL { parsed.append(("DEFAULT", "transport_url", transportURL)) }
@@ -44,11 +47,11 @@ struct ConfigurationOptions: ParsableArguments {
     }
 
     /// The checked configuration; a bad one ends the program with a message naming the option.
-    /// Read on a blocking-work thread: the files are read, and an unset `host` is resolved with
-    /// `getaddrinfo`, which waits for DNS (seconds when a resolver times out).
+    /// Checked on a blocking-work thread: an unset `host` is resolved with `getaddrinfo`, which
+    /// waits for DNS (seconds when a resolver times out).
     func load() async throws -> WorkerConfiguration {
         do {
-            let sources = try sources()
+            let sources = try await sources()
             return try await BlockingWork.run { _ in try WorkerConfiguration.load(sources) }
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("image-worker: invalid configuration: \(error)\n".utf8))

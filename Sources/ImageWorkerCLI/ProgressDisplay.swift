@@ -1,3 +1,4 @@
+import Primitives
 import Foundation
 import ImageServices
 import ImageWorker
@@ -57,12 +58,5 @@ final class ProgressDisplay: Sendable {
             unit += 1
         }
         return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
     }
 }

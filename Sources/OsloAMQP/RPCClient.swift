@@ -1,3 +1,4 @@
+import Primitives
 import OsloJSON
 import AMQPClient
 import AMQPModel

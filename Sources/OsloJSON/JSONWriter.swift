@@ -1,3 +1,5 @@
+import Primitives
+
 /// Writes ``JSONValue``s the way Python's `json.dumps` does with its defaults, which is what
 /// oslo.messaging puts on the wire: separators `", "` and `": "`, keys in insertion order,
 /// `ensure_ascii` (everything outside ASCII as `\uXXXX`, surrogate pairs above the BMP), `/` not
@@ -75,8 +77,6 @@ public struct JSONWriter: Sendable {
         output.append(contentsOf: repeatElement(UInt8(ascii: " "), count: indent * 2))
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
     static func writeString(_ string: String, into output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         for scalar in string.unicodeScalars {
@@ -106,10 +106,8 @@ public struct JSONWriter: Sendable {
 
     private static func appendEscape(_ unit: UInt16, into output: inout [UInt8]) {
         output.append(contentsOf: "\\u".utf8)
-        output.append(hexDigits[Int(unit >> 12 & 0xF)])
-        output.append(hexDigits[Int(unit >> 8 & 0xF)])
-        output.append(hexDigits[Int(unit >> 4 & 0xF)])
-        output.append(hexDigits[Int(unit & 0xF)])
+        Hex.append(UInt8(unit >> 8), to: &output)
+        Hex.append(UInt8(truncatingIfNeeded: unit), to: &output)
     }
 
     /// Python's `repr(float)`: Swift's shortest round-trip digits, with Python's exponent rules

@@ -1,3 +1,4 @@
+import Foundation  // so that `stat` and its members resolve as in the modules that use Foundation
 import SystemPackage
 
 #if canImport(Glibc)

@@ -157,6 +157,23 @@ struct AMQPConnectionStateMachineTests {
         #expect(machine.cancel(second) == nil, "taken by the thread: it runs")
     }
 
+    @Test("a publish whose caller stops waiting while it awaits its confirm is not sent again after a drop")
+    func cancelledWhileInFlight() {
+        var machine = connectedMachine()
+        let (id, _) = machine.enqueue(.publish(message()), waiter: 1)
+        let (other, _) = machine.enqueue(.publish(message(body: [2])), waiter: 2)
+        let commands = machine.takeCommands()
+        _ = machine.commandRan(commands[0], .succeeded(publishTag: 1))
+        _ = machine.commandRan(commands[1], .succeeded(publishTag: 2))
+        #expect(machine.cancel(id) == nil, "sent: it cannot be taken back now")
+        #expect(outcomes(machine.connectionLost()) == [1: "cancelled"])
+        #expect(machine.queuedCount == 1, "the other publish goes out again")
+        guard case .use = machine.connected() else { Issue.record("no reconnect"); return }
+        #expect(machine.takeCommands().map(\.id) == [other])
+        // A cancel for a command long finished changes nothing.
+        #expect(machine.cancel(id) == nil)
+    }
+
     @Test("a returned mandatory message is reported with its confirm")
     func returnedMessage() {
         var machine = connectedMachine()

@@ -23,7 +23,7 @@ struct DownloadSinkTests {
         defer { directory.remove() }
         let path = directory.appending("image")
         let sink = try DownloadSink(file: try openFile(path), algorithms: [.sha256, .md5], capacityBytes: 256 << 10, capacityBuffers: 3)
-        var expected = MultiDigest([.sha256, .md5])
+        var expected = try MultiDigest([.sha256, .md5])
         var data: [UInt8] = []
         var generator = SystemRandomNumberGenerator()
         for index in 0..<300 {

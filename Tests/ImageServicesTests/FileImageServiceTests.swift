@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 import Foundation
 import Logging

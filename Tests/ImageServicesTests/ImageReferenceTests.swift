@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 import Testing
 @testable import ImageServices
@@ -53,6 +54,11 @@ struct ImageReferenceTests {
         #expect(UUIDText.canonical("../../etc") == nil)
         #expect(UUIDText.canonical("1be26c0b-03f2-4d2e-ae87-c02d7f33c12g") == nil)
         #expect(UUIDText.canonical("1be26c0b_03f2-4d2e-ae87-c02d7f33c123") == nil)
+        // 32 or 36 bytes that are not 32 or 36 characters: refused, never cut inside a character.
+        #expect(UUIDText.canonical(String(repeating: "é", count: 16)) == nil)
+        #expect(UUIDText.canonical(String(repeating: "\r\n", count: 16)) == nil)
+        #expect(UUIDText.canonical(String(repeating: "é", count: 18)) == nil)
+        #expect(UUIDText.canonical("1be26c0b03f24d2eae87c02d7f33c12" + "é") == nil)
     }
 
     @Test("the registry refuses schemes nobody serves with Ironic's message")

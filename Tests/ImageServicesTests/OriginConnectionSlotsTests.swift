@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 import Testing
 @testable import ImageServices
@@ -80,5 +81,18 @@ struct OriginConnectionSlotsTests {
         let again = try await slots.acquire("o")  // would wait forever if the first were still held
         again.release()
         #expect(slots.inFlight("o") == 0)
+    }
+}
+
+@Suite("a download's overall deadline")
+struct DownloadDeadlineTests {
+    @Test("it starts at the first request's slot; later requests share it, their waits included")
+    func startsAtTheFirstSlot() {
+        let deadline = RequestDeadline.download(DownloadDeadline(.seconds(10)))
+        let firstSlot = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let laterSlot = NIODeadline.uptimeNanoseconds(7_000_000_000)
+        #expect(deadline.absolute(startingNow: firstSlot) == .uptimeNanoseconds(11_000_000_000))
+        #expect(deadline.absolute(startingNow: laterSlot) == .uptimeNanoseconds(11_000_000_000))
+        #expect(RequestDeadline.afterSlot(.seconds(10)).absolute(startingNow: laterSlot) == .uptimeNanoseconds(17_000_000_000))
     }
 }

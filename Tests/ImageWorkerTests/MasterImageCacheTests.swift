@@ -41,7 +41,7 @@ final class ScriptedImageService: ImageService, Sendable {
         try await Task.sleep(for: .milliseconds(50))  // long enough for concurrent requests to pile up
         let output = try request.destination.create()
         _ = content.withUnsafeBytes { write(output.rawValue, $0.baseAddress, $0.count) }
-        var digest = MultiDigest(request.digestAlgorithms)
+        var digest = try MultiDigest(request.digestAlgorithms)
         digest.update(content)
         return FetchedImage(size: Int64(content.count), digests: digest.finalize(), transfer: .download, bytesTransferred: Int64(content.count),
                             metadata: ImageMetadata(size: Int64(content.count), entityTag: tag))

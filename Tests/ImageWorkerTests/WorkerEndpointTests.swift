@@ -128,6 +128,17 @@ struct WorkerEndpointTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.images.path).isEmpty)
     }
 
+    @Test("a node_uuid of 32 bytes that are not hex characters is refused, not a crash")
+    func hostileNodeUUIDBytes() async throws {
+        for node in [String(repeating: "é", count: 16), String(repeating: "\r\n", count: 16)] {
+            let fixture = try Fixture()  // one exchange each
+            defer { fixture.remove() }
+            let events = try await fixture.exchange(fetchRequest(["node_uuid": .string(node), "instance_info": ["image_source": "file:///x"]], call: false))
+            #expect(notifications(events).map(\.eventType) == ["baremetal.image.fetch.error"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.images.path).isEmpty)
+        }
+    }
+
     @Test("a checksum mismatch leaves the node folder empty")
     func checksumMismatch() async throws {
         let fixture = try Fixture()

@@ -203,8 +203,11 @@ class Worker:
 
     def stop(self, timeout=30):
         """SIGTERM; returns the exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
+        if self.process is None:
+            return None
+        if self.process.poll() is not None:
+            forget_pid(self.process.pid)
+            return self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             status = self.process.wait(timeout=timeout)

@@ -15,6 +15,7 @@ finish() {
   if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then kill -TERM -- "-$runner" 2>/dev/null || true; sleep 2; fi
   [ $status -eq 0 ] || { echo "--- run.sh log"; tail -n 40 "$LOG" 2>/dev/null; }
   rm -rf "$STATE"
+  release_port_claims
   exit $status
 }
 trap finish EXIT

@@ -459,7 +459,8 @@ def group_concurrent():
     def parallel(argvs):
         started = time.perf_counter()
         processes = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for argv in argvs]
-        if any(process.wait() != 0 for process in processes):
+        statuses = [process.wait() for process in processes]  # every one, before looking at any
+        if any(status != 0 for status in statuses):
             raise SystemExit("a parallel command failed: %s" % argvs[0])
         return time.perf_counter() - started
 

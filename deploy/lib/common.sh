@@ -38,19 +38,30 @@ PORT_CLAIMS=${TMPDIR:-/tmp}/image-worker-port-claims
 
 # claim_port PORT: succeeds when PORT is free and now claimed by this script ($$).
 claim_port() {
-  local port=$1 owner
+  local port=$1 owner fresh
   port_is_free "$port" || return 1
   mkdir -p "$PORT_CLAIMS"
-  if ! mkdir "$PORT_CLAIMS/$port" 2>/dev/null; then
-    owner=$(cat "$PORT_CLAIMS/$port/pid" 2>/dev/null || true)
-    [ "$owner" = "$$" ] && return 0
-    [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && return 1
-    # The claimant is gone: take the claim over (one taker wins the rename).
-    mv "$PORT_CLAIMS/$port" "$PORT_CLAIMS/$port.stale.$$" 2>/dev/null || return 1
-    rm -rf "$PORT_CLAIMS/$port.stale.$$"
-    mkdir "$PORT_CLAIMS/$port" 2>/dev/null || return 1
-  fi
-  echo "$$" > "$PORT_CLAIMS/$port/pid"
+  # The claim appears whole, pid inside, in one rename: a reader never sees it without its owner.
+  fresh=$PORT_CLAIMS/.new.$port.$$
+  mkdir -p "$fresh" && echo "$$" > "$fresh/pid"
+  if mv -T "$fresh" "$PORT_CLAIMS/$port" 2>/dev/null; then return 0; fi
+  rm -rf "$fresh"
+  owner=$(cat "$PORT_CLAIMS/$port/pid" 2>/dev/null || true)
+  [ "$owner" = "$$" ] && return 0
+  [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && return 1
+  # The claimant is gone: take the claim over (one taker wins the rename), then claim afresh.
+  mv -T "$PORT_CLAIMS/$port" "$PORT_CLAIMS/.stale.$port.$$" 2>/dev/null || return 1
+  rm -rf "$PORT_CLAIMS/.stale.$port.$$"
+  claim_port "$port"
+}
+
+# release_port_claims: gives back the ports this script claimed (at exit).
+release_port_claims() {
+  local claim
+  for claim in "$PORT_CLAIMS"/*; do
+    [ "$(cat "$claim/pid" 2>/dev/null)" = "$$" ] && rm -rf "$claim"
+  done
+  return 0
 }
 
 # free_port FIRST LAST: prints a free port in FIRST..LAST and claims it for this script.

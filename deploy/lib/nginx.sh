@@ -76,7 +76,7 @@ CLIENT
 }
 CONF
   nginx -c "$dir/nginx.conf" -p "$dir/" || die "nginx did not start (see $dir/logs/error.log)"
-  wait_until 10 "nginx listening on 127.0.0.1:$port" curl -s -o /dev/null "http://127.0.0.1:$port/"
+  wait_until 10 "nginx listening on 127.0.0.1:$port" curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/"
   log "nginx on http://127.0.0.1:$port and https://localhost:$tls_port serving $dir/data"
 }
 

@@ -172,7 +172,12 @@ final class LibRabbitMQConnection {
                                message.mandatory ? 1 : 0, 0, &properties,
                                amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
         }
-        try check(status: status, "publishing to '\(message.exchange)' with routing key '\(message.routingKey)'")
+        // librabbitmq refuses to encode some messages (a field too long, a table too big): such a
+        // message can never be published; the connection state machine drops it.
+        let unencodable = [AMQP_STATUS_BAD_AMQP_DATA, AMQP_STATUS_TABLE_TOO_BIG, AMQP_STATUS_UNKNOWN_CLASS, AMQP_STATUS_INVALID_PARAMETER]
+            .contains { $0.rawValue == status }
+        try check(status: status, "publishing to '\(message.exchange)' with routing key '\(message.routingKey)'",
+                  code: unencodable ? .invalidArgument : .connectionLost)
         defer { nextPublishTag += 1 }
         return nextPublishTag
     }

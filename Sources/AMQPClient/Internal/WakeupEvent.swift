@@ -1,3 +1,4 @@
+import Primitives
 import AMQPModel
 import CFileSystem
 

@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 
 /// A digest algorithm Ironic accepts for image checksums (hashlib names).
@@ -33,15 +34,17 @@ public struct MultiDigest: Sendable {
     // its keys copies the storage, and with it every digest context, on each chunk.
     private var digests: [(algorithm: HashAlgorithm, digest: OpenSSLDigest)]
 
-    /// Starts digests for `algorithms`.
-    public init(_ algorithms: Set<HashAlgorithm>) {
-        digests = HashAlgorithm.allCases.filter(algorithms.contains).map { algorithm in
+    /// Starts digests for `algorithms`; `ImageChecksumAlgorithmFailure` when the host's libcrypto
+    /// refuses one (md5 under a FIPS-only configuration).
+    public init(_ algorithms: Set<HashAlgorithm>) throws(IronicError) {
+        var digests: [(algorithm: HashAlgorithm, digest: OpenSSLDigest)] = []
+        for algorithm in HashAlgorithm.allCases where algorithms.contains(algorithm) {
             guard let digest = OpenSSLDigest(algorithm) else {
-                // Only when libcrypto cannot allocate a context: nothing sensible can go on.
-                fatalError("libcrypto could not start a \(algorithm) digest")
+                throw IronicError(.imageChecksumAlgorithmFailure, "The \(algorithm) digest is not available from this host's OpenSSL (a FIPS-only configuration refuses md5).")
             }
-            return (algorithm, digest)
+            digests.append((algorithm, digest))
         }
+        self.digests = digests
     }
 
     /// Feeds bytes to every digest.
@@ -54,9 +57,12 @@ public struct MultiDigest: Sendable {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    /// One digest of `bytes`, as bytes (for keys and name-based UUIDs).
+    /// One SHA-1 or SHA-256 digest of `bytes`, as bytes (for keys and name-based UUIDs).
     public static func bytes(_ algorithm: HashAlgorithm, of bytes: [UInt8]) -> [UInt8] {
-        var digest = OpenSSLDigest(algorithm)!
+        precondition(algorithm == .sha1 || algorithm == .sha256, "keys use sha1 or sha256, which every libcrypto has")
+        guard var digest = OpenSSLDigest(algorithm) else {
+            preconditionFailure("libcrypto could not allocate a \(algorithm) context (out of memory)")
+        }
         bytes.withUnsafeBytes { digest.update($0) }
         return digest.finalize()
     }

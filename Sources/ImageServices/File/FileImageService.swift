@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 import Logging
 #if canImport(Glibc)
@@ -201,7 +202,7 @@ public struct FileImageService: ImageService {
     private static func stream(_ file: OwnedDescriptor, size total: Int64?, into output: OwnedDescriptor?, phase: TransferProgress.Phase,
                                algorithms: Set<HashAlgorithm>, chunkSize: Int, cancellation: BlockingWork.CancellationFlag,
                                progress: TransferProgressHandler) throws -> (Int64, [HashAlgorithm: String]) {
-        var digest = MultiDigest(algorithms)
+        var digest = try MultiDigest(algorithms)
         var offset: Int64 = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }

@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 import AsyncHTTPClient
 import Foundation
@@ -29,8 +30,6 @@ public struct GlanceImageService: ImageService {
     public let settings: GlanceSettings
     private let transport: HTTPTransport
     private let keystone: KeystoneSession?
-
-    /// Keys of Glance's image record that are not properties (Ironic's list).
 
     /// Creates the service; `transport` carries Glance's (and Keystone's) TLS settings.
     public init(settings: GlanceSettings, transport: HTTPTransport) {
@@ -81,12 +80,12 @@ public struct GlanceImageService: ImageService {
         var metadata: ImageMetadata
     }
 
-    /// The image id in a reference: a bare UUID, or the last path segment of `glance://…`.
     /// A Glance image's master copy is named by its UUID: one id, one content.
     public func cacheKey(for reference: ImageReference) -> String? {
         try? Self.imageID(reference)
     }
 
+    /// The image id in a reference: a bare UUID, or the last path segment of `glance://…`.
     public static func imageID(_ reference: ImageReference) throws(IronicError) -> String {
         if let id = UUIDText.canonical(reference.original) { return id }
         let last = reference.original.split(separator: "/").last.map(String.init) ?? ""
@@ -116,7 +115,7 @@ public struct GlanceImageService: ImageService {
             if visibility == "private", record.owner == project { return }
             if visibility == "shared" {
                 let (list, _) = try await getJSON("/v2/images/\(id)/members", as: GlanceMembers.self, imageID: id, context: context)
-                if list.members.contains(where: { $0.memberID == project && $0.status != "rejected" }) { return }
+                if (list.members ?? []).contains(where: { $0.memberID == project && $0.status != "rejected" }) { return }
             }
         }
         context.logger.info("a Glance image is not visible to this worker", metadata: ["image_id": "\(id)", "visibility": "\(visibility)"])

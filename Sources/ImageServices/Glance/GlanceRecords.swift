@@ -49,15 +49,15 @@ struct GlanceImageRecord: Decodable, Sendable {
 /// `GET /v2/images/{id}/members`.
 struct GlanceMembers: Decodable, Sendable {
     struct Member: Decodable, Sendable {
-        var memberID: String
-        var status: String
+        var memberID: String?
+        var status: String?
         enum CodingKeys: String, CodingKey {
             case memberID = "member_id"
             case status
         }
     }
 
-    var members: [Member]
+    var members: [Member]?
 }
 
 /// The parts of a Keystone v3 token response (`POST /v3/auth/tokens`) the worker reads.

@@ -54,7 +54,7 @@ final class DownloadSink: @unchecked Sendable {
         self.algorithms = algorithms
         self.capacityBytes = capacityBytes
         self.capacityBuffers = capacityBuffers
-        self.digest = MultiDigest(algorithms)
+        self.digest = try MultiDigest(algorithms)
         try DetachedThread.start(name: "download-writer") { self.run(.writer) }
         do {
             try DetachedThread.start(name: "download-hasher") { self.run(.hasher) }
@@ -129,10 +129,11 @@ final class DownloadSink: @unchecked Sendable {
         _ = try await BlockingWork.run { [file] _ in
             try SystemCallError.check(ftruncate(file.rawValue, 0), "truncate", "the staging file")
         }
+        let fresh = try MultiDigest(algorithms)
         lock.withLock {
             writtenBytes = 0
             writeBackStart = 0
-            digest = MultiDigest(algorithms)
+            digest = fresh
         }
     }
 

@@ -37,7 +37,9 @@ enum HTTPErrors {
         case let channel as ChannelError: return classify(channel)
         case let io as IOError: return classify(errno: io.errnoCode, "\(io)")
         case let connection as NIOConnectionError: return classify(connection)
-        case is SocketAddressError.UnknownHost: return .permanent("the host name cannot be resolved")
+        // A name that does not resolve may be a resolver's hiccup (NIO cannot tell EAI_AGAIN from
+        // a name that does not exist): retried, a few times, as python-requests' callers do.
+        case is SocketAddressError.UnknownHost: return .transient("the host name cannot be resolved")
         case let address as SocketAddressError: return .permanent("the server's address cannot be used (\(address))")
         case let ssl as NIOSSLError: return classify(ssl)
         case let ssl as any NIOSSLErrorDescribable: return .permanent(ssl.sslDescription)
@@ -118,11 +120,11 @@ enum HTTPErrors {
         }
     }
 
-    /// Connecting failed: a DNS failure is permanent (the name does not resolve); refused or
-    /// unreachable addresses are the server being down, for now.
+    /// Connecting failed: the name did not resolve (perhaps a resolver's hiccup), or the
+    /// addresses refused or could not be reached: the server is down, for now.
     static func classify(_ error: NIOConnectionError) -> Verdict {
         if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
-            return .permanent("the host name cannot be resolved")
+            return .transient("the host name cannot be resolved")
         }
         let verdicts = error.connectionErrors.map { classify($0.error) }
         if let transient = verdicts.first(where: \.transient) { return transient }

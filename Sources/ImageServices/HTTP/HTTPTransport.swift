@@ -1,3 +1,4 @@
+import Primitives
 import AsyncHTTPClient
 import Logging
 import NIOCore
@@ -50,8 +51,9 @@ public final class HTTPTransport: Sendable {
     }
 
     /// Sends one request to `url` (no redirects) once its origin has a free slot, waiting as long
-    /// as that takes: the wait counts toward neither `deadline` nor any timeout (`onQueued` is
-    /// called when it has to wait).
+    /// as that takes (`onQueued` is called when it has to wait). The wait counts toward no
+    /// deadline that starts with this request (``RequestDeadline/afterSlot(_:)``, or a download's
+    /// ``RequestDeadline/download(_:)`` at its first request); one already running keeps running.
     func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, deadline: RequestDeadline,
                  onQueued: () -> Void = {}) async throws -> SlottedResponse {
         let slot = try await slots.acquire(url.origin, onWait: onQueued)
@@ -134,27 +136,45 @@ public final class HTTPTransport: Sendable {
 
 /// When a request must be done by.
 enum RequestDeadline: Sendable {
-    /// A fixed instant (the overall deadline of a download already under way).
+    /// A fixed instant (later hops of an exchange keep the first hop's).
     case at(NIODeadline)
     /// This long after the request gets its connection slot: waiting for the slot is free.
     case afterSlot(Duration)
+    /// A whole download's deadline, shared by its attempts: it starts when the first request gets
+    /// its slot; the attempts after that (retries, resumes) count their waits too.
+    case download(DownloadDeadline)
 
     /// The instant, for a request whose slot was granted at `now`.
     func absolute(startingNow now: NIODeadline) -> NIODeadline {
         switch self {
         case .at(let deadline): return deadline
         case .afterSlot(let duration): return now + .nanoseconds(Int64(duration.seconds * 1e9))
+        case .download(let deadline): return deadline.start(now)
         }
     }
 }
 
-extension Duration {
-    /// The duration in seconds.
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
+/// The overall deadline of one download, set when its first request gets a connection slot.
+final class DownloadDeadline: Sendable {
+    private let duration: Duration
+    private let instant = Mutex<NIODeadline?>(nil)
+
+    /// A deadline `duration` after the download's first slot.
+    init(_ duration: Duration) {
+        self.duration = duration
+    }
+
+    /// The deadline, setting it from `now` the first time.
+    func start(_ now: NIODeadline) -> NIODeadline {
+        instant.withLock { instant in
+            if let instant { return instant }
+            let deadline = now + .nanoseconds(Int64(duration.seconds * 1e9))
+            instant = deadline
+            return deadline
+        }
     }
 }
+
 
 extension BoringSSLError: NIOSSLErrorDescribable {
     var sslDescription: String { "TLS: \(Self.reasons(of: self))" }

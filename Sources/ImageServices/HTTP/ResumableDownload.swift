@@ -1,3 +1,4 @@
+import Primitives
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -50,8 +51,8 @@ struct ResumableDownload {
         let output = try request.destination.create()
         let sink = try DownloadSink(file: output, algorithms: request.digestAlgorithms)
         // The overall deadline counts from the first request's connection slot, not from the
-        // time spent waiting for it; every later attempt keeps it.
-        var deadline = RequestDeadline.afterSlot(settings.overallTimeout)
+        // time spent waiting for it; every later attempt keeps it (their waits count).
+        let deadline = RequestDeadline.download(DownloadDeadline(settings.overallTimeout))
         var entity: Entity? = nil
         var bytesTransferred: Int64 = 0
         var attempt = 0
@@ -59,7 +60,7 @@ struct ResumableDownload {
             while true {
                 attempt += 1
                 do {
-                    try await transfer(url, into: sink, entity: &entity, received: &bytesTransferred, deadline: &deadline)
+                    try await transfer(url, into: sink, entity: &entity, received: &bytesTransferred, deadline: deadline)
                     break
                 } catch let transient as Transient {
                     guard attempt <= settings.retries else {
@@ -89,7 +90,7 @@ struct ResumableDownload {
 
     /// One attempt: a request (ranged when resuming), its checks, and the body into the sink.
     /// Adds the bytes received to `received`, also when the attempt fails.
-    private func transfer(_ url: ParsedHTTPURL, into sink: DownloadSink, entity: inout Entity?, received: inout Int64, deadline: inout RequestDeadline) async throws {
+    private func transfer(_ url: ParsedHTTPURL, into sink: DownloadSink, entity: inout Entity?, received: inout Int64, deadline: RequestDeadline) async throws {
         try await sink.drain()
         let offset = sink.written
         var headers = self.headers
@@ -108,7 +109,6 @@ struct ResumableDownload {
             answer = try await HTTPExchange(transport: transport, reference: reference).send(.GET, url, headers: headers, deadline: deadline) {
                 request.progress(TransferProgress(phase: .queued, bytes: offset, total: entity?.total))
             }
-            deadline = .at(answer.deadline)
         } catch let error as IronicError {
             throw error
         } catch {

@@ -1,3 +1,4 @@
+import Primitives
 import SystemSupport
 import Foundation
 import ImageServices
@@ -95,7 +96,8 @@ public final class MasterImageCache: Sendable {
 
     private func hit(_ key: String, current: ImageMetadata?, caching: ImageCaching, expected: ImageChecksum?,
                      into destination: StagingFile, logger: Logger) async throws -> Outcome? {
-        guard var record = CacheRecord.read(from: directory, key: key), let master = openMaster(key) else { return nil }
+        let (found, opened) = try await BlockingWork.run { [directory] _ in (CacheRecord.read(from: directory, key: key), self.openMaster(key)) }
+        guard var record = found, let master = opened else { return nil }
         guard record.isCurrent(for: current, caching: caching) else {
             logger.info("the cached master is stale; fetching again")
             return nil

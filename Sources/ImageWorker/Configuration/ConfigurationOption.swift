@@ -8,6 +8,8 @@ public struct ConfigurationOption: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         /// Any text.
         case text
+        /// A URL (or several, comma-separated, as `transport_url`): printed without its passwords.
+        case url
         /// `true`/`false` (oslo.config's words: also yes/no, on/off, 1/0).
         case boolean
         /// An integer within the range.
@@ -49,11 +51,11 @@ public struct ConfigurationOption: Sendable, Hashable {
     /// `[section] name`.
     public var displayName: String { "[\(section)] \(name)" }
 
-    /// A value as it may be printed: a secret is masked (URLs keep everything but their
+    /// A value as it may be printed: a secret is masked (a URL option keeps everything but its
     /// passwords, so `transport_url` still shows its hosts), anything else is shown as it is.
     public func shownValue(_ value: String) -> String {
         guard secret, !value.isEmpty else { return value }
-        guard value.contains("://") else { return "***" }
+        guard kind == .url else { return "***" }
         // user:password@host → user:***@host, in each comma-separated authority.
         return value.split(separator: ",", omittingEmptySubsequences: false).map { part -> String in
             guard let at = part.lastIndex(of: "@") else { return String(part) }
@@ -70,6 +72,7 @@ extension ConfigurationOption.Kind {
     public var name: String {
         switch self {
         case .text: "text"
+        case .url: "url"
         case .boolean: "boolean"
         case .integer: "integer"
         case .number: "number"

@@ -136,16 +136,6 @@ public struct ConfigurationSources: Sendable {
         list(option.section, option.name, default: fallback ?? option.defaultValue.map { [$0] } ?? [])
     }
 
-    /// One of the option's words (compared in lower case), else its default.
-    public func choice(_ option: ConfigurationOption) throws(ConfigurationError) -> String {
-        guard case .choice(let words) = option.kind else { preconditionFailure("\(option.displayName) is not a choice option") }
-        let value = string(option).lowercased()
-        guard words.contains(value) else {
-            throw ConfigurationError(section: option.section, name: option.name, reason: "'\(value)' is not one of \(words.joined(separator: ", "))")
-        }
-        return value
-    }
-
     /// A string option.
     public func string(_ section: String, _ name: String, default defaultValue: String) -> String {
         raw(section, name) ?? defaultValue

@@ -4,7 +4,7 @@ public enum WorkerOptions {
     // MARK: [DEFAULT]
 
     public static let transportURL = ConfigurationOption(
-        "DEFAULT", "transport_url", .text, default: "rabbit://guest:guest@localhost:5672/", secret: true,
+        "DEFAULT", "transport_url", .url, default: "rabbit://guest:guest@localhost:5672/", secret: true,
         help: "oslo syntax: several `user:pass@host:port` comma-separated for fail-over, percent-encoded parts, `/vhost`, `?ssl=1` and other `[oslo_messaging_rabbit]` options in the query")
     public static let controlExchange = ConfigurationOption("DEFAULT", "control_exchange", .text, default: "ironic", help: "the topic exchange of requests and events")
     public static let host = ConfigurationOption(
@@ -58,12 +58,12 @@ public enum WorkerOptions {
 
     // MARK: [glance]
 
-    public static let glanceEndpoint = ConfigurationOption("glance", "endpoint_override", .text, help: "Glance's URL (else from the Keystone catalog)")
+    public static let glanceEndpoint = ConfigurationOption("glance", "endpoint_override", .url, help: "Glance's URL (else from the Keystone catalog)")
     public static let glanceAuthType = ConfigurationOption(
         "glance", "auth_type", .choice(["none", "noauth", "token", "admin_token", "password", "v3password"]), default: "none",
         help: "`none`, `token` (with `token`), or `password` (with the Keystone options below)")
     public static let glanceToken = ConfigurationOption("glance", "token", .text, secret: true, help: "the token of `auth_type = token`")
-    public static let glanceAuthURL = ConfigurationOption("glance", "auth_url", .text, help: "Keystone's URL, for `auth_type = password`")
+    public static let glanceAuthURL = ConfigurationOption("glance", "auth_url", .url, help: "Keystone's URL, for `auth_type = password`")
     public static let glanceUsername = ConfigurationOption("glance", "username", .text, help: "for `auth_type = password`")
     public static let glancePassword = ConfigurationOption("glance", "password", .text, secret: true, help: "for `auth_type = password`")
     public static let glanceUserDomain = ConfigurationOption("glance", "user_domain_name", .text, default: "Default", help: "the user's domain")
@@ -100,7 +100,7 @@ public enum WorkerOptions {
         help: "tasks run at once; the work queue's prefetch is this plus 1, the per-worker and fanout queues' 1 each")
     public static let maxConnectionsPerHost = ConfigurationOption(
         section, "max_connections_per_host", .integer(1...1000), defaultDescription: "`max_concurrent_downloads`",
-        help: "requests in flight to one image server (scheme, host, port) at once; the rest wait their turn (`phase: queued` in progress events) and never fail for waiting; the download's timeouts count from its own connection")
+        help: "requests in flight to one image server (scheme, host, port) at once; the rest wait their turn (`phase: queued` in progress events) and never fail for waiting: a request's timeouts, and a download's overall deadline, start when it gets its connection")
     public static let progressInterval = ConfigurationOption(section, "progress_interval", .number(0.1...3600), default: "5", help: "seconds between progress events of a task")
     public static let gracefulShutdownTimeout = ConfigurationOption(
         section, "graceful_shutdown_timeout", .integer(0...86400), default: "60", help: "seconds running tasks get after SIGTERM")
@@ -128,9 +128,9 @@ public enum WorkerOptions {
     public static let clientCertFile = ConfigurationOption(section, "http_client_cert_file", .text, help: "a client certificate for image servers that ask for one")
     public static let clientKeyFile = ConfigurationOption(section, "http_client_key_file", .text, secret: true, help: "its key")
     public static let httpProxy = ConfigurationOption(
-        section, "http_proxy", .text, defaultDescription: "the environment's", secret: true,
+        section, "http_proxy", .url, defaultDescription: "the environment's", secret: true,
         help: "proxy for http image servers, through a `CONNECT` tunnel (async-http-client's way): the proxy must allow `CONNECT` to their ports")
-    public static let httpsProxy = ConfigurationOption(section, "https_proxy", .text, defaultDescription: "the environment's", secret: true, help: "proxy for https image servers")
+    public static let httpsProxy = ConfigurationOption(section, "https_proxy", .url, defaultDescription: "the environment's", secret: true, help: "proxy for https image servers")
     public static let noProxy = ConfigurationOption(section, "no_proxy", .list, defaultDescription: "the environment's", help: "hosts reached without a proxy")
 
     /// Every option, in the README's order.

@@ -1,4 +1,5 @@
 import ImageServices
+import SystemSupport
 
 /// An image in its staging file, verified, on its way to its final name: what the transfer stage
 /// hands to the transform stages, and they to the placement.
@@ -38,7 +39,9 @@ struct ImageTransferStage: Sendable {
                 return (outcome.fetched, outcome.cache)
             }
             if let size = current?.size {
-                let available = try DiskSpace.available(at: staging.directory)
+                // statvfs: on a network file system it waits for the server.
+                let directory = staging.directory
+                let available = try await BlockingWork.run { _ in try DiskSpace.available(at: directory) }
                 if available < size { throw DiskSpace.insufficient(staging.directory.path, required: size, available: available) }
             }
             let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],

@@ -1,4 +1,6 @@
+import Primitives
 import OsloJSON
+
 import ImageServices
 import Logging
 import OsloMessaging

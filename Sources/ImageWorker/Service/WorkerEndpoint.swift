@@ -1,3 +1,4 @@
+import Primitives
 import OsloJSON
 import SystemSupport
 import ImageServices
@@ -225,11 +226,4 @@ public struct WorkerEndpoint: RPCEndpoint {
 /// The last progress a fetch reported, which the progress events repeat each interval.
 private final class LatestProgress: Sendable {
     let value = Mutex<(role: ImageRole, progress: TransferProgress)?>(nil)
-}
-
-extension Duration {
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
-    }
 }

@@ -1,6 +1,7 @@
 /// Percent-decoding (`%2F` → `/`), as URLs' user-info, paths and queries need it: the one decoder
-/// every module uses. Written by hand because Foundation's `removingPercentEncoding` is not
-/// available without Foundation, which the AMQP model does without.
+/// every module uses. Written by hand because Foundation's `removingPercentEncoding` cannot tell a
+/// malformed escape from bytes that are not UTF-8 (`transport_url`'s messages name which), nor
+/// give the bytes themselves.
 public enum PercentEncoding {
     /// `text` with every `%XX` decoded; nil when an escape is malformed or the bytes are not UTF-8.
     public static func decode(_ text: some StringProtocol) -> String? {
