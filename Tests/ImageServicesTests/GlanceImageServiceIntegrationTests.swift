@@ -57,8 +57,10 @@ struct GlanceImageServiceIntegrationTests {
     func privateImages() async throws {
         let glance = try GlanceTestClient()
         let service = try service(glance)
-        let own = try await glance.image(randomBytes(1000), visibility: "private", owner: Self.project)
-        let others = try await glance.image(randomBytes(1000), visibility: "private", owner: "project-other")
+        // Both set up at once: glance-api's round trips are most of this test's time.
+        async let ownImage = glance.image(randomBytes(1000), visibility: "private", owner: Self.project)
+        async let othersImage = glance.image(randomBytes(1000), visibility: "private", owner: "project-other")
+        let (own, others) = try await (ownImage, othersImage)
         #expect(try await service.show(try ImageReference(own), context: context()).size == 1000)
         await expectNotFound(service, others)
     }
@@ -67,10 +69,18 @@ struct GlanceImageServiceIntegrationTests {
     func sharedImages() async throws {
         let glance = try GlanceTestClient()
         let service = try service(glance)
-        let shared = try await glance.image(randomBytes(1000), visibility: "shared", owner: "project-other")
-        try await glance.share(shared, with: Self.project)
-        let notShared = try await glance.image(randomBytes(1000), visibility: "shared", owner: "project-other")
-        try await glance.share(notShared, with: "project-third")
+        // Both set up at once: glance-api's round trips are most of this test's time.
+        async let sharedImage = { () async throws -> String in
+            let id = try await glance.image(randomBytes(1000), visibility: "shared", owner: "project-other")
+            try await glance.share(id, with: Self.project)
+            return id
+        }()
+        async let notSharedImage = { () async throws -> String in
+            let id = try await glance.image(randomBytes(1000), visibility: "shared", owner: "project-other")
+            try await glance.share(id, with: "project-third")
+            return id
+        }()
+        let (shared, notShared) = try await (sharedImage, notSharedImage)
         #expect(try await service.show(try ImageReference(shared), context: context()).size == 1000)
         await expectNotFound(service, notShared)
     }
