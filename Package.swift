@@ -173,6 +173,7 @@ let package = Package(
         .testTarget(name: "AMQPClientTests", dependencies: [
             "AMQPClient", "AMQPModel", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "MetricsTestKit", package: "swift-metrics"),
         ], swiftSettings: strict),
     ]
 )

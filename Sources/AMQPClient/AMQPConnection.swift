@@ -52,7 +52,8 @@ public final class AMQPConnection: Sendable {
     ///   - configuration: brokers, TLS, heartbeat, back-off.
     ///   - label: a short name for logs and the thread ("consumer", "publisher").
     ///   - logger: where connection events are logged.
-    public init(configuration: AMQPConfiguration, label: String, logger: Logger) {
+    ///   - metricsFactory: where its counters and gauge go (the process's `MetricsSystem` by default).
+    public init(configuration: AMQPConfiguration, label: String, logger: Logger, metricsFactory: (any MetricsFactory)? = nil) {
         precondition(!configuration.endpoints.isEmpty, "an AMQP configuration needs at least one endpoint")
         self.configuration = configuration
         self.label = label
@@ -61,9 +62,11 @@ public final class AMQPConnection: Sendable {
         self.logger = logger
         machine = Mutex(Machine(publisherConfirms: configuration.publisherConfirms))
         (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: AMQPDelivery.self, bufferingPolicy: .unbounded)
-        reconnects = Counter(label: "\(configuration.metricsPrefix)_broker_reconnects_total", dimensions: [("connection", label)])
-        connectedGauge = Gauge(label: "\(configuration.metricsPrefix)_broker_connected", dimensions: [("connection", label)])
-        droppedCommands = Counter(label: "\(configuration.metricsPrefix)_broker_commands_dropped_total", dimensions: [("connection", label)])
+        let factory = metricsFactory ?? MetricsSystem.factory
+        let dimensions = [("connection", label)]
+        reconnects = Counter(label: "\(configuration.metricsPrefix)_broker_reconnects_total", dimensions: dimensions, factory: factory)
+        connectedGauge = Gauge(label: "\(configuration.metricsPrefix)_broker_connected", dimensions: dimensions, factory: factory)
+        droppedCommands = Counter(label: "\(configuration.metricsPrefix)_broker_commands_dropped_total", dimensions: dimensions, factory: factory)
     }
 
     /// Starts the connection thread, which connects (and keeps reconnecting) in the background.

@@ -15,6 +15,9 @@ public struct ImageRequestContext: Sendable {
     public var isAdmin: Bool
     /// A logger carrying the request's metadata.
     public var logger: Logger
+    /// Called when a request the service makes for this reference (a HEAD, a checksum file) has
+    /// to wait for a connection to its server, so that the task can say `phase: queued`.
+    public var onQueued: @Sendable () -> Void = {}
 
     /// Creates a context.
     public init(requestID: String, authToken: String? = nil, projectID: String? = nil, roles: [String] = [], isAdmin: Bool = false, logger: Logger) {
@@ -24,6 +27,13 @@ public struct ImageRequestContext: Sendable {
         self.roles = roles
         self.isAdmin = isAdmin
         self.logger = logger
+    }
+
+    /// The same context, reporting a wait for a connection to `progress` as `phase: queued`.
+    public func reportingQueued(to progress: @escaping TransferProgressHandler) -> ImageRequestContext {
+        var context = self
+        context.onQueued = { progress(TransferProgress(phase: .queued, bytes: 0, total: nil)) }
+        return context
     }
 }
 

@@ -55,8 +55,8 @@ public struct IronicError: Error, Sendable, Hashable, CustomStringConvertible {
 
 extension IronicError {
     /// Ironic's `ImageRefValidationFailed`: "Validation of image href X failed, reason: Y".
-    public static func validationFailed(_ reference: String, _ reason: String) -> IronicError {
-        IronicError(.imageRefValidationFailed, "Validation of image href \(reference) failed, reason: \(reason)")
+    public static func validationFailed(_ reference: String, _ reason: String, retryable: Bool = false) -> IronicError {
+        IronicError(.imageRefValidationFailed, "Validation of image href \(reference) failed, reason: \(reason)", retryable: retryable)
     }
 
     /// Ironic's `ImageDownloadFailed`: "Failed to download image X, reason: Y".

@@ -1,4 +1,3 @@
-import Primitives
 import Foundation
 
 /// UUIDs in text form, as Ironic accepts them (`uuidutils.is_uuid_like`: 32 hex digits, with or

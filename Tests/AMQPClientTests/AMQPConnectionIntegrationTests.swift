@@ -1,6 +1,7 @@
 @testable import AMQPClient
 import AMQPModel
 import Logging
+import MetricsTestKit
 import Testing
 import TestSupport
 
@@ -10,7 +11,7 @@ struct AMQPConnectionIntegrationTests {
     let logger = Logger(label: "amqp-test")
 
     func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil,
-                    through proxy: FaultInjectingTCPProxy? = nil) throws -> AMQPConnection {
+                    through proxy: FaultInjectingTCPProxy? = nil, metrics: TestMetrics? = nil) throws -> AMQPConnection {
         var endpoints = try TransportURL(parsing: url).endpoints
         if let vhost { for index in endpoints.indices { endpoints[index].virtualHost = vhost } }
         if let proxy {
@@ -22,7 +23,7 @@ struct AMQPConnectionIntegrationTests {
             endpoints: endpoints, heartbeatSeconds: heartbeat,
             reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
             connectionName: "amqp-test-\(label)")
-        let connection = AMQPConnection(configuration: configuration, label: label, logger: logger)
+        let connection = AMQPConnection(configuration: configuration, label: label, logger: logger, metricsFactory: metrics)
         connection.start()
         return connection
     }
@@ -64,6 +65,31 @@ struct AMQPConnectionIntegrationTests {
             #expect(delivery.redelivered == false)
             #expect(delivery.connectionGeneration == 1)
             await connection.ack(delivery)
+        }
+    }
+
+    @Test("a publish that can never succeed (a routing key over 255 bytes) fails at once and is counted; the next one goes out")
+    func impossiblePublishIsDropped() async throws {
+        try await withCleanup { cleanup in
+            let metrics = TestMetrics()
+            let connection = try connection(url: try IntegrationEnvironment.amqpURL(), label: "dropper", metrics: metrics)
+            cleanup.add { await connection.close() }
+            let queue = "amqp-test-\(uniqueHex())"
+            try await connection.declareQueue(AMQPQueueDeclaration(name: queue, autoDelete: true, arguments: ["x-expires": .int32(60_000)]))
+            try await connection.consume(queue: queue)
+            let properties = AMQPMessageProperties(contentType: "application/json")
+            await #expect {
+                _ = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: String(repeating: "q", count: 256), body: [1], properties: properties))
+            } throws: { error in
+                (error as? AMQPError)?.code == .invalidArgument
+            }
+            let dropped = try metrics.expectCounter("amqp_broker_commands_dropped_total", [("connection", "dropper")])
+            #expect(dropped.totalValue == 1)
+            // Not put back at the head of the queue: the next publish is confirmed and arrives.
+            let outcome = try await connection.publish(AMQPOutgoingMessage(exchange: "", routingKey: queue, body: [2], properties: properties))
+            #expect(outcome == .confirmed)
+            #expect(try await nextDelivery(connection).body == [2])
+            #expect(dropped.totalValue == 1)
         }
     }
 

@@ -17,6 +17,8 @@ final class FaultServer: Sendable {
         var cutAfter: Int? = nil
         /// …close the connection (true) or go silent with it open (false).
         var closeAtCut: Bool = true
+        /// Close the connection without answering at all (a server that resets).
+        var closeWithoutAnswer: Bool = false
     }
 
     /// A request as the server saw it.
@@ -95,6 +97,10 @@ final class FaultServer: Sendable {
         }
 
         private func respond(context: ChannelHandlerContext, answer: Answer, method: HTTPMethod) {
+            if answer.closeWithoutAnswer {
+                context.close(promise: nil)
+                return
+            }
             var headers = HTTPHeaders(answer.headers)
             if !headers.contains(name: "Content-Length") { headers.add(name: "Content-Length", value: String(answer.body.count)) }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOHTTP1
+import Synchronization
 import Testing
 import TestSupport
 @testable import ImageServices
@@ -186,6 +187,51 @@ struct HTTPFaultTests {
                 }
                 #expect(server.requests.count == 1)
             }
+        }
+    }
+
+    @Test("a HEAD that fails in transit is ImageRefValidationFailed marked retryable; a 404 is not retryable",
+          arguments: [(true, true), (false, false)])
+    func probeFailuresSayWhetherRetryable(closeWithoutAnswer: Bool, retryable: Bool) async throws {
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in
+                closeWithoutAnswer ? .init(closeWithoutAnswer: true) : .init(status: .notFound)
+            }
+            cleanup.add { await server.stop() }
+            let transport = try HTTPTransport(settings: settings())
+            cleanup.add { await transport.shutdown() }
+            await #expect {
+                _ = try await HTTPImageService(transport: transport).show(try ImageReference(server.url + "/image.img"), context: context)
+            } throws: { error in
+                let error = error as? IronicError
+                return error?.code == .imageRefValidationFailed && error?.retryable == retryable
+            }
+            #expect(server.requests.first?.method == .HEAD)
+        }
+    }
+
+    @Test("a HEAD that waits for a connection says so through the context (the task's phase: queued), then goes out")
+    func probeWaitingForItsSlotReportsQueued() async throws {
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(headers: [("Content-Length", "5")]) }
+            cleanup.add { await server.stop() }
+            var oneConnection = settings()
+            oneConnection.maximumConnectionsPerHost = 1
+            let transport = try HTTPTransport(settings: oneConnection)
+            cleanup.add { await transport.shutdown() }
+            let reference = try ImageReference(server.url + "/image.img")
+            let held = try await transport.slots.acquire(try ParsedHTTPURL(reference.original).origin)
+            let queued = Atomic<Int>(0)
+            var waiting = context
+            waiting.onQueued = { queued.add(1, ordering: .relaxed) }
+            let shown = Task { [waiting] in try await HTTPImageService(transport: transport).show(reference, context: waiting) }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while queued.load(ordering: .relaxed) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(queued.load(ordering: .relaxed) == 1, "the HEAD waited for the held slot and said so")
+            #expect(server.requests.isEmpty, "nothing was sent while the slot was held")
+            held.release()
+            #expect(try await shown.value.size == 5)
+            #expect(server.requests.map(\.method) == [.HEAD])
         }
     }
 

@@ -74,6 +74,32 @@ struct OriginConnectionSlotsTests {
         #expect(slots.inFlight("o") == 0)
     }
 
+    @Test("waiters cancelled while slots are handed on: each is resumed once, and every slot comes back")
+    func cancellationRacesRelease() async throws {
+        let slots = OriginConnectionSlots(limit: 2)
+        for round in 0..<200 {
+            let held = [try await slots.acquire("o"), try await slots.acquire("o")]
+            let waiters = (0..<8).map { _ in
+                Task {
+                    // A waiter resumed twice would stop the process here (a checked continuation).
+                    let slot = try await slots.acquire("o")
+                    await Task.yield()
+                    slot.release()
+                }
+            }
+            // Cancel half of them around the moment the held slots are handed on, at a different
+            // point each round, so the cancellation meets a waiter being queued, queued, or woken.
+            for (index, waiter) in waiters.enumerated() where index % 2 == round % 2 {
+                if index == round % 8 { for slot in held { slot.release() } }
+                waiter.cancel()
+            }
+            for slot in held { slot.release() }
+            for waiter in waiters { _ = await waiter.result }
+            #expect(slots.inFlight("o") == 0, "round \(round): every slot given back")
+            #expect(slots.waiting("o") == 0, "round \(round): no waiter left behind")
+        }
+    }
+
     @Test("a slot no longer referenced is given back")
     func releasedWhenDropped() async throws {
         let slots = OriginConnectionSlots(limit: 1)

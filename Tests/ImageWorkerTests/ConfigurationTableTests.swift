@@ -31,7 +31,8 @@ struct ConfigurationTableTests {
             case .text, .url, .list: continue
             }
             if option == WorkerOptions.glanceAuthType || option == WorkerOptions.imageServerAuthStrategy { continue }  // read only when relevant below
-            let sources = ConfigurationSources(overrides: [(option.section, option.name, bad)])
+            // `host` given, so that no load resolves this machine's name (getaddrinfo blocks).
+            let sources = ConfigurationSources(overrides: [("DEFAULT", "host", "w1"), (option.section, option.name, bad)])
             #expect(throws: ConfigurationError.self, "\(option.displayName) = \(bad) was not refused") {
                 _ = try WorkerConfiguration.load(sources)
             }
@@ -42,7 +43,7 @@ struct ConfigurationTableTests {
             }
         }
         for option in [WorkerOptions.glanceAuthType, WorkerOptions.imageServerAuthStrategy] {
-            let sources = ConfigurationSources(overrides: [(option.section, option.name, "none-of-these")])
+            let sources = ConfigurationSources(overrides: [("DEFAULT", "host", "w1"), (option.section, option.name, "none-of-these")])
             #expect(throws: ConfigurationError.self) { _ = try WorkerConfiguration.load(sources) }
         }
     }

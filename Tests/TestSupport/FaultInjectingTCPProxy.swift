@@ -51,19 +51,22 @@ public final class FaultInjectingTCPProxy: Sendable {
     public func thaw() { frozen.store(false, ordering: .relaxed) }
 
     /// Drops every forwarded connection (both ends see it closed); new ones are still taken.
+    ///
+    /// Shut down under the lock: a pump pair removes its descriptors under it before closing them,
+    /// so a number shut down here is never one the process has since reused for another socket.
     public func dropConnections() {
-        let open = sockets.withLock { $0.open }
-        for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
+        sockets.withLock { state in
+            for descriptor in state.open { shutdown(descriptor, Int32(SHUT_RDWR)) }
+        }
     }
 
     /// Closes the listener and every forwarded connection.
     public func close() {
-        let open = sockets.withLock { state -> Set<Int32> in
+        sockets.withLock { state in
             state.closed = true
-            return state.open
+            for descriptor in state.open { shutdown(descriptor, Int32(SHUT_RDWR)) }
         }
         shutdown(listener, Int32(SHUT_RDWR))
-        for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
     }
 
     private static func loopback(port: Int) -> sockaddr_in {
@@ -130,7 +133,9 @@ public final class FaultInjectingTCPProxy: Sendable {
             guard count > 0 else { break }
             var sent = 0
             while sent < count {
-                let written = buffer.withUnsafeBytes { write(destination, $0.baseAddress! + sent, count - sent) }
+                // MSG_NOSIGNAL: the other end may have been shut down (a drop); that ends the pump,
+                // it must not raise SIGPIPE in the test process.
+                let written = buffer.withUnsafeBytes { send(destination, $0.baseAddress! + sent, count - sent, Int32(MSG_NOSIGNAL)) }
                 guard written > 0 else { break }
                 sent += written
             }

@@ -56,7 +56,8 @@ public struct HTTPImageService: ImageService {
         let url = try ParsedHTTPURL(reference.original)
         let exchange = HTTPExchange(transport: transport, reference: reference)
         do {
-            let response = try await exchange.send(.GET, url, deadline: .afterSlot(transport.settings.connectTimeout + transport.settings.stallTimeout))
+            let response = try await exchange.send(.GET, url, deadline: .afterSlot(transport.settings.connectTimeout + transport.settings.stallTimeout),
+                                                   onQueued: context.onQueued)
             defer { response.slot.release() }
             guard response.response.status == .ok else {
                 throw IronicError.validationFailed(reference.redacted, "Got HTTP code \(response.response.status.code) instead of 200 in response to GET request.")
@@ -69,7 +70,8 @@ public struct HTTPImageService: ImageService {
             _ = error
             throw IronicError.downloadFailed(reference.redacted, "the checksum file is larger than \(limit) bytes.")
         } catch {
-            throw IronicError.downloadFailed(reference.redacted, HTTPErrors.describe(error), retryable: true)
+            let verdict = HTTPErrors.classify(error)
+            throw IronicError.downloadFailed(reference.redacted, verdict.reason, retryable: verdict.transient)
         }
     }
 
@@ -78,7 +80,7 @@ public struct HTTPImageService: ImageService {
         let exchange = HTTPExchange(transport: transport, reference: reference)
         let deadline = RequestDeadline.afterSlot(transport.settings.connectTimeout + transport.settings.stallTimeout)
         do {
-            var answer = try await exchange.send(.HEAD, url, deadline: deadline)
+            var answer = try await exchange.send(.HEAD, url, deadline: deadline, onQueued: context.onQueued)
             var method = "HEAD"
             if [405, 501].contains(answer.response.status.code) {
                 context.logger.debug("the server refuses HEAD; asking for one byte", metadata: ["status": "\(answer.response.status.code)"])
@@ -100,7 +102,10 @@ public struct HTTPImageService: ImageService {
         } catch let error as IronicError {
             throw error
         } catch {
-            throw IronicError.validationFailed(reference.redacted, HTTPErrors.describe(error))
+            // A transport failure the classification calls transient (a reset, a timeout) says so in
+            // the error event, as a download's does.
+            let verdict = HTTPErrors.classify(error)
+            throw IronicError.validationFailed(reference.redacted, verdict.reason, retryable: verdict.transient)
         }
     }
 

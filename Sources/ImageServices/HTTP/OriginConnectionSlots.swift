@@ -28,6 +28,8 @@ final class OriginConnectionSlots: Sendable {
 
     private let state = Mutex(State())
 
+    private enum WaitDecision { case granted, queued, cancelled }
+
     /// Slots for `limit` requests per origin (at least one).
     init(limit: Int) {
         self.limit = max(limit, 1)
@@ -49,17 +51,23 @@ final class OriginConnectionSlots: Sendable {
             }
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                    let grantedNow = state.withLock { state -> Bool in
-                        if Task.isCancelled { return false }
+                    // Decided once, under the lock: after the waiter is queued only `release()` or
+                    // the cancellation handler may resume it (each removes it first), never this.
+                    let decision = state.withLock { state -> WaitDecision in
+                        if Task.isCancelled { return .cancelled }
                         // A slot may have come free since the first look.
                         if state.origins[origin, default: Origin()].inFlight < limit {
                             state.origins[origin, default: Origin()].inFlight += 1
-                            return true
+                            return .granted
                         }
                         state.origins[origin, default: Origin()].waiting.append(Waiter(id: id, continuation: continuation))
-                        return false
+                        return .queued
                     }
-                    if grantedNow { continuation.resume() } else if Task.isCancelled { continuation.resume(throwing: CancellationError()) }
+                    switch decision {
+                    case .granted: continuation.resume()
+                    case .cancelled: continuation.resume(throwing: CancellationError())
+                    case .queued: break
+                    }
                 }
             } onCancel: {
                 let waiter = state.withLock { state -> Waiter? in

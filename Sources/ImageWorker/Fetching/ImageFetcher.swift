@@ -35,7 +35,9 @@ public struct ImageFetcher: Sendable {
     /// Fetches the node's images into its folder in `store`.
     public func fetch(_ arguments: FetchImageArguments, into store: NodeImageStore, context: ImageRequestContext,
                       progress: @escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> NodeImages {
-        let (imageType, plans) = try await planner.plan(arguments.instanceInfo, context: context)
+        // Planning's requests (a description, a checksum file) are the disk image's as far as
+        // progress goes: a wait for their connection shows as the image's `phase: queued`.
+        let (imageType, plans) = try await planner.plan(arguments.instanceInfo, context: context.reportingQueued { progress(.image, $0) })
         let directory: DirectoryHandle
         do {
             directory = try store.nodeDirectory(arguments.nodeUUID, create: true)

@@ -32,7 +32,7 @@ struct ImageTransferStage: Sendable {
             // What the service says now: the description from planning, else (for images whose
             // cached copy must be revalidated) a fresh look.
             let current = service.caching == .revalidate && cache != nil
-                ? try await service.validate(plan.reference, context: context) : plan.shown
+                ? try await service.validate(plan.reference, context: context.reportingQueued(to: progress)) : plan.shown
             if let cache, service.caching != .never, current?.noCache != true {
                 let outcome = try await cache.fetch(plan.reference, service: service, current: current, expected: expected,
                                                     into: staging, context: context, progress: progress)
