@@ -79,6 +79,11 @@ public final class DirectoryHandle: Sendable {
         return String(decoding: UnsafeRawBufferPointer(start: name, count: length), as: UTF8.self)
     }
 
+    /// `fstatat` without following symlinks, as ``FileStatus``; nil when there is no such entry.
+    public func fileStatus(of name: String) throws(SystemCallError) -> FileStatus? {
+        try status(of: name).map(FileStatus.init)
+    }
+
     /// `fstatat` without following symlinks; nil when there is no such entry.
     public func status(of name: String) throws(SystemCallError) -> stat? {
         var info = stat()

@@ -200,11 +200,11 @@ public final class MasterImageCache: Sendable {
         var masters: [Master] = []
         var total: Int64 = 0
         for entry in try directory.entries() where !entry.hasPrefix(".") && !entry.hasSuffix(".json") {
-            guard let info = try directory.status(of: entry), info.st_mode & S_IFMT == S_IFREG else { continue }
-            total += Int64(info.st_size)
-            guard info.st_nlink == 1 else { continue }
-            let lastUsed = [info.st_mtim, info.st_atim, info.st_ctim].map { Int64($0.tv_sec) * 1_000_000 + Int64($0.tv_nsec) / 1_000 }.max()!
-            masters.append(Master(key: entry, size: Int64(info.st_size), lastUsed: lastUsed))
+            guard let info = try directory.fileStatus(of: entry), info.kind == .regular else { continue }
+            total += info.size
+            guard info.linkCount == 1 else { continue }
+            let lastUsed = max(info.modificationMicroseconds, info.accessMicroseconds, info.changeMicroseconds)
+            masters.append(Master(key: entry, size: info.size, lastUsed: lastUsed))
         }
         masters.sort { $0.lastUsed < $1.lastUsed }
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
@@ -237,7 +237,7 @@ public final class MasterImageCache: Sendable {
     private func remove(_ key: String) throws -> Bool {
         guard let lock = try CacheFileLock.tryAcquire(in: locks, key: key) else { return false }
         defer { _ = lock }
-        guard let info = try directory.status(of: key), info.st_nlink == 1 else { return false }
+        guard let info = try directory.fileStatus(of: key), info.linkCount == 1 else { return false }
         try directory.remove(key)
         try directory.remove("\(key).json")
         return true

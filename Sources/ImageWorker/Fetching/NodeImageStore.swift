@@ -28,7 +28,7 @@ public final class NodeImageStore: Sendable {
     @discardableResult
     public func deleteNode(_ nodeUUID: String) throws -> Bool {
         precondition(UUIDText.canonical(nodeUUID) == nodeUUID, "node folders are named by canonical UUIDs")
-        guard try root.status(of: nodeUUID) != nil else { return false }
+        guard try root.fileStatus(of: nodeUUID) != nil else { return false }
         try root.removeTree(nodeUUID)
         return true
     }
@@ -39,7 +39,7 @@ public final class NodeImageStore: Sendable {
     public func removeLeftoverStagingFiles() throws -> Int {
         var removed = 0
         for name in try root.entries() where UUIDText.canonical(name) == name {
-            guard let info = try root.status(of: name), info.st_mode & S_IFMT == S_IFDIR else { continue }
+            guard try root.fileStatus(of: name)?.kind == .directory else { continue }
             let node = try root.subdirectory(name, create: false)
             for entry in try node.entries() where StagingFile.isAbandoned(entry) {
                 try node.remove(entry)

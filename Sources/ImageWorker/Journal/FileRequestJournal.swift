@@ -194,7 +194,7 @@ public final class FileRequestJournal: RequestJournal {
             }
             // Pruning may have removed the file between our open and our lock: then the lock is on
             // a file nobody else will look at; start again.
-            guard let current = try requests.status(of: key), try current.st_ino == marker.status().st_ino else { continue }
+            guard let current = try requests.fileStatus(of: key), try current.inode == marker.fileStatus().inode else { continue }
             return (marker, created)
         }
     }
@@ -248,7 +248,7 @@ public final class FileRequestJournal: RequestJournal {
         let remaining = try? await BlockingWork.run { _ -> Int in
             var entries: [(name: String, modified: Int64)] = []
             for name in try requests.entries() {
-                guard let info = try? requests.status(of: name) else { continue }
+                guard let info = try? requests.fileStatus(of: name) else { continue }
                 entries.append((name, info.modificationMicroseconds))
             }
             entries.sort { $0.modified < $1.modified }
