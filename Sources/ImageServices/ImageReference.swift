@@ -57,12 +57,30 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { redacted }
 
-    /// Query parameter names whose values are secrets (signed URLs, tokens, keys).
-    static let secretParameterMarkers = ["sig", "token", "key", "secret", "password", "credential"]
+    /// Query parameter names whose values are secrets (signed URLs, tokens, keys, passwords):
+    /// a name containing any of these, in any case, or starting `x-amz-`.
+    static let secretParameterMarkers = ["sig", "token", "key", "secret", "pass", "pwd", "auth", "credential"]
 
-    /// `text` without credentials.
+    /// `text` without credentials: user-info removed, secret-looking query values `***`, a
+    /// fragment `***` (it is never sent to a server, so it means nothing to a fetch but may carry
+    /// a token).
+    ///
+    /// Text that does not parse as `scheme://host[:port]/…` may still hold a credential: a
+    /// password with `/`, `?` or `#` in it (`http://svc:Ab3/xyz@host/…`) ends the authority
+    /// early, and `user:pass@host/…` reads as the scheme `user`. Then everything up to the last
+    /// `@` is masked.
     public static func redact(_ text: String) -> String {
-        guard let components = URLComponentsLite(text) else { return text }
+        let components = URLComponentsLite(text)
+        let wellFormed = components?.authority.map { isHostAndPort($0.host) } ?? false
+        if !wellFormed, let at = text.lastIndex(of: "@") {
+            let rest = String(text[text.index(after: at)...])
+            let prefix = components?.authority != nil ? components!.scheme + "://" : ""
+            // The rest holds no `@`: redacted as a reference to the same scheme, minus its prefix.
+            let scheme = components?.authority != nil ? components!.scheme : "x"
+            let redactedRest = redact(scheme + "://" + rest).dropFirst(scheme.count + 3)
+            return prefix + "***@" + redactedRest
+        }
+        guard let components else { return text }
         var result = components.scheme + ":"
         if let authority = components.authority {
             result += "//" + authority.host
@@ -79,8 +97,31 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             }
             result += "?" + items.joined(separator: "&")
         }
-        if let fragment = components.fragment { result += "#" + fragment }
+        if let fragment = components.fragment { result += fragment.isEmpty ? "#" : "#***" }
         return result
+    }
+
+    /// Whether `authority` (without user-info) is `host[:port]`: a registered name or an IPv4
+    /// address, or an IPv6 literal in brackets, then digits after a `:`.
+    static func isHostAndPort(_ authority: String) -> Bool {
+        var host = Substring(authority)
+        var port: Substring = ""
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            let after = host[host.index(after: close)...]
+            guard after.isEmpty || after.hasPrefix(":") else { return false }
+            port = after.dropFirst()
+            host = host[host.index(after: host.startIndex)..<close]
+            guard host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }) else { return false }
+        } else {
+            if let colon = host.firstIndex(of: ":") {
+                port = host[host.index(after: colon)...]
+                host = host[..<colon]
+            }
+            let allowed = "-._~%!$&'()*+,;="
+            guard host.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || allowed.unicodeScalars.contains($0) }) else { return false }
+        }
+        return port.allSatisfy { $0.isASCII && $0.isNumber }
     }
 }
 

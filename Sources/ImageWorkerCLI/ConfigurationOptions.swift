@@ -70,7 +70,7 @@ func bootstrapLogging(level: Logger.Level, format: WorkerConfiguration.LogFormat
         case .json:
             return JSONLogHandler(label: label, level: level)
         case .text:
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = ControlCharacterEscapingLogHandler(StreamLogHandler.standardError(label: label))
             handler.logLevel = level
             return handler
         }

@@ -39,6 +39,16 @@ struct ImageReferenceTests {
         ("https://b.s3/i?X-Amz-Signature=s&X-Amz-Credential=c&x=1", "https://b.s3/i?X-Amz-Signature=***&X-Amz-Credential=***&x=1"),
         ("http://h/i?token=t&api_key=k&password=p&secret=s&sig=z", "http://h/i?token=***&api_key=***&password=***&secret=***&sig=***"),
         ("file:///srv/x.img", "file:///srv/x.img"),
+        ("oci://registry:5000/repo/disk@sha256:0a1b", "oci://registry:5000/repo/disk@sha256:0a1b"),
+        ("https://[fd00::1]:8443/i.img", "https://[fd00::1]:8443/i.img"),
+        // A password with `/`, `?` or `#` in it ends the authority where RFC 3986 says it does.
+        ("http://svc:Ab3/xyz@host.example/i.img", "http://***@host.example/i.img"),
+        ("http://svc:Ab?3@host.example/i.img?token=t", "http://***@host.example/i.img?token=***"),
+        ("http://svc:A#b@host.example/i.img", "http://***@host.example/i.img"),
+        // `user:pass@host` without `//` reads as the scheme `user`.
+        ("svc:s3cret@host.example/i.img", "***@host.example/i.img"),
+        ("http://h/i?pass=a&pwd=b&auth=c&passphrase=d&x=1", "http://h/i?pass=***&pwd=***&auth=***&passphrase=***&x=1"),
+        ("http://h/i.img#access_token=t", "http://h/i.img#***"),
     ])
     func redaction(text: String, expected: String) throws {
         let reference = try ImageReference(text)
