@@ -23,6 +23,19 @@ extension AMQPOutgoingMessage {
     /// The longest AMQP short string, in bytes.
     public static let shortStringLimit = 255
 
+    /// The longest prefix of `text` that is a short string (at most 255 bytes of UTF-8), cut
+    /// between characters.
+    public static func shortStringPrefix(_ text: String) -> String {
+        var result = ""
+        var bytes = 0
+        for character in text {
+            bytes += character.utf8.count
+            guard bytes <= shortStringLimit else { break }
+            result.append(character)
+        }
+        return result
+    }
+
     private static func tableProblem(_ table: AMQPTable) -> String? {
         for entry in table.entries {
             if entry.key.utf8.count > shortStringLimit {

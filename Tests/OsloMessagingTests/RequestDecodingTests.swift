@@ -56,6 +56,21 @@ struct RequestDecodingTests {
         }
     }
 
+    @Test("a reply queue over 255 bytes is refused like a malformed message, and not replied to")
+    func overlongReplyQueue() throws {
+        let longest = String(repeating: "q", count: 255)
+        #expect(try decode(#"{"method": "m", "args": {}, "_msg_id": "a", "_reply_q": "\#(longest)"}"#).replyQueue == longest)
+        do {
+            _ = try decode(#"{"method": "m", "args": {}, "_msg_id": "a", "_reply_q": "\#(longest)é", "_unique_id": "u1"}"#)
+            Issue.record("a 257-byte reply queue was accepted")
+        } catch {
+            #expect(error.reason == "'_reply_q' is 257 bytes long; an AMQP routing key holds at most 255")
+            #expect(error.replyQueue == nil, "no reply is attempted to a queue the broker refuses")
+            #expect(error.messageID == "a")
+            #expect(error.uniqueID == "u1")
+        }
+    }
+
     @Test("a call-monitor timeout of 0 or null means no heartbeats")
     func monitorTimeout() throws {
         #expect(try decode(#"{"method": "m", "args": {}, "_msg_id": "a", "_reply_q": "b", "_timeout": 4}"#).callMonitorTimeout == 4)

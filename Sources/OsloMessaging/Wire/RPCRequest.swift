@@ -1,3 +1,4 @@
+import AMQPModel
 import OsloJSON
 import Foundation
 
@@ -86,7 +87,8 @@ extension RPCRequest {
         var partial = RPCRequestDecodingError(reason: "", context: Self.context(of: message))
         partial.method = message["method"]?.stringValue
         partial.messageID = message["_msg_id"]?.stringValue
-        partial.replyQueue = message["_reply_q"]?.stringValue
+        // A reply queue the broker cannot take (a routing key over 255 bytes) is not replied to.
+        partial.replyQueue = message["_reply_q"]?.stringValue.flatMap(Self.usableReplyQueue)
         partial.uniqueID = message["_unique_id"]?.stringValue
         partial.nodeUUID = message["args"]?.objectValue?["node_uuid"]?.stringValue
 
@@ -118,6 +120,9 @@ extension RPCRequest {
         }
         let messageID = try optionalString(message, "_msg_id", refuse)
         let replyQueue = try optionalString(message, "_reply_q", refuse)
+        if let replyQueue, Self.usableReplyQueue(replyQueue) == nil {
+            throw refuse("'_reply_q' is \(replyQueue.utf8.count) bytes long; an AMQP routing key holds at most \(AMQPOutgoingMessage.shortStringLimit)")
+        }
         let uniqueID = try optionalString(message, "_unique_id", refuse)
         var timeout: Double? = nil
         if let value = message["_timeout"], !value.isNull {
@@ -133,6 +138,12 @@ extension RPCRequest {
         return RPCRequest(method: method, args: args, version: version, namespace: namespace,
                           messageID: messageID, replyQueue: replyQueue, callMonitorTimeout: timeout,
                           uniqueID: uniqueID, context: partial.context)
+    }
+
+    /// `name` if a reply can be routed to it: the broker refuses a routing key over 255 bytes,
+    /// and a publish it can never accept must not be attempted (contract §6).
+    private static func usableReplyQueue(_ name: String) -> String? {
+        name.utf8.count <= AMQPOutgoingMessage.shortStringLimit ? name : nil
     }
 
     private static func optionalString(_ message: JSONObject, _ key: String, _ refuse: (String) -> RPCRequestDecodingError) throws(RPCRequestDecodingError) -> String? {
