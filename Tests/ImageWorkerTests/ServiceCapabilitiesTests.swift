@@ -20,8 +20,10 @@ struct VaultImageService: ImageService {
     let describesImages = true
     /// name → bytes
     let images: [String: [UInt8]]
-    /// name → the sha256 the vault claims (the truth unless a test lies).
+    /// name → the digest the vault claims (the truth unless a test lies).
     let claims: [String: String]
+    /// The algorithm of the claims.
+    var claimedAlgorithm = HashAlgorithm.sha256
 
     func cacheKey(for reference: ImageReference) -> String? {
         "vault-" + reference.original.dropFirst("vault://".count)
@@ -33,7 +35,7 @@ struct VaultImageService: ImageService {
         let name = name(reference)
         guard let bytes = images[name] else { throw IronicError(.imageNotFound, "Image \(name) could not be found.") }
         let properties = name == "disk" ? ["kernel_id": "vault://vmlinuz", "ramdisk_id": "vault://initrd"] : [:]
-        return ImageMetadata(size: Int64(bytes.count), checksum: try claims[name].map { try ImageChecksum(algorithm: .sha256, value: $0) },
+        return ImageMetadata(size: Int64(bytes.count), checksum: try claims[name].map { try ImageChecksum(algorithm: claimedAlgorithm, value: $0) },
                              properties: properties)
     }
 
@@ -57,11 +59,12 @@ struct ServiceCapabilitiesTests {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 
-    func fetcher(_ service: VaultImageService, root: TemporaryDirectory) throws -> (ImageFetcher, NodeImageStore) {
+    func fetcher(_ service: VaultImageService, root: TemporaryDirectory,
+                 checksums: ChecksumPolicy = ChecksumPolicy()) throws -> (ImageFetcher, NodeImageStore) {
         var registry = ImageServiceRegistry()
         registry.register(service)
         let cache = try MasterImageCache(settings: .init(directory: root.appending("masters")), logger: Logger(label: "vault"))
-        return (ImageFetcher(registry: registry, cache: cache), try NodeImageStore(path: root.appending("images")))
+        return (ImageFetcher(registry: registry, checksums: checksums, cache: cache), try NodeImageStore(path: root.appending("images")))
     }
 
     @Test("its own checksum is verified, instance_info's ignored; its cache key names the master; its description makes a partition image")
@@ -98,5 +101,25 @@ struct ServiceCapabilitiesTests {
             ($0 as? RoleError)?.error.code == .imageChecksumError
         }
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: root.appending("images/\(node)"))) ?? []).isEmpty)
+    }
+
+    @Test("the service's md5 is held to [agent] allow_md5_checksum like the request's")
+    func serviceMD5() async throws {
+        let root = try TemporaryDirectory(prefix: "vault")
+        defer { root.remove() }
+        let images = ["plain": randomBytes(4000)]
+        let md5 = Insecure.MD5.hash(data: images["plain"]!).map { String(format: "%02x", $0) }.joined()
+        var service = VaultImageService(images: images, claims: ["plain": md5])
+        service.claimedAlgorithm = .md5
+        let info = InstanceInfo(imageSource: "vault://plain")
+        let (refusing, refusingStore) = try fetcher(service, root: root, checksums: ChecksumPolicy(allowMD5: false))
+        await #expect { _ = try await refusing.fetch(try FetchImageArguments(nodeUUID: UUIDText.random(), instanceInfo: info), into: refusingStore, context: context) { _, _ in } } throws: {
+            let error = ($0 as? RoleError)?.error
+            return error?.code == .imageChecksumAlgorithmFailure && error?.message.contains("allow_md5_checksum") == true
+        }
+        let (allowing, allowingStore) = try fetcher(service, root: root)
+        let result = try await allowing.fetch(try FetchImageArguments(nodeUUID: UUIDText.random(), instanceInfo: info), into: allowingStore, context: context) { _, _ in }
+        #expect(result.images.first?.checksum == (try ImageChecksum(algorithm: .md5, value: md5)))
+        #expect(result.images.first?.verified == true)
     }
 }

@@ -102,7 +102,7 @@ public struct GlanceImageService: ImageService {
             throw IronicError(.imageUnacceptable, "Image \(id) is unacceptable: The image is required to be in an active state.")
         }
         try await checkVisible(record, id: id, access: access, context: context)
-        return GlanceImage(id: id, metadata: Self.metadata(record))
+        return GlanceImage(id: id, metadata: try Self.metadata(record, id: id))
     }
 
     /// Ironic's `is_image_available`.
@@ -122,13 +122,24 @@ public struct GlanceImageService: ImageService {
         throw IronicError(.imageNotFound, "Image \(id) could not be found.")
     }
 
-    static func metadata(_ record: GlanceImageRecord) -> ImageMetadata {
-        var checksum: ImageChecksum? = nil
-        if let algorithmName = record.osHashAlgorithm, let value = record.osHashValue, let algorithm = HashAlgorithm(name: algorithmName) {
-            checksum = try? ImageChecksum(algorithm: algorithm, value: value)
-        }
-        if checksum == nil, let md5 = record.checksum {
-            checksum = try? ImageChecksum(algorithm: .md5, value: md5)
+    /// What Ironic reads of a Glance record. The checksum follows the rules of `instance_info`'s
+    /// (`os_hash_algo`/`os_hash_value`, else the md5 `checksum`): an algorithm nobody supports or
+    /// a malformed value is refused, never replaced by a weaker digest or by no verification.
+    /// Whether md5 is acceptable is the fetch's policy (`[agent] allow_md5_checksum`).
+    static func metadata(_ record: GlanceImageRecord, id: String) throws(IronicError) -> ImageMetadata {
+        let checksum: ImageChecksum?
+        do {
+            // `md5:` first, so the md5 `checksum` is read as a value, never as a checksum file's URL.
+            let md5 = record.checksum.flatMap { $0.isEmpty ? nil : "md5:" + $0 }
+            switch try ChecksumSource.parse(imageChecksum: md5, osHashAlgorithm: record.osHashAlgorithm,
+                                            osHashValue: record.osHashValue, allowMD5: true) {
+            case .value(let value): checksum = value
+            case .none, .checksumFile: checksum = nil
+            }
+        } catch where error.code == .imageChecksumAlgorithmFailure {
+            throw IronicError(error.code, "Glance image \(id): \(error.message)")
+        } catch {
+            throw IronicError(.imageUnacceptable, "Image \(id) is unacceptable: its checksum cannot be used: \(error.message)")
         }
         let updated = record.updatedAt.flatMap { ISO8601DateFormatter().date(from: $0) }
         return ImageMetadata(size: record.size, updatedAtMicroseconds: updated.map { Int64($0.timeIntervalSince1970 * 1_000_000) },

@@ -74,6 +74,11 @@ struct FetchPlanner: Sendable {
         let required: Bool
         switch service.checksumAuthority {
         case .service:
+            // The service's own checksum is held to the same policy as the request's.
+            if let checksum = shown?.checksum, checksum.algorithm == .md5, !checksums.allowMD5 {
+                throw RoleError(role: role, reference: reference.redacted, error: IronicError(.imageChecksumAlgorithmFailure,
+                    "MD5 image checksums are not allowed ([agent] allow_md5_checksum = false), and the \(service.name) image \(reference.redacted) has only an md5 checksum."))
+            }
             return shown?.checksum
         case .request(let serviceRequires):
             required = serviceRequires && checksums.requireChecksums && role == .image
