@@ -217,6 +217,19 @@ struct FileImageServiceTests {
         }
     }
 
+    @Test("outside the allow list, a file that exists and one that does not get the same refusal (no existence oracle)")
+    func noExistenceOracle() async throws {
+        let fixture = try Fixture(allowSources: false)
+        defer { fixture.remove() }
+        let existing = try fixture.sources.write([1], to: "x.img")
+        for path in [existing, fixture.sources.appending("missing.img"), fixture.sources.appending("missing/deeper.img")] {
+            await #expect { _ = try await fetch(fixture, "file://" + path) } throws: {
+                let error = $0 as? IronicError
+                return error?.code == .imageRefValidationFailed && error?.message.contains("is not allowed for image source file URLs") == true
+            }
+        }
+    }
+
     @Test("show reports size, modification time and no_cache")
     func show() async throws {
         let fixture = try Fixture()

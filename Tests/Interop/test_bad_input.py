@@ -84,6 +84,19 @@ class BadInputTests(harness.WorkerSuite):
         self.assertEqual(self.error_event(node)["error"]["code"], "InvalidParameterValue")
         self.assertFalse(os.path.exists(os.path.join(self.worker.images_dir, node)))
 
+    def test_a_reply_queue_the_broker_cannot_route_to(self):
+        # An AMQP routing key holds 255 bytes: a reply to this queue could never be published.
+        # Refused like a malformed message (an error event, no reply attempted), and the next
+        # call (tearDown's) is answered, so it did not stop the worker's publishing.
+        node = str(uuid.uuid4())
+        message = {"method": "fetch_image", "args": {"node_uuid": node, "instance_info": {"image_source": "file://" + self.good}},
+                   "_msg_id": uuid.uuid4().hex, "_reply_q": "reply_" + "q" * 300, "_unique_id": uuid.uuid4().hex}
+        harness.raw_publish(self.vhost, envelope(message))
+        error = self.error_event(node)["error"]
+        self.assertEqual(error["code"], "InvalidParameterValue")
+        self.assertIn("'_reply_q' is 306 bytes long", error["message"])
+        self.assertFalse(os.path.exists(os.path.join(self.worker.images_dir, node)))
+
     def test_no_method(self):
         failure = self.raw_call({"args": {"node_uuid": str(uuid.uuid4())}})
         self.assertEqual(failure["class"], "InvalidParameterValue")
@@ -171,6 +184,9 @@ class BadInputTests(harness.WorkerSuite):
             self.assert_refused("file://" + elsewhere.name, "not allowed for image source file URLs")
         finally:
             os.unlink(elsewhere.name)
+        # The same answer for a path that does not exist: the refusal is no existence oracle.
+        self.assert_refused("file://" + elsewhere.name, "not allowed for image source file URLs")
+        self.assert_refused("file:///var/nope-%s/x.img" % uuid.uuid4().hex, "not allowed for image source file URLs")
 
     def test_a_checksum_that_does_not_match_leaves_nothing(self):
         node = str(uuid.uuid4())

@@ -95,6 +95,9 @@ public struct FileImageService: ImageService {
         var candidates = [components.path]
         if let decoded = percentDecoded(components.path), decoded != components.path { candidates.append(decoded) }
         for candidate in candidates { try policy.checkNotBlocked(FilePathPolicy.normalize(candidate), reference: shown) }
+        // The allowlist before existence (Ironic's order): "not found" must say nothing about a
+        // path the caller may not use.
+        for candidate in candidates { try policy.check(FilePathPolicy.normalize(candidate), reference: shown) }
         guard let requested = candidates.first(where: { lstatExists($0) }) else {
             throw IronicError.validationFailed(shown, "Specified image file not found.")
         }
