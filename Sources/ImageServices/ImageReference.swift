@@ -65,20 +65,17 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     /// fragment `***` (it is never sent to a server, so it means nothing to a fetch but may carry
     /// a token).
     ///
-    /// Text that does not parse as `scheme://host[:port]/…` may still hold a credential: a
-    /// password with `/`, `?` or `#` in it (`http://svc:Ab3/xyz@host/…`) ends the authority
-    /// early, and `user:pass@host/…` reads as the scheme `user`. Then everything up to the last
-    /// `@` is masked.
+    /// A credential can also hide where the URL parser does not look for one (see
+    /// ``credentialEnd(in:)``); then everything up to the last `@` is masked.
     public static func redact(_ text: String) -> String {
         let components = URLComponentsLite(text)
-        let wellFormed = components?.authority.map { isHostAndPort($0.host) } ?? false
-        if !wellFormed, let at = text.lastIndex(of: "@") {
-            let rest = String(text[text.index(after: at)...])
-            let prefix = components?.authority != nil ? components!.scheme + "://" : ""
+        if let at = credentialEnd(in: text, components) {
+            let hasAuthority = components?.authority != nil
+            let prefix = hasAuthority ? components!.scheme + "://" : ""
             // The rest holds no `@`: redacted as a reference to the same scheme, minus its prefix.
-            let scheme = components?.authority != nil ? components!.scheme : "x"
-            let redactedRest = redact(scheme + "://" + rest).dropFirst(scheme.count + 3)
-            return prefix + "***@" + redactedRest
+            let scheme = hasAuthority ? components!.scheme : "x"
+            let rest = String(text[text.index(after: at)...])
+            return prefix + "***@" + redact(scheme + "://" + rest).dropFirst(scheme.count + 3)
         }
         guard let components else { return text }
         var result = components.scheme + ":"
@@ -101,8 +98,36 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         return result
     }
 
+    /// The last `@` of `text` when it ends a credential the URL parser would not remove:
+    /// - text without a scheme (`user:pass@host/…`, `user@host`);
+    /// - `scheme:rest` without `//` whose rest is not a path (`user:pass@host/…` reads as the
+    ///   scheme `user`; `file:/srv/disk@2.img` is a path);
+    /// - an authority without user-info followed by an `@` before what reads as `host[:port]`: a
+    ///   password or token with `/`, `?` or `#` in it ends the authority early
+    ///   (`http://svc:Ab3/xyz@host/…`, `http://dG9r/ZW4=@host/…`). An `@` in a query value
+    ///   (`?email=a@b`) is the value's, and an OCI digest (`repo@sha256:…`) is no host. A path
+    ///   with an `@` before a host-like name (`/v1@2x.img`) is masked too: the text cannot tell
+    ///   it from a token with a `/`, and a reference must never show a credential.
+    static func credentialEnd(in text: String, _ components: URLComponentsLite?) -> String.Index? {
+        guard let at = text.lastIndex(of: "@") else { return nil }
+        guard let components else { return at }
+        guard let authority = components.authority else {
+            let rest = text[text.index(after: text.firstIndex(of: ":")!)...]
+            return rest.hasPrefix("/") ? nil : at
+        }
+        guard authority.userInfo == nil else { return nil }  // the parser removes it
+        let fragmentStart = text.firstIndex(of: "#")
+        if let queryStart = text[..<(fragmentStart ?? text.endIndex)].firstIndex(of: "?"), at > queryStart, fragmentStart.map({ at < $0 }) ?? true {
+            let item = text[text.index(after: queryStart)..<at].split(separator: "&", omittingEmptySubsequences: false).last ?? ""
+            if item.contains("=") { return nil }
+        }
+        let host = text[text.index(after: at)...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return !host.isEmpty && isHostAndPort(String(host)) ? at : nil
+    }
+
     /// Whether `authority` (without user-info) is `host[:port]`: a registered name or an IPv4
-    /// address, or an IPv6 literal in brackets, then digits after a `:`.
+    /// address, or an IPv6 literal in brackets (a zone id after `%25` included), then digits
+    /// after a `:`.
     static func isHostAndPort(_ authority: String) -> Bool {
         var host = Substring(authority)
         var port: Substring = ""
@@ -112,7 +137,7 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             guard after.isEmpty || after.hasPrefix(":") else { return false }
             port = after.dropFirst()
             host = host[host.index(after: host.startIndex)..<close]
-            guard host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }) else { return false }
+            guard host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || ":.%-_~".contains($0)) }) else { return false }
         } else {
             if let colon = host.firstIndex(of: ":") {
                 port = host[host.index(after: colon)...]

@@ -49,6 +49,17 @@ struct ImageReferenceTests {
         ("svc:s3cret@host.example/i.img", "***@host.example/i.img"),
         ("http://h/i?pass=a&pwd=b&auth=c&passphrase=d&x=1", "http://h/i?pass=***&pwd=***&auth=***&passphrase=***&x=1"),
         ("http://h/i.img#access_token=t", "http://h/i.img#***"),
+        // Passwords and tokens that look like a host and port, or a host and a path.
+        ("http://svc:2024/abc@host.example/i.img", "http://***@host.example/i.img"),
+        ("http://svc:2024?x@host.example/i.img", "http://***@host.example/i.img"),
+        ("http://svc:123#x@host.example/", "http://***@host.example/"),
+        ("https://dG9r/ZW4=@host.example/i.img", "https://***@host.example/i.img"),
+        // Deliberately masked: a path's `@` before a host-like name cannot be told from a token's.
+        ("http://host.example/v1@2x.img", "http://***@2x.img"),
+        // Not credentials: a path, an IPv6 zone with a digest, a query value.
+        ("file:/srv/images/disk@2.img", "file:/srv/images/disk@2.img"),
+        ("oci://[fe80::1%25eth0]:5000/r@sha256:0a1b", "oci://[fe80::1%25eth0]:5000/r@sha256:0a1b"),
+        ("http://h/i.img?email=a@b.example&x=1", "http://h/i.img?email=a@b.example&x=1"),
     ])
     func redaction(text: String, expected: String) throws {
         let reference = try ImageReference(text)

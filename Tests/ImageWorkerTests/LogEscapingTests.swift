@@ -50,6 +50,15 @@ struct LogEscapingTests {
         }
     }
 
+    @Test("an error attached to a record is written as escaped metadata")
+    func attachedError() {
+        struct Forged: Error, CustomStringConvertible { var description: String { "bad\nforged line" } }
+        let recorder = RecordingLogHandler()
+        let logger = Logger(label: "t") { _ in ControlCharacterEscapingLogHandler(recorder) }
+        logger.error("failed", error: Forged())
+        #expect(recorder.records.lines.withLock { $0 }.first?.metadata["error"] == .string(#"bad\nforged line"#))
+    }
+
     @Test("a metadata provider's values are escaped too")
     func provided() {
         let recorder = RecordingLogHandler()

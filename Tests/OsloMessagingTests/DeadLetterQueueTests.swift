@@ -44,6 +44,14 @@ struct DeadLetterQueueTests {
         #expect(headers.first { $0.key == "x-image-worker-original-routing-key" }?.value == .longString(repaired), "the original is kept in a long string")
     }
 
+    @Test("a call's per-message TTL does not make the copy expire; it is kept in a header")
+    func expiration() {
+        let message = queue.message(for: delivery(AMQPMessageProperties(contentType: "application/json", expiration: "60000")),
+                                    reason: DeadLetterReason(code: "InvalidParameterValue", message: "bad"))
+        #expect(message.properties.expiration == nil)
+        #expect(message.properties.headers?.entries.first { $0.key == "x-image-worker-original-expiration" }?.value == .longString("60000"))
+    }
+
     @Test("short-string prefixes are cut between characters")
     func prefixes() {
         #expect(AMQPOutgoingMessage.shortStringPrefix(String(repeating: "a", count: 300)) == String(repeating: "a", count: 255))
@@ -65,6 +73,12 @@ struct DeadLetterQueueTests {
         #expect(copied["method"] == .string("fetch_image"))
         #expect(copied["_unique_id"] == .string("u1"))
         #expect(message.properties.headers?.entries.first { $0.key == "x-image-worker-redacted" }?.value == .longString("_context_auth_token"))
+
+        // A key given twice: both values go (a parser may take either).
+        var repeated = original
+        repeated.body = Array(#"{"method": "m", "args": {}, "_context_auth_token": "FIRST-SECRET", "_context_auth_token": "SECOND-SECRET"}"#.utf8)
+        let copy = String(decoding: queue.message(for: repeated, reason: DeadLetterReason(code: "InvalidParameterValue", message: "bad")).body, as: UTF8.self)
+        #expect(!copy.contains("FIRST-SECRET") && !copy.contains("SECOND-SECRET"))
 
         var malformed = original
         malformed.body = Array(#"{"method": "fetch_image", "_context_auth_token": "SECRET"#.utf8)

@@ -96,9 +96,11 @@ public struct FileImageService: ImageService {
         if let decoded = percentDecoded(components.path), decoded != components.path { candidates.append(decoded) }
         for candidate in candidates { try policy.checkNotBlocked(FilePathPolicy.normalize(candidate), reference: shown) }
         // The allowlist before existence (Ironic's order): "not found" must say nothing about a
-        // path the caller may not use.
-        for candidate in candidates { try policy.check(FilePathPolicy.normalize(candidate), reference: shown) }
-        guard let requested = candidates.first(where: { lstatExists($0) }) else {
+        // path the caller may not use. A decoded spelling outside it is not a candidate (the
+        // literal one, which Ironic reads, may still be allowed); with none left, the refusal.
+        let allowed = candidates.filter { (try? policy.check(FilePathPolicy.normalize($0), reference: shown)) != nil }
+        if allowed.isEmpty { try policy.check(FilePathPolicy.normalize(components.path), reference: shown) }
+        guard let requested = allowed.first(where: { lstatExists($0) }) else {
             throw IronicError.validationFailed(shown, "Specified image file not found.")
         }
         let resolved = try resolvedPath(requested, reference: shown)

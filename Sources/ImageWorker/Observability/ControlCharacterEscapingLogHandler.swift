@@ -40,6 +40,11 @@ public struct ControlCharacterEscapingLogHandler<Wrapped: LogHandler>: LogHandle
         event.message = Logger.Message(stringLiteral: Self.escaped(event.message.description))
         var metadata = metadataProvider?.get() ?? [:]
         if let explicit = event.metadata { metadata.merge(explicit) { _, new in new } }
+        if let error = event.error {
+            // The wrapped handler would write an error's description as it is.
+            metadata[metadata["error"] == nil ? "error" : "error.description"] = .string("\(error)")
+            event.error = nil
+        }
         event.metadata = metadata.isEmpty ? event.metadata : Self.escaped(metadata)
         wrapped.log(event: event)
     }

@@ -59,7 +59,10 @@ public struct DeadLetterQueue: Sendable, Hashable {
         properties.contentEncoding = fit(properties.contentEncoding, "content encoding")
         properties.correlationID = fit(properties.correlationID, "correlation id")
         properties.replyTo = fit(properties.replyTo, "reply-to")
-        properties.expiration = fit(properties.expiration, "expiration")
+        // A call's per-message TTL (oslo sets its timeout) would make the copy expire in the
+        // dead-letter queue; it is kept in a header instead, as RabbitMQ's own dead-lettering does.
+        let expiration = properties.expiration
+        properties.expiration = nil
         properties.messageID = fit(properties.messageID, "message id")
         properties.type = fit(properties.type, "type")
         properties.appID = fit(properties.appID, "app id")
@@ -72,6 +75,9 @@ public struct DeadLetterQueue: Sendable, Hashable {
             .init(key: "x-image-worker-original-exchange", value: .longString(delivery.exchange)),
             .init(key: "x-image-worker-original-routing-key", value: .longString(delivery.routingKey)),
         ])
+        if let expiration {
+            headers.entries.append(.init(key: "x-image-worker-original-expiration", value: .longString(expiration)))
+        }
         var body = delivery.body
         if let (redactedBody, keys) = Self.withoutSecrets(delivery.body) {
             body = redactedBody
@@ -85,14 +91,15 @@ public struct DeadLetterQueue: Sendable, Hashable {
         return AMQPOutgoingMessage(exchange: name, routingKey: routingKey, body: body, properties: properties, mandatory: true)
     }
 
-    /// `body` with the context's secrets replaced by `***`, and their keys; nil when it does not
-    /// parse or holds none.
+    /// `body` with the context's secrets replaced by `***` (every field of that name: JSON may
+    /// repeat a key), and their keys; nil when it does not parse or holds none.
     static func withoutSecrets(_ body: [UInt8]) -> ([UInt8], [String])? {
-        guard var message = try? OsloEnvelope.unwrap(body) else { return nil }
-        let keys = RPCContext.secretKeys.map { "_context_" + $0 }.filter { message[$0] != nil }.sorted()
+        guard let message = try? OsloEnvelope.unwrap(body) else { return nil }
+        let secret = Set(RPCContext.secretKeys.map { "_context_" + $0 })
+        let keys = Set(message.fields.map(\.key)).intersection(secret).sorted()
         guard !keys.isEmpty else { return nil }
-        for key in keys { message[key] = .string("***") }
-        return (OsloEnvelope.wrap(message), keys)
+        let redacted = JSONObject(message.fields.map { ($0.key, secret.contains($0.key) ? .string("***") : $0.value) })
+        return (OsloEnvelope.wrap(redacted), keys)
     }
 
     /// `table` with every header name cut to a short string (nested tables and arrays too).
