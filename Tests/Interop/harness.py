@@ -429,6 +429,18 @@ def http_get(url, timeout=5):
         return None, str(error)
 
 
+def wait_for_http(url, timeout=30):
+    """Waits until something answers `url` (any status); fails after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        status, text = http_get(url)
+        if status is not None:
+            return status
+        if time.time() > deadline:
+            raise AssertionError("nothing answered %s within %ss: %s" % (url, timeout, text))
+        time.sleep(0.1)
+
+
 def scrape(port):
     """The worker's /metrics as {'name{labels}': value}."""
     status, text = http_get("http://127.0.0.1:%d/metrics" % port)

@@ -33,6 +33,8 @@ class MonitoredWorkerTests(unittest.TestCase):
         self.worker = harness.Worker(self.vhost, allowed_paths=[self.sources],
                                      extra={"image_worker": {"metrics_address": "127.0.0.1:%d" % self.port, "log_format": "json"}})
         self.worker.start()
+        # The monitoring server starts beside the RPC server: "consuming requests" may come first.
+        harness.wait_for_http("http://127.0.0.1:%d/metrics" % self.port)
         self.conductor = harness.Conductor(self.vhost)
 
     def tearDown(self):
