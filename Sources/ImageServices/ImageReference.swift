@@ -70,12 +70,12 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     public static func redact(_ text: String) -> String {
         let components = URLComponentsLite(text)
         if let at = credentialEnd(in: text, components) {
-            let hasAuthority = components?.authority != nil
-            let prefix = hasAuthority ? components!.scheme + "://" : ""
+            // The scheme is kept only when an authority (`//`) follows it.
+            let kept = components.flatMap { $0.authority == nil ? nil : $0.scheme }
             // The rest holds no `@`: redacted as a reference to the same scheme, minus its prefix.
-            let scheme = hasAuthority ? components!.scheme : "x"
-            let rest = String(text[text.index(after: at)...])
-            return prefix + "***@" + redact(scheme + "://" + rest).dropFirst(scheme.count + 3)
+            let prefix = (kept ?? "x") + "://"
+            let rest = redact(prefix + text[text.index(after: at)...]).dropFirst(prefix.count)
+            return (kept.map { $0 + "://" } ?? "") + "***@" + rest
         }
         guard let components else { return text }
         var result = components.scheme + ":"

@@ -17,7 +17,6 @@ public struct FileStatus: Sendable, Hashable {
     }
 
     public var kind: Kind
-    public var device: UInt64
     public var inode: UInt64
     public var size: Int64
     public var linkCount: UInt64
@@ -28,13 +27,7 @@ public struct FileStatus: Sendable, Hashable {
 
     /// The facts of `info`.
     public init(_ info: stat) {
-        switch info.st_mode & S_IFMT {
-        case S_IFREG: kind = .regular
-        case S_IFDIR: kind = .directory
-        case S_IFLNK: kind = .symbolicLink
-        default: kind = .other
-        }
-        device = UInt64(info.st_dev)
+        kind = Self.kind(info.st_mode)
         inode = UInt64(info.st_ino)
         size = Int64(info.st_size)
         linkCount = UInt64(info.st_nlink)
@@ -43,7 +36,18 @@ public struct FileStatus: Sendable, Hashable {
         changeMicroseconds = Self.microseconds(info.st_ctim)
     }
 
-    private static func microseconds(_ time: timespec) -> Int64 {
+    /// The kind of file a `st_mode` says.
+    static func kind(_ mode: mode_t) -> Kind {
+        switch mode & S_IFMT {
+        case S_IFREG: .regular
+        case S_IFDIR: .directory
+        case S_IFLNK: .symbolicLink
+        default: .other
+        }
+    }
+
+    /// A `stat` time in microseconds since the epoch.
+    static func microseconds(_ time: timespec) -> Int64 {
         Int64(time.tv_sec) * 1_000_000 + Int64(time.tv_nsec) / 1_000
     }
 }

@@ -76,11 +76,11 @@ public final class OwnedDescriptor: Sendable {
 
 extension stat {
     /// Whether this is a regular file.
-    public var isRegularFile: Bool { (st_mode & S_IFMT) == S_IFREG }
+    public var isRegularFile: Bool { FileStatus.kind(st_mode) == .regular }
     /// Whether this is a directory.
-    public var isDirectory: Bool { (st_mode & S_IFMT) == S_IFDIR }
+    public var isDirectory: Bool { FileStatus.kind(st_mode) == .directory }
     /// Last modification in microseconds since the epoch.
-    public var modificationMicroseconds: Int64 { Int64(st_mtim.tv_sec) * 1_000_000 + Int64(st_mtim.tv_nsec) / 1_000 }
+    public var modificationMicroseconds: Int64 { FileStatus.microseconds(st_mtim) }
 }
 
 /// Reads from `descriptor` at `offset` into `buffer`, retrying on EINTR; returns the count read.

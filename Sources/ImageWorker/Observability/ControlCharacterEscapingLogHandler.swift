@@ -45,7 +45,7 @@ public struct ControlCharacterEscapingLogHandler<Wrapped: LogHandler>: LogHandle
             metadata[metadata["error"] == nil ? "error" : "error.description"] = .string("\(error)")
             event.error = nil
         }
-        event.metadata = metadata.isEmpty ? event.metadata : Self.escaped(metadata)
+        event.metadata = metadata.isEmpty ? nil : Self.escaped(metadata)
         wrapped.log(event: event)
     }
 

@@ -84,7 +84,7 @@ public struct DeadLetterQueue: Sendable, Hashable {
             headers.entries.append(.init(key: "x-image-worker-redacted", value: .longString(keys.joined(separator: ", "))))
         }
         if !cut.isEmpty {
-            headers.entries.append(.init(key: "x-image-worker-cut", value: .longString(Array(Set(cut)).sorted().joined(separator: ", "))))
+            headers.entries.append(.init(key: "x-image-worker-cut", value: .longString(Set(cut).sorted().joined(separator: ", "))))
         }
         properties.headers = headers
         properties.deliveryMode = 2
