@@ -3,8 +3,8 @@
 
     compare_durations.py ALONE_LOG LOADED_LOG [LOADED_LOG...] [--limit SECONDS]
 
-ALONE_LOG is the output of a serial run (`SWIFT_TEST_ARGS=--no-parallel`, one test at a time on a
-quiet machine); each LOADED_LOG the output of a normal parallel run on a busy machine. Prints every
+ALONE_LOG is the output of `deploy/test.sh` on a quiet machine (its Swift phase runs one test at a
+time); each LOADED_LOG the output of a run on a busy machine. Prints every
 test whose loaded duration exceeds its own by more than the limit (default 5 s), the largest
 excess of each run, and the Swift phase's wall time; exits 1 when any test is over the limit.
 """
