@@ -15,6 +15,8 @@ struct FileRequestJournalTests {
                                                             priority: .info, payload: ["ironic_object.data": ["task_id": "t1"]],
                                                             context: ["request_id": "req-1"]))
 
+    static let fingerprint = #"{"args": {"node_uuid": "n1"}, "method": "fetch_image", "version": "1.0"}"#
+
     func journal(_ directory: TemporaryDirectory, capacity: Int = 100) throws -> FileRequestJournal {
         try FileRequestJournal(path: directory.appending("journal"), capacity: capacity, pollInterval: .milliseconds(20), logger: Logger(label: "test"))
     }
@@ -57,7 +59,8 @@ struct FileRequestJournalTests {
         try Array("2\n".utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: marker)) }
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
         await journal.abandon(uniqueID: "u1")
-        #expect(try String(contentsOfFile: marker, encoding: .utf8) == "2\n", "the abandoned run is taken off the count")
+        #expect(try String(contentsOfFile: marker, encoding: .utf8) == "2 \(FileRequestJournal.fingerprintDigest(Self.fingerprint))\n",
+                "the abandoned run is taken off the count; the request's fingerprint is kept")
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
         try await journal.finish(uniqueID: "u1", outcome: outcome)
         #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome), "the outcome replaced the count")
@@ -184,6 +187,86 @@ struct FileRequestJournalTests {
         let record = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
         _ = FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+    }
+}
+
+@Suite("request journal on disk: request identity")
+struct FileRequestJournalIdentityTests {
+    let outcome = RPCOutcome(reply: .success(["path": "/images/x/disk"]))
+
+    func open(_ directory: TemporaryDirectory) throws -> FileRequestJournal {
+        try FileRequestJournal(path: directory.appending("journal"), pollInterval: .milliseconds(20), logger: Logger(label: "test"))
+    }
+
+    @Test("the same _unique_id for other content is a conflict: finished, running here, running in another process, or dead")
+    func otherContentConflicts() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try open(directory), otherProcess = try open(directory)
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "fetch node A") == .run(attempt: 1))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "delete node A") == .conflict, "running here")
+        #expect(try await otherProcess.begin(uniqueID: "u1", fingerprint: "delete node A") == .conflict, "running in another process")
+        try await journal.finish(uniqueID: "u1", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "delete node A") == .conflict, "finished")
+        #expect(try await otherProcess.begin(uniqueID: "u1", fingerprint: "fetch node A") == .finished(outcome))
+
+        #expect(try await journal.begin(uniqueID: "u2", fingerprint: "fetch node B") == .run(attempt: 1))
+        await journal.abandon(uniqueID: "u2")
+        #expect(try await journal.begin(uniqueID: "u2", fingerprint: "fetch node B") == .run(attempt: 1), "a first run abandoned leaves no claim")
+        #expect(try await journal.begin(uniqueID: "u2", fingerprint: "fetch node C") == .conflict)
+    }
+
+    @Test("a record of an older version (no fingerprint) matches any request")
+    func olderRecordsMatchAny() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try open(directory)
+        let file = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
+        _ = FileManager.default.createFile(atPath: file, contents: Data("1\n".utf8))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "anything") == .run(attempt: 2))
+        try await journal.finish(uniqueID: "u1", outcome: outcome)
+        let older = try JSONParser().parse(Array(Data(contentsOf: URL(fileURLWithPath: file))))
+        var record = try #require(older.objectValue)
+        record["fingerprint"] = nil
+        _ = FileManager.default.createFile(atPath: file, contents: Data(JSONWriter().bytes(.object(record))))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "something else") == .finished(outcome))
+    }
+
+    @Test("an outcome of 5 MiB reads back whole (it used to be cut at 4 MiB and run again)")
+    func largeOutcome() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try open(directory)
+        let large = RPCOutcome(reply: .success(["log": .string(String(repeating: "x", count: 5 << 20))]))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .run(attempt: 1))
+        try await journal.finish(uniqueID: "u1", outcome: large)
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .finished(large))
+    }
+
+    @Test("records are 0600 in a 0700 folder, also where an older version made them wider")
+    func modes() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let folder = directory.appending("journal/requests")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let older = "\(folder)/\(FileRequestJournal.key("old"))"
+        _ = FileManager.default.createFile(atPath: older, contents: Data("1\n".utf8), attributes: [.posixPermissions: 0o644])
+        let journal = try open(directory)
+        #expect(try await journal.begin(uniqueID: "new", fingerprint: "f") == .run(attempt: 1))
+        #expect(try await journal.begin(uniqueID: "old", fingerprint: "f") == .run(attempt: 2))
+        func mode(_ path: String) throws -> Int {
+            try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+        }
+        #expect(try mode(folder) == 0o700)
+        #expect(try mode("\(folder)/\(FileRequestJournal.key("new"))") == 0o600)
+        #expect(try mode(older) == 0o600)
+    }
+}
+
+private extension FileRequestJournal {
+    /// Most tests here tell requests apart by id alone: one fingerprint for all of them.
+    func begin(uniqueID: String) async throws -> JournalDecision {
+        try await begin(uniqueID: uniqueID, fingerprint: FileRequestJournalTests.fingerprint)
     }
 }
 

@@ -52,17 +52,44 @@ class BadInputTests(harness.WorkerSuite):
 
     # Malformed messages, sent as raw bytes.
 
-    def raw_call(self, message, content_type="application/json"):
+    def raw_reply(self, message, content_type="application/json", unique_id=None):
+        """Sends a call as raw bytes; returns its final reply."""
         replies = harness.ReplyQueue(self.vhost)
         try:
-            message = dict(message, _msg_id=uuid.uuid4().hex, _reply_q=replies.name, _unique_id=uuid.uuid4().hex)
+            message = dict(message, _msg_id=uuid.uuid4().hex, _reply_q=replies.name, _unique_id=unique_id or uuid.uuid4().hex)
             harness.raw_publish(self.vhost, envelope(message), content_type=content_type)
             reply = replies.get()
         finally:
             replies.close()
         self.assertTrue(reply["ending"])
+        return reply
+
+    def raw_call(self, message, content_type="application/json", unique_id=None):
+        """Sends a call that must fail as raw bytes; returns its failure."""
+        reply = self.raw_reply(message, content_type=content_type, unique_id=unique_id)
         self.assertIsNone(reply["result"])
         return json.loads(reply["failure"])
+
+    def test_a_unique_id_reused_for_another_request_is_refused(self):
+        # §6: a request is its _unique_id and what it asks. A delete_images that reuses a fetch's
+        # id is refused; it is not answered with the fetch's outcome (which would delete nothing
+        # and say it had). The fetch itself, sent again, is a duplicate and gets its outcome again.
+        node = str(uuid.uuid4())
+        unique_id = uuid.uuid4().hex
+        fetch = {"method": "fetch_image", "version": "1.0",
+                 "args": {"node_uuid": node, "instance_info": {"image_source": "file://" + self.good}}}
+        first = self.raw_reply(fetch, unique_id=unique_id)
+        self.assertIsNone(first["failure"])
+        self.assertEqual(first["result"]["images"]["image"]["size"], 65536)
+        failure = self.raw_call({"method": "delete_images", "version": "1.0", "args": {"node_uuid": node}}, unique_id=unique_id)
+        self.assertEqual(failure["class"], "InvalidParameterValue")
+        self.assertIn("'_unique_id' %s already identifies a request with other content" % unique_id, failure["message"])
+        self.assertTrue(os.path.exists(os.path.join(self.worker.images_dir, node, "disk")), "the refused delete deleted nothing")
+        other_node = dict(fetch, args=dict(fetch["args"], node_uuid=str(uuid.uuid4())))
+        self.assertEqual(self.raw_call(other_node, unique_id=unique_id)["class"], "InvalidParameterValue")
+        self.assertFalse(os.path.exists(os.path.join(self.worker.images_dir, other_node["args"]["node_uuid"])))
+        again = self.raw_reply(fetch, unique_id=unique_id)
+        self.assertEqual(again["result"], first["result"], "the same request again is a duplicate: the same outcome")
 
     def test_non_json_body(self):
         marker = time.time()

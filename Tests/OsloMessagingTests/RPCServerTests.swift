@@ -276,6 +276,38 @@ struct RPCServerTests {
         #expect(notification(events[0]) == notification(events[2]))
     }
 
+    @Test("the same _unique_id with other content is refused, not answered with the first request's outcome")
+    func sameIDOtherContent() async throws {
+        let endpoint = TestEndpoint()
+        let first = cast("echo", args: ["node_uuid": "a"], uniqueID: "same")
+        let otherNode = cast("echo", args: ["node_uuid": "b"], uniqueID: "same")
+        let otherMethod = cast("fail", args: ["node_uuid": "a"], uniqueID: "same")
+        let events = try await run([first, otherNode, otherMethod], endpoint: endpoint, expecting: 6)
+        #expect(kinds(events) == ["test.end", "ack", "test.refused", "ack", "test.refused", "ack"])
+        #expect(endpoint.runs.withLock { $0.count } == 1)
+        let refusals = endpoint.refusals.withLock { $0 }
+        #expect(refusals.map(\.failure.className) == ["InvalidParameterValue", "InvalidParameterValue"])
+        #expect(refusals.first?.failure.message == "'_unique_id' same already identifies a request with other content.")
+        #expect(refusals.map(\.nodeUUID) == ["b", "a"], "the refusal names the refused request's node")
+    }
+
+    @Test("fingerprints: key order and repeated keys as the endpoint reads them do not matter; method, version and values do")
+    func fingerprints() throws {
+        func request(_ body: String) throws -> RPCRequest {
+            try RPCRequest.decode(body: OsloEnvelope.wrap(try #require(JSONParser().parse(Array(body.utf8)).objectValue)), contentType: "application/json")
+        }
+        let base = try request(#"{"method": "echo", "version": "1.0", "args": {"a": 1, "b": {"x": [1, 2], "y": "z"}}}"#)
+        let reordered = try request(#"{"version": "1.0", "args": {"b": {"y": "z", "x": [1, 2]}, "a": 0, "a": 1}, "method": "echo"}"#)
+        #expect(base.fingerprint == reordered.fingerprint)
+        #expect(base.fingerprint == #"{"args": {"a": 1, "b": {"x": [1, 2], "y": "z"}}, "method": "echo", "version": "1.0"}"#)
+        for other in [#"{"method": "fail", "version": "1.0", "args": {"a": 1, "b": {"x": [1, 2], "y": "z"}}}"#,
+                      #"{"method": "echo", "version": "1.1", "args": {"a": 1, "b": {"x": [1, 2], "y": "z"}}}"#,
+                      #"{"method": "echo", "version": "1.0", "args": {"a": 1, "b": {"x": [2, 1], "y": "z"}}}"#,
+                      #"{"method": "echo", "version": "1.0", "args": {"a": "1", "b": {"x": [1, 2], "y": "z"}}}"#] {
+            #expect(try request(other).fingerprint != base.fingerprint, "\(other)")
+        }
+    }
+
     @Test("broadcasts are not journaled: every delivery runs")
     func fanoutRunsEveryTime() async throws {
         let endpoint = TestEndpoint()

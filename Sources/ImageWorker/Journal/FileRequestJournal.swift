@@ -17,10 +17,14 @@ import Glibc
 ///
 /// One file per request, `requests/<key>`, which goes through two states:
 /// - running: a process runs the request and holds `flock(2)` on the file for the run; the file
-///   holds the number of runs started. A process that dies releases the lock but leaves the
-///   number, so the next run knows how many died (a poison message's count).
-/// - finished: the run's outcome (reply and event) as JSON, written over the number before the
-///   lock is released, so whoever takes the lock next reads it.
+///   holds the number of runs started and the request's fingerprint (`3 <sha256>`). A process that
+///   dies releases the lock but leaves the line, so the next run knows how many died (a poison
+///   message's count).
+/// - finished: the run's outcome (reply and event) and the fingerprint as JSON, written over the
+///   line before the lock is released, so whoever takes the lock next reads it.
+/// The fingerprint is the SHA-256 of ``RPCRequest/fingerprint``: a message that reuses the
+/// `_unique_id` for other work is a conflict, not a duplicate. Records of older versions have none
+/// and match any request. Files are 0600 in a 0700 folder: outcomes hold node and image details.
 /// Bounded: past `capacity` files the oldest unlocked ones go.
 ///
 /// One file for both states, never removed when a run ends, because creating and removing files
@@ -54,10 +58,12 @@ public final class FileRequestJournal: RequestJournal {
         var nextWaiter = 0
     }
 
-    /// A run in this process: the locked file, the attempt it is, who waits for it.
+    /// A run in this process: the locked file, the attempt it is, its fingerprint's digest, who
+    /// waits for it.
     private struct Run {
         var marker: OwnedDescriptor
         var attempt: Int
+        var digest: String
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     }
 
@@ -65,7 +71,9 @@ public final class FileRequestJournal: RequestJournal {
     public init(path: String, capacity: Int = 10_000, pollInterval: Duration = .milliseconds(100), logger: Logger) throws {
         let root = try DirectoryHandle(makingPath: path)
         self.path = path
-        requests = try root.subdirectory("requests", create: true)
+        requests = try root.subdirectory("requests", create: true, mode: 0o700)
+        // Tightened if an older version made it with 0755; its files are tightened as they are written.
+        try SystemCallError.check(fchmod(requests.descriptor.rawValue, 0o700), "chmod", requests.path)
         self.capacity = max(1, capacity)
         self.pollInterval = pollInterval
         self.logger = logger
@@ -77,31 +85,44 @@ public final class FileRequestJournal: RequestJournal {
         Hex.lowercase(MultiDigest.bytes(.sha256, of: Array(uniqueID.utf8)))
     }
 
-    public func begin(uniqueID: String) async throws -> JournalDecision {
+    /// The digest of a request's fingerprint, as kept in its file.
+    static func fingerprintDigest(_ fingerprint: String) -> String {
+        Hex.lowercase(MultiDigest.bytes(.sha256, of: Array(fingerprint.utf8)))
+    }
+
+    public func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision {
         let key = Self.key(uniqueID)
+        let digest = Self.fingerprintDigest(fingerprint)
         while true {
             try Task.checkCancellation()
-            if let waiter = waiterIfRunningHere(key) {
+            switch runHere(key, digest: digest) {
+            case .none: break
+            case .otherRequest: return .conflict
+            case .waiting(let waiter):
                 await wait(for: key, waiter: waiter)
                 continue
             }
             guard let (marker, created) = try claim(key) else {
-                try await Task.sleep(for: pollInterval)  // another process runs it
+                // Another process runs it: a conflict can be told at once, a duplicate waits.
+                if let recorded = peekFingerprint(key), recorded != digest { return .conflict }
+                try await Task.sleep(for: pollInterval)
                 continue
             }
             let attempt: Int
             switch Self.read(marker) {
-            case .finished(let outcome):
-                return .finished(outcome)  // closing the descriptor releases the lock
-            case .runs(let runs):
+            case .finished(let outcome, let recorded):
+                // Closing the descriptor releases the lock.
+                return recorded == nil || recorded == digest ? .finished(outcome) : .conflict
+            case .runs(let runs, let recorded):
+                if let recorded, recorded != digest { return .conflict }
                 attempt = runs + 1
             case .unreadable:
                 logger.warning("an unreadable journal record was ignored", metadata: ["file": "\(requests.path)/\(key)"])
                 attempt = 1
             }
-            try writeRuns(attempt, to: marker, key: key)
+            try writeRuns(attempt, digest: digest, to: marker, key: key)
             state.withLock { state in
-                state.runs[key] = Run(marker: marker, attempt: attempt)
+                state.runs[key] = Run(marker: marker, attempt: attempt, digest: digest)
                 if created { state.fileCount += 1 }
             }
             return .run(attempt: attempt)
@@ -110,8 +131,8 @@ public final class FileRequestJournal: RequestJournal {
 
     public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
         let key = Self.key(uniqueID)
-        guard let marker = state.withLock({ $0.runs[key]?.marker }) else { return }
-        let record: JSONObject = ["unique_id": .string(uniqueID), "outcome": .object(outcome.jsonObject)]
+        guard let (marker, digest) = state.withLock({ state in state.runs[key].map { ($0.marker, $0.digest) } }) else { return }
+        let record: JSONObject = ["unique_id": .string(uniqueID), "fingerprint": .string(digest), "outcome": .object(outcome.jsonObject)]
         do {
             try write(JSONWriter().bytes(.object(record)), to: marker, key: key)
         } catch {
@@ -135,12 +156,22 @@ public final class FileRequestJournal: RequestJournal {
 
     // MARK: Runs in this process
 
-    /// Registers a waiter if this process runs `key`; nil if it does not.
-    private func waiterIfRunningHere(_ key: String) -> Int? {
+    /// What this process runs under a key.
+    private enum RunHere {
+        case none
+        /// Another request (another fingerprint) under the same `_unique_id`.
+        case otherRequest
+        /// This request: the waiter registered for its end.
+        case waiting(Int)
+    }
+
+    /// Registers a waiter if this process runs the request of `key` and `digest`.
+    private func runHere(_ key: String, digest: String) -> RunHere {
         state.withLock { state in
-            guard state.runs[key] != nil else { return nil }
+            guard let run = state.runs[key] else { return .none }
+            guard run.digest == digest else { return .otherRequest }
             state.nextWaiter += 1
-            return state.nextWaiter
+            return .waiting(state.nextWaiter)
         }
     }
 
@@ -167,7 +198,7 @@ public final class FileRequestJournal: RequestJournal {
         guard let run = state.withLock({ $0.runs.removeValue(forKey: key) }) else { return }
         // Changed while the lock is still held, so nobody reads it half-way.
         if let runs {
-            if runs > 0 { try? writeRuns(runs, to: run.marker, key: key) } else { _ = ftruncate(run.marker.rawValue, 0) }
+            if runs > 0 { try? writeRuns(runs, digest: run.digest, to: run.marker, key: key) } else { _ = ftruncate(run.marker.rawValue, 0) }
         }
         _ = flock(run.marker.rawValue, LOCK_UN)
         for waiter in run.waiters.values { waiter.resume() }
@@ -182,12 +213,13 @@ public final class FileRequestJournal: RequestJournal {
             var created = false
             var fd = openat(requests.descriptor.rawValue, key, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
             if fd < 0 && errno == ENOENT {
-                fd = openat(requests.descriptor.rawValue, key, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+                fd = openat(requests.descriptor.rawValue, key, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
                 if fd < 0 && errno == EEXIST { continue }  // another process made it meanwhile
                 created = true
             }
             guard fd >= 0 else { throw SystemCallError(call: "open", subject: "\(requests.path)/\(key)", errno: errno) }
             let marker = OwnedDescriptor(fd)
+            if !created { _ = fchmod(fd, 0o600) }  // a file an older version made 0644
             guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
                 if errno == EWOULDBLOCK { return nil }
                 throw SystemCallError(call: "flock", subject: "\(requests.path)/\(key)", errno: errno)
@@ -199,36 +231,52 @@ public final class FileRequestJournal: RequestJournal {
         }
     }
 
-    /// What a request's file says.
+    /// What a request's file says; `fingerprint` is nil in an older version's records.
     private enum Record {
-        case runs(Int)
-        case finished(RPCOutcome)
+        case runs(Int, fingerprint: String?)
+        case finished(RPCOutcome, fingerprint: String?)
         case unreadable
     }
 
+    /// Reads the whole file (an outcome is as large as its reply and event, unbounded here).
     private static func read(_ marker: OwnedDescriptor) -> Record {
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16_384)
-        var offset = 0
-        while bytes.count <= 4 << 20 {
-            let count = chunk.withUnsafeMutableBytes { pread(marker.rawValue, $0.baseAddress, $0.count, offset) }
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { pread(marker.rawValue, $0.baseAddress, $0.count, off_t(bytes.count)) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { break }
             bytes += chunk.prefix(count)
-            offset += count
         }
-        let text = bytes.filter { $0 != UInt8(ascii: "\n") }
-        if text.isEmpty { return .runs(0) }
-        if text.count <= 9, text.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-            return .runs(Int(String(decoding: text, as: UTF8.self)) ?? 0)
+        let words = bytes.split { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }.map { String(decoding: $0, as: UTF8.self) }
+        if words.isEmpty { return .runs(0, fingerprint: nil) }
+        if words.count <= 2, let runs = Int(words[0]), runs >= 0 {
+            guard words.count == 2 else { return .runs(runs, fingerprint: nil) }
+            guard isDigest(words[1]) else { return .unreadable }
+            return .runs(runs, fingerprint: words[1])
         }
         guard let record = try? JSONParser().parse(bytes).objectValue, let outcome = record["outcome"]?.objectValue.flatMap(RPCOutcome.init(jsonObject:))
         else { return .unreadable }
-        return .finished(outcome)
+        return .finished(outcome, fingerprint: record["fingerprint"]?.stringValue)
     }
 
-    private func writeRuns(_ runs: Int, to marker: OwnedDescriptor, key: String) throws {
-        try write(Array("\(runs)\n".utf8), to: marker, key: key)
+    private static func isDigest(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.allSatisfy(\.isHexDigit)
+    }
+
+    /// The fingerprint digest in the file of a run another process holds, read without the lock:
+    /// nil unless the file holds a whole record with one (a half-written file is not one).
+    private func peekFingerprint(_ key: String) -> String? {
+        let fd = openat(requests.descriptor.rawValue, key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        switch Self.read(OwnedDescriptor(fd)) {
+        case .runs(_, let fingerprint), .finished(_, let fingerprint): return fingerprint
+        case .unreadable: return nil
+        }
+    }
+
+    private func writeRuns(_ runs: Int, digest: String, to marker: OwnedDescriptor, key: String) throws {
+        try write(Array("\(runs) \(digest)\n".utf8), to: marker, key: key)
     }
 
     /// Replaces the file's content (under the lock).
@@ -259,7 +307,7 @@ public final class FileRequestJournal: RequestJournal {
                 guard fd >= 0 else { continue }
                 let file = OwnedDescriptor(fd)
                 guard flock(file.rawValue, LOCK_EX | LOCK_NB) == 0 else { continue }  // running
-                if case .runs(let runs) = Self.read(file), runs > 0, entry.modified > dayAgo { continue }
+                if case .runs(let runs, _) = Self.read(file), runs > 0, entry.modified > dayAgo { continue }
                 if (try? requests.remove(entry.name)) != nil { removed += 1 }
             }
             return entries.count - removed

@@ -8,9 +8,9 @@ public final class InMemoryRequestJournal: RequestJournal {
     private let state = Mutex(State())
 
     fileprivate struct State {
-        var finished: [String: RPCOutcome] = [:]
+        var finished: [String: (fingerprint: String, outcome: RPCOutcome)] = [:]
         var finishedOrder: [String] = []
-        var running: [String: [Int: CheckedContinuation<Void, Never>]] = [:]
+        var running: [String: Run] = [:]
         var nextWaiter = 0
     }
 
@@ -19,17 +19,26 @@ public final class InMemoryRequestJournal: RequestJournal {
         self.capacity = max(1, capacity)
     }
 
-    public func begin(uniqueID: String) async throws -> JournalDecision {
+    /// A run going on: the request's fingerprint and who waits for it.
+    fileprivate struct Run {
+        var fingerprint: String
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    public func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision {
         while true {
             try Task.checkCancellation()
             enum Step { case decided(JournalDecision), wait(Int) }
             let step = state.withLock { state -> Step in
-                if let outcome = state.finished[uniqueID] { return .decided(.finished(outcome)) }
-                if state.running[uniqueID] != nil {
+                if let finished = state.finished[uniqueID] {
+                    return .decided(finished.fingerprint == fingerprint ? .finished(finished.outcome) : .conflict)
+                }
+                if let run = state.running[uniqueID] {
+                    guard run.fingerprint == fingerprint else { return .decided(.conflict) }
                     state.nextWaiter += 1
                     return .wait(state.nextWaiter)
                 }
-                state.running[uniqueID] = [:]
+                state.running[uniqueID] = Run(fingerprint: fingerprint)
                 return .decided(.run(attempt: 1))
             }
             switch step {
@@ -41,7 +50,8 @@ public final class InMemoryRequestJournal: RequestJournal {
 
     public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.finished[uniqueID] = outcome
+            guard let run = state.running[uniqueID] else { return [] }
+            state.finished[uniqueID] = (run.fingerprint, outcome)
             state.finishedOrder.append(uniqueID)
             if state.finishedOrder.count > capacity {
                 let excess = state.finishedOrder.count - capacity
@@ -64,13 +74,13 @@ public final class InMemoryRequestJournal: RequestJournal {
             await withCheckedContinuation { continuation in
                 let waiting = state.withLock { state -> Bool in
                     guard state.running[uniqueID] != nil, !Task.isCancelled else { return false }
-                    state.running[uniqueID]![waiter] = continuation
+                    state.running[uniqueID]!.waiters[waiter] = continuation
                     return true
                 }
                 if !waiting { continuation.resume() }
             }
         } onCancel: {
-            let continuation = state.withLock { $0.running[uniqueID]?.removeValue(forKey: waiter) }
+            let continuation = state.withLock { $0.running[uniqueID]?.waiters.removeValue(forKey: waiter) }
             continuation?.resume()
         }
     }
@@ -79,7 +89,7 @@ public final class InMemoryRequestJournal: RequestJournal {
 private extension InMemoryRequestJournal.State {
     /// Ends the run of `uniqueID`; returns those waiting for it.
     mutating func removeRun(_ uniqueID: String) -> [CheckedContinuation<Void, Never>] {
-        guard let waiters = running.removeValue(forKey: uniqueID) else { return [] }
-        return Array(waiters.values)
+        guard let run = running.removeValue(forKey: uniqueID) else { return [] }
+        return Array(run.waiters.values)
     }
 }

@@ -13,7 +13,9 @@ import Synchronization
 ///
 /// Each request is remembered by `_unique_id` in a ``RequestJournal``: a duplicate (a redelivery
 /// after a crash or a lost connection, or the same message published twice) whose outcome is
-/// known gets that outcome again without running; one still running is joined. The outcome is
+/// known gets that outcome again without running; one still running is joined. A message that
+/// reuses a `_unique_id` with another method or other arguments (``RPCRequest/fingerprint``) is
+/// refused (`InvalidParameterValue`), never answered with the other request's outcome. The outcome is
 /// recorded before its event is published, so a crash anywhere yields one outcome, perhaps
 /// published twice, never two different ones. A request started more than
 /// ``Configuration/maximumAttempts`` times without finishing is given up on (error event,
@@ -171,7 +173,7 @@ public final class RPCServer: Service {
         if let uniqueID = journaled {
             let decision: JournalDecision
             do {
-                decision = try await journal.begin(uniqueID: uniqueID)
+                decision = try await journal.begin(uniqueID: uniqueID, fingerprint: request.fingerprint)
             } catch {
                 await transport.reject(delivery, requeue: true)
                 return Settled(method: request.method, .requeued)
@@ -185,6 +187,10 @@ public final class RPCServer: Service {
                 return Settled(method: request.method, .duplicate, code: outcome.failureClass, acknowledged: acknowledged)
             case .run(let attempt):
                 info.journalAttempt = attempt
+            case .conflict:
+                let shown = uniqueID.count > 200 ? uniqueID.prefix(200) + "…" : uniqueID
+                let failure = RemoteFailure.ironic("InvalidParameterValue", message: "'_unique_id' \(shown) already identifies a request with other content.", httpStatus: 400)
+                return await refuse(refusal(failure, for: request), delivery: delivery, info: info)
             }
         }
         let limit = configuration.maximumAttempts

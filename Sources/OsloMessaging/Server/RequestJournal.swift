@@ -6,19 +6,24 @@ public enum JournalDecision: Sendable, Hashable {
     case run(attempt: Int)
     /// It already finished: reproduce this outcome, do not run it again.
     case finished(RPCOutcome)
+    /// The `_unique_id` already names a request with another fingerprint
+    /// (``RPCRequest/fingerprint``): refuse this one, neither run it nor answer with the other's outcome.
+    case conflict
 }
 
 /// Remembers requests by `_unique_id`, so that a redelivered or duplicated request is not run
-/// twice: a known outcome is reproduced, and a run still in progress is joined.
+/// twice: a known outcome is reproduced, and a run still in progress is joined. Each request's
+/// fingerprint is kept beside it, so a message that reuses an id for other work is told apart.
 ///
 /// ``InMemoryRequestJournal`` serves one process; the worker's `FileRequestJournal` is shared by
 /// the processes of one host and survives them.
 public protocol RequestJournal: Sendable {
     /// Decides what to do with a request. Waits while another run of it is in progress (here or,
     /// for a shared journal, in another process), then decides again. Throws when cancelled.
-    func begin(uniqueID: String) async throws -> JournalDecision
+    /// A record without a fingerprint (written by an older version) matches any.
+    func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision
 
-    /// Records the outcome of a run that ``begin(uniqueID:)`` allowed, and hands it to those
+    /// Records the outcome of a run that ``begin(uniqueID:fingerprint:)`` allowed, and hands it to those
     /// waiting for that run.
     func finish(uniqueID: String, outcome: RPCOutcome) async throws
 
