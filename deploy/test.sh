@@ -127,7 +127,7 @@ if wants interop; then
   phase "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
   # The operations and broker-loss suites restart the shared broker, so they run last.
   (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
-    test_fetch_interop test_bad_input test_cache test_connections test_topology test_tls test_operations test_broker_loss)
+    test_fetch_interop test_bad_input test_egress test_cache test_connections test_topology test_tls test_operations test_broker_loss)
 fi
 
 if wants faults; then

@@ -125,8 +125,9 @@ struct HTTPHelperTests {
     @Test("netrc: machine entries, default, and other tokens")
     func netrc() throws {
         let file = try NetrcFile(text: "machine a.example login ua password pa\nmacdef init\ncd /\n\ndefault login ud password pd\n")
-        #expect(file.credentials(for: "A.example")! == ("ua", "pa"))
-        #expect(file.credentials(for: "b.example")! == ("ud", "pd"))
+        #expect(file.credentials(forMachine: "A.example")! == ("ua", "pa"))
+        #expect(file.credentials(forMachine: "b.example") == nil, "a machine without an entry gets nothing from credentials(forMachine:)")
+        #expect(file.defaultCredentials! == ("ud", "pd"))
     }
 
     @Test("Content-Range parsing")

@@ -1,4 +1,5 @@
 import AMQPModel
+import ImageServices
 import Testing
 @testable import ImageWorker
 import OsloMessaging
@@ -154,9 +155,34 @@ struct ConfigurationTests {
         ("[image_worker]\nlog_format = xml", "[image_worker] log_format: 'xml' is neither text nor json"),
         ("[image_worker]\ndead_letter_exchange = a b", "[image_worker] dead_letter_exchange: 'a b' must be"),
         ("[image_worker]\nmax_task_attempts = 0", "[image_worker] max_task_attempts: 0 is outside"),
+        ("[image_worker]\ndisallowed_networks = 10.0.0.0/33", "[image_worker] disallowed_networks: '10.0.0.0/33' is not an IP network"),
+        ("[image_worker]\nallowed_networks = example.com", "[image_worker] allowed_networks: 'example.com' is not an IP network"),
+        ("[image_worker]\nallowed_ports = 0", "[image_worker] allowed_ports: '0' is not a port"),
+        ("[image_worker]\ndisallowed_ports = 9000-80", "[image_worker] disallowed_ports: '9000-80' is not a port"),
     ])
     func refused(text: String, expected: String) {
         #expect(reason("[DEFAULT]\nhost = h\n" + text).hasPrefix(expected))
+    }
+
+    @Test("the egress policy: the contract's default, lists of networks and port ranges, empty allow lists meaning any")
+    func egress() throws {
+        let defaults = try #require(try load("[DEFAULT]\nhost = h").http.egress)
+        #expect(defaults.disallowedNetworks.map(\.description) == EgressPolicy.defaultDisallowedNetworks)
+        #expect(defaults.allowedNetworks == nil && defaults.allowedPorts == nil && defaults.disallowedPorts.isEmpty)
+        let configured = try #require(try load("""
+            [DEFAULT]
+            host = h
+            [image_worker]
+            disallowed_networks =
+            allowed_networks = 10.0.0.0/8, 2001:db8::/32
+            allowed_ports = 80, 443, 8000-8002
+            disallowed_ports = 8001
+            """).http.egress)
+        #expect(configured.disallowedNetworks.isEmpty)
+        #expect(configured.allowedNetworks?.map(\.description) == ["10.0.0.0/8", "2001:db8::/32"])
+        #expect(configured.allowedPorts == [80, 443, 8000, 8001, 8002])
+        #expect(configured.disallowedPorts == [8001])
+        #expect(try load("[DEFAULT]\nhost = h").glanceHTTP.egress == nil, "Glance and Keystone are the operator's endpoints")
     }
 
     @Test("overrides must look like section.option=value")

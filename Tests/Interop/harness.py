@@ -32,6 +32,12 @@ HTTP_ROOT = os.environ.get("IMAGE_WORKER_TEST_HTTP_ROOT")
 GLANCE_URL = os.environ.get("IMAGE_WORKER_TEST_GLANCE_URL")
 NGINX_ACCESS_LOG = os.environ.get("IMAGE_WORKER_TEST_NGINX_ACCESS_LOG")
 
+# The contract's default egress policy (§5.1) refuses loopback, where every test server listens:
+# test workers allow it unless a suite says otherwise (the egress suite tests the default).
+CONTRACT_DISALLOWED_NETWORKS = ("127.0.0.0/8, ::1/128, 169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128, 224.0.0.0/4, ff00::/8, "
+                                "fd00:ec2::254/128")
+LOOPBACK_ALLOWED = "169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128, 224.0.0.0/4, ff00::/8, fd00:ec2::254/128"
+
 
 def nginx_requests(method, path, status=None):
     """How many `method path` requests nginx logged (with `status`, if given)."""
@@ -165,7 +171,8 @@ class Worker:
         sections = {
             "DEFAULT": defaults,
             "conductor": {"file_url_allowed_paths": ",".join(allowed_paths)},
-            "image_worker": {"state_dir": self.state_dir, "images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug"},
+            "image_worker": {"state_dir": self.state_dir, "images_dir": self.images_dir, "progress_interval": "1", "log_level": "debug",
+                             "disallowed_networks": LOOPBACK_ALLOWED},
         }
         if GLANCE_URL:
             sections["glance"] = {"endpoint_override": GLANCE_URL, "project_id": "project-worker"}
@@ -323,13 +330,15 @@ class WorkerSuite(unittest.TestCase):
     Files under `cls.sources` may be fetched with file://. The worker must exit 0 on SIGTERM."""
 
     vhost_prefix = "suite"
+    # More options for the suite's worker: {section: {name: value}}.
+    worker_extra = None
 
     @classmethod
     def setUpClass(cls):
         require_environment()
         cls.vhost = new_vhost(cls.vhost_prefix)
         cls.sources = tempfile.mkdtemp(prefix="iw-%s-" % cls.vhost_prefix)
-        cls.worker = Worker(cls.vhost, allowed_paths=[cls.sources])
+        cls.worker = Worker(cls.vhost, allowed_paths=[cls.sources], extra=cls.worker_extra)
         try:
             cls.worker.start()
             cls.conductor = Conductor(cls.vhost)

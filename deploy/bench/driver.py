@@ -96,8 +96,13 @@ def compare(group, commands):
     return {label: samples for label, _, samples in measured}
 
 
+# The benchmark's servers listen on loopback, which the default egress policy refuses (§5.1).
+LOOPBACK_ALLOWED = "169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128, 224.0.0.0/4, ff00::/8, fd00:ec2::254/128"
+
+
 def iw(*args):
-    return [BIN] + list(args) + ["--set", "image_worker.state_dir=" + os.path.join(WORK, "iw-state"), "--set", "pxe.instance_master_path="]
+    return [BIN] + list(args) + ["--set", "image_worker.state_dir=" + os.path.join(WORK, "iw-state"), "--set", "pxe.instance_master_path=",
+                                 "--set", "image_worker.disallowed_networks=" + LOOPBACK_ALLOWED]
 
 
 def peer(*args):
@@ -262,7 +267,7 @@ def start_worker(vhost, name, extra=None, cache=True):
     state = os.path.join(WORK, "worker-" + name)
     os.makedirs(state, exist_ok=True)
     sections = {"DEFAULT": {"transport_url": vhost_url(vhost), "host": name},
-                "image_worker": {"state_dir": state, "log_level": "warning"},
+                "image_worker": {"state_dir": state, "log_level": "warning", "disallowed_networks": LOOPBACK_ALLOWED},
                 "pxe": {"instance_master_path": os.path.join(state, "master_images") if cache else ""}}
     for section, options in (extra or {}).items():
         sections.setdefault(section, {}).update(options)

@@ -60,6 +60,8 @@ http {
         location = /redirect/hop3 { return 307 /images/redirected.img; }
         location = /redirect/to-file { return 302 file:///etc/passwd; }
         location = /redirect/loop { return 302 /redirect/loop; }
+        location = /redirect/to-metadata { return 302 http://169.254.169.254/latest/meta-data/; }
+        location ~ ^/redirect/to-port/([0-9]+)(/.*)\$ { return 302 http://127.0.0.1:\$1\$2; }
     }
 $( [ -n "$client_port" ] && cat <<CLIENT
     server {

@@ -37,6 +37,9 @@ public struct HTTPClientSettings: Sendable, Hashable {
     /// Requests in flight to one origin at most (`[image_worker] max_connections_per_host`); the
     /// rest wait their turn, however long, without failing.
     public var maximumConnectionsPerHost: Int
+    /// Where connections may go (§5.1), checked for every hop not sent through a proxy; nil for
+    /// operator-configured endpoints (Glance, Keystone), which are not checked.
+    public var egress: EgressPolicy?
 
     /// Creates settings; defaults follow Ironic's where it has them.
     public init(
@@ -44,7 +47,7 @@ public struct HTTPClientSettings: Sendable, Hashable {
         connectTimeout: Duration = .seconds(60), stallTimeout: Duration = .seconds(60), overallTimeout: Duration = .seconds(6 * 3600),
         retries: Int = 3, initialRetryDelay: Duration = .seconds(1), maximumRetryDelay: Duration = .seconds(30),
         maximumRedirects: Int = 10, proxies: ProxySettings = ProxySettings(), credentials: HTTPCredentials = HTTPCredentials(),
-        receiveBufferBytes: Int = 1 << 20, maximumConnectionsPerHost: Int = 20
+        receiveBufferBytes: Int = 1 << 20, maximumConnectionsPerHost: Int = 20, egress: EgressPolicy? = nil
     ) {
         self.verification = verification
         self.clientCertificateFile = clientCertificateFile
@@ -60,6 +63,7 @@ public struct HTTPClientSettings: Sendable, Hashable {
         self.credentials = credentials
         self.receiveBufferBytes = receiveBufferBytes
         self.maximumConnectionsPerHost = maximumConnectionsPerHost
+        self.egress = egress
     }
 
     /// The delay before retry `attempt` (1 for the first).
@@ -73,7 +77,9 @@ public struct HTTPClientSettings: Sendable, Hashable {
     }
 }
 
-/// Basic-auth credentials for image servers.
+/// Basic-auth credentials for image servers. Each goes only where it belongs (§5.1): the
+/// every-server pair and a netrc `default` to the reference's own origin, a netrc `machine` entry
+/// to its host over https, or over http when the reference itself was http.
 public struct HTTPCredentials: Sendable, Hashable {
     /// One user and password for every image server (`image_server_auth_strategy = http_basic`).
     public var everyServer: (user: String, password: String)? {
@@ -94,11 +100,5 @@ public struct HTTPCredentials: Sendable, Hashable {
     public init(everyServer: (user: String, password: String)? = nil, perHost: NetrcFile? = nil) {
         self.everyServerPair = everyServer.map { Pair(user: $0.user, password: $0.password) }
         self.perHost = perHost
-    }
-
-    /// The credentials for `host`: its own netrc entry first, then the every-server pair.
-    func forHost(_ host: String) -> (user: String, password: String)? {
-        if let entry = perHost?.credentials(for: host) { return entry }
-        return everyServer
     }
 }

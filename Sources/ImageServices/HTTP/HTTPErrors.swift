@@ -40,6 +40,7 @@ enum HTTPErrors {
         // A name that does not resolve may be a resolver's hiccup (NIO cannot tell EAI_AGAIN from
         // a name that does not exist): retried, a few times, as python-requests' callers do.
         case is SocketAddressError.UnknownHost: return .transient("the host name cannot be resolved")
+        case let failure as HostResolver.Failure: return .transient(failure.reason)
         case let address as SocketAddressError: return .permanent("the server's address cannot be used (\(address))")
         case let ssl as NIOSSLError: return classify(ssl)
         case let ssl as any NIOSSLErrorDescribable: return .permanent(ssl.sslDescription)

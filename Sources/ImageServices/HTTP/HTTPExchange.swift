@@ -6,8 +6,15 @@ import NIOCore
 import NIOHTTP1
 
 /// One HTTP request with its redirects followed by hand: at most `maximumRedirects` hops, only
-/// to http and https (never `file://` or anything else), and credentials sent only to the host
-/// they belong to (as Python's requests does).
+/// to http and https (never `file://` or anything else), each hop's destination checked by the
+/// egress policy (§5.1) and the connection made to the address checked, and credentials sent
+/// only where they belong:
+/// - the caller's headers that carry credentials (`Authorization`, `X-Auth-Token`, `Cookie`,
+///   `Proxy-Authorization`) only to the first request's origin (scheme, host and port);
+/// - the reference's user-info, `[deploy] image_server_*` and a netrc `default` only to the
+///   reference's own origin;
+/// - a netrc `machine` entry to that host, but never over http when the reference was https;
+/// - nothing at all once a redirect went from https to http.
 struct HTTPExchange {
     /// A response, and the URL it finally came from.
     struct Response {
@@ -18,6 +25,9 @@ struct HTTPExchange {
         /// The absolute deadline the exchange ran under.
         var deadline: NIODeadline
     }
+
+    /// Request headers that carry credentials: kept only for the first request's origin.
+    static let credentialHeaders = ["Authorization", "X-Auth-Token", "Cookie", "Proxy-Authorization"]
 
     let transport: HTTPTransport
     /// The reference as the caller gave it, for messages.
@@ -30,17 +40,22 @@ struct HTTPExchange {
         var current = url
         var deadline = deadline
         var hops = 0
+        var downgraded = false
         let maximum = transport.settings.maximumRedirects
         while true {
             var request = HTTPClientRequest(url: current.withoutUserInfo)
             request.method = method
             request.headers = headers
+            if current.origin != url.origin || downgraded {
+                for name in Self.credentialHeaders { request.headers.remove(name: name) }
+            }
             request.headers.replaceOrAdd(name: "User-Agent", value: "image-worker")
-            if let (user, password) = credentials(for: current) {
+            if !downgraded, let (user, password) = credentials(for: current) {
                 let token = Data("\(user):\(password)".utf8).base64EncodedString()
                 request.headers.replaceOrAdd(name: "Authorization", value: "Basic \(token)")
             }
-            let answer = try await transport.execute(request, to: current, deadline: deadline, onQueued: onQueued)
+            let address = try await permittedAddress(current)
+            let answer = try await transport.execute(request, to: current, pinnedTo: address, deadline: deadline, onQueued: onQueued)
             let response = answer.response
             deadline = .at(answer.deadline)
             guard [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") else {
@@ -57,19 +72,36 @@ struct HTTPExchange {
             guard next.scheme == "http" || next.scheme == "https" else {
                 throw IronicError.validationFailed(reference.redacted, "a redirect to a \(next.scheme):// URL is not allowed (only http and https).")
             }
+            if current.scheme == "https" && next.scheme == "http" { downgraded = true }
             current = next
         }
     }
 
-    /// Credentials go only to the host of the original reference (user-info, the every-server
-    /// pair) or to the host a netrc entry names.
+    /// The address a hop must connect to, checked by the egress policy; nil when the hop is not
+    /// checked (no policy for this transport, or the hop goes through a proxy, which decides).
+    private func permittedAddress(_ url: ParsedHTTPURL) async throws -> IPAddress? {
+        guard let policy = transport.settings.egress, !transport.usesProxy(url) else { return nil }
+        do {
+            return try await policy.destination(host: url.host, port: url.port)
+        } catch .notAllowed {
+            // The same words whether or not anything listens there, and no connection attempted.
+            throw IronicError.validationFailed(reference.redacted, "\(url.origin) is not an allowed destination.")
+        } catch .unresolvable(let reason) {
+            throw HostResolver.Failure(host: url.host, reason: reason)
+        }
+    }
+
+    /// Basic-auth credentials for a hop (see the type's comment for where each kind may go).
     private func credentials(for url: ParsedHTTPURL) -> (user: String, password: String)? {
         let original = try? ParsedHTTPURL(reference.original)
-        let sameHost = original.map { $0.host == url.host && $0.port == url.port } ?? false
-        if sameHost, let user = url.user ?? original?.user { return (user, url.password ?? original?.password ?? "") }
-        if let entry = transport.settings.credentials.perHost?.credentials(for: url.host) { return entry }
-        if sameHost, let pair = transport.settings.credentials.everyServer { return pair }
-        return nil
+        let sameOrigin = original?.origin == url.origin
+        let configured = transport.settings.credentials
+        if sameOrigin, let user = url.user ?? original?.user { return (user, url.password ?? original?.password ?? "") }
+        if url.scheme == "https" || original?.scheme == "http", let entry = configured.perHost?.credentials(forMachine: url.host) {
+            return entry
+        }
+        guard sameOrigin else { return nil }
+        return configured.perHost?.defaultCredentials ?? configured.everyServer
     }
 }
 

@@ -11,9 +11,17 @@ import Synchronization
 /// (directly, or through the http or https proxy), made when first needed, all with the same
 /// TLS, timeouts and a large receive buffer. Redirects are followed by ``HTTPExchange``, not by
 /// the client, so that each hop is checked.
+///
+/// A hop the egress policy checked goes to the address it checked: a client whose DNS override
+/// maps the host to that address (async-http-client resolves names itself otherwise, and a
+/// second lookup could answer differently). Such clients are kept per host and address, up to
+/// ``pinnedClientLimit``; past it, a hop gets a client of its own, shut down when the hop's
+/// slot is released, so that names a tenant invents cannot grow the worker without bound.
 public final class HTTPTransport: Sendable {
     public let settings: HTTPClientSettings
     private let clients = Mutex([String: HTTPClient]())
+    /// Pinned clients kept at most.
+    static let pinnedClientLimit = 64
     private let tlsConfiguration: TLSConfiguration
     /// Every request to an origin takes one of its slots first (see ``OriginConnectionSlots``).
     let slots: OriginConnectionSlots
@@ -54,17 +62,47 @@ public final class HTTPTransport: Sendable {
     /// as that takes (`onQueued` is called when it has to wait). The wait counts toward no
     /// deadline that starts with this request (``RequestDeadline/afterSlot(_:)``, or a download's
     /// ``RequestDeadline/download(_:)`` at its first request); one already running keeps running.
-    func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, deadline: RequestDeadline,
+    /// `pinnedTo`, when given, is the address the connection must go to (see the type's comment).
+    func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, pinnedTo address: IPAddress? = nil, deadline: RequestDeadline,
                  onQueued: () -> Void = {}) async throws -> SlottedResponse {
-        let slot = try await slots.acquire(url.origin, onWait: onQueued)
+        let originSlot = try await slots.acquire(url.origin, onWait: onQueued)
         let absolute = deadline.absolute(startingNow: .now())
+        let (client, ownClient) = address.map { pinnedClient(host: url.host, address: $0) } ?? (self.client(scheme: url.scheme, host: url.host, port: url.port), false)
+        let slot = ownClient ? OriginConnectionSlots.Slot { originSlot.release(); client.shutdown { _ in } } : originSlot
         do {
-            let response = try await client(scheme: url.scheme, host: url.host, port: url.port).execute(request, deadline: absolute)
+            let response = try await client.execute(request, deadline: absolute)
             return SlottedResponse(response: response, slot: slot, deadline: absolute)
         } catch {
             slot.release()
             throw error
         }
+    }
+
+    /// Whether requests to `url` go through a proxy (which then decides where it connects).
+    func usesProxy(_ url: ParsedHTTPURL) -> Bool {
+        settings.proxies.proxy(scheme: url.scheme, host: url.host, port: url.port) != nil
+    }
+
+    /// The client that connects to `address` for `host`; `true` when it is the hop's own (past
+    /// the limit), to be shut down after the hop.
+    private func pinnedClient(host: String, address: IPAddress) -> (HTTPClient, Bool) {
+        let key = "pinned \(host) \(address)"
+        let make = { () -> HTTPClient in
+            var configuration = self.configuration(proxy: nil)
+            // Both spellings of an IPv6 literal, as async-http-client may see either.
+            configuration.dnsOverride[host] = "\(address)"
+            configuration.dnsOverride[HostResolver.unbracketed(host)] = "\(address)"
+            return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        }
+        let kept = clients.withLock { clients -> HTTPClient? in
+            if let existing = clients[key] { return existing }
+            guard clients.keys.count(where: { $0.hasPrefix("pinned ") }) < Self.pinnedClientLimit else { return nil }
+            let client = make()
+            clients[key] = client
+            return client
+        }
+        if let kept { return (kept, false) }
+        return (make(), true)
     }
 
     /// Sends one request and collects its body (at most `limit` bytes), holding an origin slot

@@ -64,9 +64,18 @@ public struct NetrcFile: Sendable, Hashable {
         try self.init(text: String(decoding: data, as: UTF8.self))
     }
 
-    /// The login and password for `host`, if the file has both (its own entry, else `default`).
-    public func credentials(for host: String) -> (user: String, password: String)? {
-        let entry = machines[host.lowercased()] ?? fallback
+    /// The login and password of the `machine` entry for `host`, if it has both.
+    public func credentials(forMachine host: String) -> (user: String, password: String)? {
+        Self.pair(machines[host.lowercased()])
+    }
+
+    /// The login and password of the `default` entry, if it has both. It belongs to no host:
+    /// the worker sends it only to the reference's own origin (never to a redirect's).
+    public var defaultCredentials: (user: String, password: String)? {
+        Self.pair(fallback)
+    }
+
+    private static func pair(_ entry: Entry?) -> (user: String, password: String)? {
         guard let login = entry?.login, let password = entry?.password else { return nil }
         return (login, password)
     }

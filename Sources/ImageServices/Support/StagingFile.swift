@@ -37,10 +37,10 @@ public final class DirectoryHandle: Sendable {
         self.path = path
     }
 
-    /// Opens (creating it if needed) the subdirectory `name`, never following a symlink.
-    public func subdirectory(_ name: String, create: Bool) throws(SystemCallError) -> DirectoryHandle {
+    /// Opens (creating it with `mode` if needed) the subdirectory `name`, never following a symlink.
+    public func subdirectory(_ name: String, create: Bool, mode: mode_t = 0o755) throws(SystemCallError) -> DirectoryHandle {
         precondition(!name.contains("/") && name != "." && name != "..", "not a plain directory name: \(name)")
-        if create, mkdirat(descriptor.rawValue, name, 0o755) != 0, errno != EEXIST {
+        if create, mkdirat(descriptor.rawValue, name, mode) != 0, errno != EEXIST {
             throw SystemCallError(call: "mkdir", subject: "\(path)/\(name)", errno: errno)
         }
         let fd = try SystemCallError.check(openat(descriptor.rawValue, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), "open", "\(path)/\(name)")

@@ -1,4 +1,5 @@
 import AMQPModel
+import Foundation
 import ImageServices
 import Logging
 import OsloMessaging
@@ -60,7 +61,38 @@ extension WorkerConfiguration {
             overallTimeout: .seconds(try sources.integer(O.downloadTimeout)),
             retries: try sources.integer(O.downloadRetries),
             proxies: proxies, credentials: credentials,
-            maximumConnectionsPerHost: try sources.integer(O.maxConnectionsPerHost, default: try sources.integer(O.maxConcurrentDownloads)))
+            maximumConnectionsPerHost: try sources.integer(O.maxConnectionsPerHost, default: try sources.integer(O.maxConcurrentDownloads)),
+            egress: try egressPolicy(sources))
+    }
+
+    /// Where image downloads may connect (§5.1). `allowed_*` set empty means unset (any).
+    static func egressPolicy(_ sources: ConfigurationSources) throws(ConfigurationError) -> EgressPolicy {
+        typealias O = WorkerOptions
+        func networks(_ option: ConfigurationOption, default fallback: [String]) throws(ConfigurationError) -> [IPNetwork] {
+            var parsed: [IPNetwork] = []
+            for text in sources.list(option, default: fallback) {
+                guard let network = IPNetwork(text) else { throw ConfigurationError(option, "'\(text)' is not an IP network (CIDR) or address") }
+                parsed.append(network)
+            }
+            return parsed
+        }
+        func ports(_ option: ConfigurationOption) throws(ConfigurationError) -> Set<Int> {
+            var parsed = Set<Int>()
+            for text in sources.list(option, default: []) {
+                let bounds = text.split(separator: "-", maxSplits: 1).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard let low = bounds.first ?? nil, let high = bounds.last ?? nil, 1 <= low, low <= high, high <= 65535 else {
+                    throw ConfigurationError(option, "'\(text)' is not a port (1-65535) or a range of them")
+                }
+                parsed.formUnion(low...high)
+            }
+            return parsed
+        }
+        let allowedNetworks = try networks(O.allowedNetworks, default: [])
+        let allowedPorts = try ports(O.allowedPorts)
+        return EgressPolicy(
+            disallowedNetworks: try networks(O.disallowedNetworks, default: EgressPolicy.defaultDisallowedNetworks),
+            allowedNetworks: allowedNetworks.isEmpty ? nil : allowedNetworks,
+            disallowedPorts: try ports(O.disallowedPorts), allowedPorts: allowedPorts.isEmpty ? nil : allowedPorts)
     }
 
     /// Settings for Glance and, with a password, Keystone.
@@ -106,6 +138,7 @@ extension WorkerConfiguration {
             allowAccessViaAuthToken: try sources.bool(O.accessViaAuthToken))
         var glanceHTTP = http
         glanceHTTP.credentials = HTTPCredentials()
+        glanceHTTP.egress = nil  // Glance and Keystone are the operator's endpoints (§5.1)
         glanceHTTP.clientCertificateFile = try readableFile(sources, O.glanceCertFile)
         glanceHTTP.clientKeyFile = try readableFile(sources, O.glanceKeyFile)
         if try sources.bool(O.glanceInsecure) {

@@ -1,3 +1,5 @@
+import ImageServices
+
 /// Every option the worker reads (contract §8), in the order the README lists them. Names follow
 /// Ironic's and oslo's where they exist, so an existing ironic.conf can be pointed at as it is.
 public enum WorkerOptions {
@@ -132,6 +134,15 @@ public enum WorkerOptions {
         help: "proxy for http image servers, through a `CONNECT` tunnel (async-http-client's way): the proxy must allow `CONNECT` to their ports")
     public static let httpsProxy = ConfigurationOption(section, "https_proxy", .url, defaultDescription: "the environment's", secret: true, help: "proxy for https image servers")
     public static let noProxy = ConfigurationOption(section, "no_proxy", .list, defaultDescription: "the environment's", help: "hosts reached without a proxy")
+    public static let disallowedNetworks = ConfigurationOption(
+        section, "disallowed_networks", .list, default: EgressPolicy.defaultDisallowedNetworks.joined(separator: ", "),
+        help: "CIDRs image downloads never connect to (every redirect hop and every address of a name checked; see [Safety](#safety)); set it empty to refuse none")
+    public static let allowedNetworks = ConfigurationOption(
+        section, "allowed_networks", .list, defaultDescription: "empty (any)", help: "when set, the only CIDRs image downloads may connect to")
+    public static let disallowedPorts = ConfigurationOption(
+        section, "disallowed_ports", .list, defaultDescription: "empty (none)", help: "ports (`N` or `N-M`) image downloads never connect to")
+    public static let allowedPorts = ConfigurationOption(
+        section, "allowed_ports", .list, defaultDescription: "empty (any)", help: "when set, the only ports (`N` or `N-M`) image downloads may connect to")
 
     /// Every option, in the README's order.
     public static let all: [ConfigurationOption] = [
@@ -147,6 +158,7 @@ public enum WorkerOptions {
         stateDirectory, imagesDirectory, topic, maxConcurrentDownloads, maxConnectionsPerHost, progressInterval, gracefulShutdownTimeout,
         logLevel, logFormat, metricsAddress, deadLetterExchange, maxTaskAttempts, journalSize, requireHTTPChecksum, downloadRetries,
         downloadStallTimeout, downloadTimeout, netrcFile, clientCertFile, clientKeyFile, httpProxy, httpsProxy, noProxy,
+        disallowedNetworks, allowedNetworks, disallowedPorts, allowedPorts,
     ]
 
     /// The sections only the worker uses: an unknown option there is a mistake worth a warning.

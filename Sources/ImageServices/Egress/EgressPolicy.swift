@@ -1,0 +1,68 @@
+/// Where the worker may connect for image data (`../shared/spec/wire-contract.md` §5.1): every
+/// http(s) connection made for a reference (the image, kernel, ramdisk, checksum files, each
+/// redirect hop) is checked after name resolution, and goes to the address that was checked.
+///
+/// A host is refused when any of its addresses is refused (the system's resolver decides which
+/// one a client would pick, so every one must pass), or when its port is. Operator-configured
+/// endpoints (Glance, Keystone, proxies) are not checked.
+public struct EgressPolicy: Sendable, Hashable {
+    /// Refused destinations (`[image_worker] disallowed_networks`).
+    public var disallowedNetworks: [IPNetwork]
+    /// When set, the only networks allowed (`[image_worker] allowed_networks`).
+    public var allowedNetworks: [IPNetwork]?
+    /// Refused ports (`[image_worker] disallowed_ports`).
+    public var disallowedPorts: Set<Int>
+    /// When set, the only ports allowed (`[image_worker] allowed_ports`).
+    public var allowedPorts: Set<Int>?
+
+    /// The contract's default refused networks: loopback, link-local and the metadata services,
+    /// unspecified, multicast.
+    public static let defaultDisallowedNetworks = [
+        "127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128", "224.0.0.0/4", "ff00::/8", "fd00:ec2::254/128",
+    ]
+
+    /// Creates a policy; the defaults are the contract's.
+    public init(disallowedNetworks: [IPNetwork] = Self.defaultDisallowedNetworks.compactMap(IPNetwork.init),
+                allowedNetworks: [IPNetwork]? = nil, disallowedPorts: Set<Int> = [], allowedPorts: Set<Int>? = nil) {
+        self.disallowedNetworks = disallowedNetworks
+        self.allowedNetworks = allowedNetworks
+        self.disallowedPorts = disallowedPorts
+        self.allowedPorts = allowedPorts
+    }
+
+    /// Why a destination was not allowed.
+    public enum Refusal: Error, Sendable, Equatable {
+        /// The port or an address is refused by the policy.
+        case notAllowed
+        /// The name did not resolve (`reason` says how): nothing to check, nothing to connect to.
+        case unresolvable(reason: String)
+    }
+
+    /// Whether the policy lets connections go to `port`.
+    public func permits(port: Int) -> Bool {
+        !disallowedPorts.contains(port) && (allowedPorts?.contains(port) ?? true)
+    }
+
+    /// Whether the policy lets connections go to `address`.
+    public func permits(_ address: IPAddress) -> Bool {
+        if disallowedNetworks.contains(where: { $0.contains(address) }) { return false }
+        guard let allowedNetworks else { return true }
+        return allowedNetworks.contains { $0.contains(address) }
+    }
+
+    /// Checks `host:port` and returns the address to connect to. The port is checked before the
+    /// name is looked up, so a refused port costs no lookup.
+    public func destination(host: String, port: Int) async throws(Refusal) -> IPAddress {
+        guard permits(port: port) else { throw .notAllowed }
+        let addresses: [IPAddress]
+        do {
+            addresses = try await HostResolver.addresses(of: host)
+        } catch let failure as HostResolver.Failure {
+            throw .unresolvable(reason: failure.description)
+        } catch {
+            throw .unresolvable(reason: "the host name cannot be resolved (\(error))")
+        }
+        guard let first = addresses.first, addresses.allSatisfy(permits) else { throw .notAllowed }
+        return first
+    }
+}
