@@ -192,6 +192,39 @@ struct FileImageServiceTests {
         }
     }
 
+    @Test("the worker's own folders are closed to file://, even below an allowed path, directly or through a symlink")
+    func workerFoldersClosed() async throws {
+        let root = try TemporaryDirectory(prefix: "file-worker")
+        let destination = try TemporaryDirectory(prefix: "file-dst")
+        defer { root.remove(); destination.remove() }
+        // An allowlist that contains the worker's state, as `/var/lib/ironic` would contain an
+        // `instance_master_path` under it.
+        let masters = root.appending("master_images")
+        try FileManager.default.createDirectory(atPath: masters, withIntermediateDirectories: true)
+        let privateImage = try root.write([9, 9, 9], to: "master_images/private-glance-image")
+        let open = try root.write([1], to: "open.img")
+        let link = root.appending("innocent.img")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: privateImage)
+        let service = FileImageService(policy: FilePathPolicy(allowedPaths: [root.path], workerPaths: [masters]))
+        func refusal(_ path: String) async throws -> String? {
+            let staging = StagingFile(in: try DirectoryHandle(path: destination.path), finalName: "disk")
+            defer { staging.discard() }
+            do {
+                let request = ImageFetchRequest(reference: try ImageReference("file://" + path), destination: staging, digestAlgorithms: [.sha256], context: context)
+                _ = try await service.fetch(request)
+                return nil
+            } catch {
+                return (error as? IronicError)?.message
+            }
+        }
+        #expect(try await refusal(open) == nil, "the rest of the allowed folder stays open")
+        for path in [privateImage, link, masters + "/missing", root.path + "/master_images/../master_images/private-glance-image"] {
+            let message = try await refusal(path)
+            #expect(message?.contains("is not allowed for image source file URLs") == true, "\(path): \(message ?? "fetched")")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: destination.path).isEmpty)
+    }
+
     @Test("only regular files: directories, FIFOs and missing files are refused")
     func notRegularFiles() async throws {
         let fixture = try Fixture()

@@ -185,6 +185,14 @@ struct ConfigurationTests {
         #expect(try load("[DEFAULT]\nhost = h").glanceHTTP.egress == nil, "Glance and Keystone are the operator's endpoints")
     }
 
+    @Test("the worker's own folders, closed to file://: images, the journal, the master cache when there is one")
+    func workerFolders() throws {
+        let configuration = try load("[DEFAULT]\nhost = h\n[image_worker]\nstate_dir = /srv/iw\n[pxe]\ninstance_master_path = /var/lib/ironic/master_images")
+        #expect(configuration.workerFolders == ["/srv/iw/images", "/srv/iw/journal", "/var/lib/ironic/master_images"])
+        let noCache = try load("[DEFAULT]\nhost = h\n[image_worker]\nstate_dir = /srv/iw\nimages_dir = /data/nodes\n[pxe]\ninstance_master_path =")
+        #expect(noCache.workerFolders == ["/data/nodes", "/srv/iw/journal"])
+    }
+
     @Test("overrides must look like section.option=value")
     func badOverride() {
         #expect(throws: ConfigurationError.self) { _ = try ConfigurationSources.parseOverride("nodot=1") }

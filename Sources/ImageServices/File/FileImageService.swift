@@ -107,8 +107,9 @@ public struct FileImageService: ImageService {
         // The path as written must be allowed (Ironic's rule), and so must the file it leads to;
         // an allowed folder that is itself a symlink allows what lies in its target.
         let resolvedAllowed = policy.allowedPaths.compactMap { try? resolvedPath($0, reference: shown) }
+        let resolvedWorker = policy.workerPaths.compactMap { try? resolvedPath($0, reference: shown) }
         try policy.check(FilePathPolicy.normalize(requested), reference: shown)
-        try policy.check(resolved, reference: shown, resolvedAllowedPaths: resolvedAllowed)
+        try policy.check(resolved, reference: shown, resolvedAllowedPaths: resolvedAllowed, resolvedWorkerPaths: resolvedWorker)
 
         let fd = Glibc.open(resolved, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -123,7 +124,7 @@ public struct FileImageService: ImageService {
         }
         // What was opened is what the kernel says, whatever happened to the path meanwhile.
         let opened = try descriptor.currentPath()
-        try policy.check(opened, reference: shown, resolvedAllowedPaths: resolvedAllowed)
+        try policy.check(opened, reference: shown, resolvedAllowedPaths: resolvedAllowed, resolvedWorkerPaths: resolvedWorker)
         let metadata = ImageMetadata(size: Int64(info.st_size), updatedAtMicroseconds: info.modificationMicroseconds, noCache: true)
         return OpenFile(descriptor: descriptor, path: opened, metadata: metadata, status: info)
     }

@@ -1,6 +1,10 @@
 /// Which local paths `file://` references may name (Ironic's OSSA-2025-001 rules): never under
 /// `/dev /sys /proc /boot /etc /run`, and only under `[conductor] file_url_allowed_paths`.
 /// The worker applies both to the path as given and to the path with every symlink resolved.
+/// Beyond Ironic, the worker's own folders (node images, master cache, request journal) are never
+/// readable through `file://`, even below an allowed path: another tenant's private Glance image
+/// in the cache would otherwise be one reference away. They are refused in the same words as a
+/// path outside the allowlist.
 public struct FilePathPolicy: Sendable, Hashable {
     /// Prefixes no `file://` reference may reach, whatever the configuration says.
     public static let alwaysBlocked = ["/dev", "/sys", "/proc", "/boot", "/etc", "/run"]
@@ -8,9 +12,13 @@ public struct FilePathPolicy: Sendable, Hashable {
     /// The allowed prefixes, normalised (an empty list disables `file://`).
     public let allowedPaths: [String]
 
+    /// The worker's own folders, normalised: refused even below an allowed path.
+    public let workerPaths: [String]
+
     /// Creates a policy; entries are normalised (`..`, `.`, repeated and trailing slashes).
-    public init(allowedPaths: [String]) {
+    public init(allowedPaths: [String], workerPaths: [String] = []) {
         self.allowedPaths = allowedPaths.map(Self.normalize)
+        self.workerPaths = workerPaths.map(Self.normalize)
     }
 
     /// Throws Ironic's error when `path` (absolute, normalised) is under a blocked prefix.
@@ -20,13 +28,18 @@ public struct FilePathPolicy: Sendable, Hashable {
         }
     }
 
-    /// Throws Ironic's error when `path` is blocked or outside every allowed prefix.
+    /// Throws Ironic's error when `path` is blocked, outside every allowed prefix, or in one of
+    /// the worker's own folders.
     ///
-    /// - Parameter resolvedAllowedPaths: the allowed paths with their symlinks resolved, for
-    ///   checking a path whose symlinks were resolved (an allowed folder may itself be a link).
-    public func check(_ path: String, reference: String, resolvedAllowedPaths: [String] = []) throws(IronicError) {
+    /// - Parameters:
+    ///   - resolvedAllowedPaths: the allowed paths with their symlinks resolved, for checking a
+    ///     path whose symlinks were resolved (an allowed folder may itself be a link).
+    ///   - resolvedWorkerPaths: the worker's folders with their symlinks resolved, likewise.
+    public func check(_ path: String, reference: String, resolvedAllowedPaths: [String] = [], resolvedWorkerPaths: [String] = []) throws(IronicError) {
         try checkNotBlocked(path, reference: reference)
-        guard (allowedPaths + resolvedAllowedPaths).contains(where: { Self.isUnder(path, $0) }) else {
+        let allowed = (allowedPaths + resolvedAllowedPaths).contains { Self.isUnder(path, $0) }
+        let workers = (workerPaths + resolvedWorkerPaths).contains { Self.isUnder(path, $0) }
+        guard allowed && !workers else {
             throw IronicError.validationFailed(reference, "Security: Path \(path) is not allowed for image source file URLs")
         }
     }

@@ -59,6 +59,12 @@ public struct WorkerConfiguration: Sendable {
     public var stateDirectory: String
     /// `images_dir`: node folders live under it.
     public var imagesDirectory: String
+
+    /// The folders holding what the worker wrote for nodes and callers (node images, master cache,
+    /// request journal): never readable through `file://`.
+    public var workerFolders: [String] {
+        [imagesDirectory, stateDirectory + "/journal"] + (cache.map { [$0.directory] } ?? [])
+    }
     /// `topic` (`ironic.image_worker`).
     public var topic: String
     /// `max_concurrent_downloads`: requests run at once by this process.

@@ -12,7 +12,8 @@ public struct ImageServicesBundle: Service {
         let web = try HTTPTransport(settings: configuration.http)
         let glance = try HTTPTransport(settings: configuration.glanceHTTP)
         var registry = ImageServiceRegistry()
-        registry.register(FileImageService(policy: FilePathPolicy(allowedPaths: configuration.fileURLAllowedPaths)))
+        registry.register(FileImageService(policy: FilePathPolicy(allowedPaths: configuration.fileURLAllowedPaths,
+                                                                  workerPaths: configuration.workerFolders)))
         registry.register(HTTPImageService(transport: web))
         registry.register(GlanceImageService(settings: configuration.glance, transport: glance))
         self.registry = registry
