@@ -60,6 +60,9 @@ instance_master_path = $STATE_DIR/master_images
 
 [image_worker]
 images_dir = $STATE_DIR/images
+# The default egress policy refuses loopback (image references come from tenants); a local try-out
+# keeps it open so that an image server on this machine (http://127.0.0.1:…) can be used.
+disallowed_networks = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128, 224.0.0.0/4, ff00::/8, fd00:ec2::254/128
 CONF
 
 log "worker configuration: $STATE_DIR/image-worker.conf"
