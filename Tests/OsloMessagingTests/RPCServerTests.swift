@@ -282,7 +282,8 @@ struct RPCServerTests {
         let first = cast("echo", args: ["node_uuid": "a"], uniqueID: "same")
         let otherNode = cast("echo", args: ["node_uuid": "b"], uniqueID: "same")
         let otherMethod = cast("fail", args: ["node_uuid": "a"], uniqueID: "same")
-        let events = try await run([first, otherNode, otherMethod], endpoint: endpoint, expecting: 6)
+        // One at a time, so that the first is the one that runs and the order of events is fixed.
+        let events = try await run([first, otherNode, otherMethod], endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 1), expecting: 6)
         #expect(kinds(events) == ["test.end", "ack", "test.refused", "ack", "test.refused", "ack"])
         #expect(endpoint.runs.withLock { $0.count } == 1)
         let refusals = endpoint.refusals.withLock { $0 }
