@@ -122,6 +122,56 @@ struct HTTPFaultTests {
         }
     }
 
+    @Test("a 206 that does not carry the resume's validator unchanged is not spliced: no ETag, or another Last-Modified", arguments: [
+        [("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT")],  // ETag dropped (the resume was by ETag)
+        [("ETag", "\"v1\""), ("Last-Modified", "Wed, 02 Dec 2026 11:00:00 GMT")],  // kept ETag, fine: the ETag decides
+    ])
+    func resumeValidators(partialHeaders: [(String, String)]) async throws {
+        // The version served in full is new; the 206 comes from a server that ignored If-Range.
+        let newImage = Self.image.map { $0 ^ 0x5A }
+        let newSHA = SHA256.hash(data: newImage).map { String(format: "%02x", $0) }.joined()
+        let keepsETag = partialHeaders.contains { $0.0 == "ETag" }
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { index, seen in
+                if index == 0 {
+                    return .init(headers: [("ETag", "\"v1\""), ("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT")], body: Self.image, cutAfter: 700_000)
+                }
+                if let start = Self.range(seen) {
+                    let body = keepsETag ? Array(Self.image[start...]) : Array(newImage[start...])
+                    return .init(status: .partialContent, headers: partialHeaders + [("Content-Range", "bytes \(start)-\(Self.image.count - 1)/\(Self.image.count)")],
+                                 body: body)
+                }
+                return .init(headers: [("ETag", "\"v2\"")], body: newImage)
+            }
+            cleanup.add { await server.stop() }
+            let (fetched, folder, _) = try await fetch(server)
+            folder.remove()
+            #expect(fetched.digests[.sha256] == (keepsETag ? Self.imageSHA256 : newSHA), "two versions were spliced")
+        }
+    }
+
+    @Test("resumed by date (no ETag): a 206 whose Last-Modified changed starts over")
+    func resumeByDate() async throws {
+        let newImage = Self.image.map { $0 ^ 0x33 }
+        let newSHA = SHA256.hash(data: newImage).map { String(format: "%02x", $0) }.joined()
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { index, seen in
+                if index == 0 { return .init(headers: [("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT")], body: Self.image, cutAfter: 700_000) }
+                if let start = Self.range(seen) {
+                    return .init(status: .partialContent, headers: [("Last-Modified", "Wed, 02 Dec 2026 12:00:00 GMT"),
+                                                                    ("Content-Range", "bytes \(start)-\(newImage.count - 1)/\(newImage.count)")],
+                                 body: Array(newImage[start...]))
+                }
+                return .init(headers: [("Last-Modified", "Wed, 02 Dec 2026 12:00:00 GMT")], body: newImage)
+            }
+            cleanup.add { await server.stop() }
+            let (fetched, folder, _) = try await fetch(server)
+            folder.remove()
+            #expect(fetched.digests[.sha256] == newSHA, "two versions were spliced")
+            #expect(server.requests.count == 3, "the cut, the refused 206, the full new version")
+        }
+    }
+
     @Test("a stall past the stall timeout is retried, then reported as a retryable TemporaryFailure")
     func stall() async throws {
         try await withCleanup { cleanup in

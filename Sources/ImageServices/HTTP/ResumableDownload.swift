@@ -39,6 +39,17 @@ struct ResumableDownload {
             if let entityTag, !entityTag.hasPrefix("W/") { return entityTag }
             return lastModified
         }
+
+        /// Whether a `206` to a resume is the same entity: it must carry the validator the resume
+        /// was based on, unchanged, and nothing that says otherwise (a changed ETag, or a changed
+        /// date where the date was the validator). A server that ignored `If-Range` and sent
+        /// another version's bytes is caught here, even one that drops the ETag.
+        func continues(in headers: HTTPHeaders) -> Bool {
+            let tag = headers.first(name: "ETag"), date = headers.first(name: "Last-Modified")
+            if let entityTag, !entityTag.hasPrefix("W/") { return tag == entityTag }
+            guard let lastModified else { return false }
+            return date == lastModified && (tag == nil || tag == entityTag)
+        }
     }
 
     /// A failure worth another attempt.
@@ -129,7 +140,7 @@ struct ResumableDownload {
         case 206 where resuming:
             guard let range = response.headers.first(name: "Content-Range").flatMap(ContentRange.init), range.start == offset,
                   range.total == entity?.total || entity?.total == nil,
-                  response.headers.first(name: "ETag") == nil || response.headers.first(name: "ETag") == entity?.entityTag
+                  entity?.continues(in: response.headers) == true
             else {
                 // Not the continuation of what we have: never splice; start over.
                 request.context.logger.notice("the resumed answer does not continue the image; starting over", metadata: ["href": "\(reference.redacted)"])
