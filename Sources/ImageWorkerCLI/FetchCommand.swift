@@ -54,7 +54,7 @@ struct FetchCommand: AsyncParsableCommand {
         let progress: @Sendable (ImageRole, TransferProgress) -> Void = { display.report($0, $1) }
         do {
             let result: JSONObject
-            let fetcher = ImageFetcher(registry: services.registry, checksums: configuration.checksumPolicy)
+            let fetcher = ImageFetcher(registry: services.registry, checksums: configuration.checksumPolicy, imageFileMode: configuration.imageFileMode)
             if let node {
                 let store = try NodeImageStore(path: configuration.imagesDirectory)
                 let images = try await fetcher.fetch(try FetchImageArguments(nodeUUID: node, instanceInfo: info), into: store, context: context, progress: progress)

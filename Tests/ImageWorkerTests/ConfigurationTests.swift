@@ -155,6 +155,9 @@ struct ConfigurationTests {
         ("[image_worker]\nlog_format = xml", "[image_worker] log_format: 'xml' is neither text nor json"),
         ("[image_worker]\ndead_letter_exchange = a b", "[image_worker] dead_letter_exchange: 'a b' must be"),
         ("[image_worker]\nmax_task_attempts = 0", "[image_worker] max_task_attempts: 0 is outside"),
+        ("[image_worker]\nimage_file_mode = 644", "[image_worker] image_file_mode: '644' is not an octal file mode"),
+        ("[image_worker]\nimage_file_mode = 01777", "[image_worker] image_file_mode: '01777' is not an octal file mode"),
+        ("[image_worker]\nimage_file_mode = 0689", "[image_worker] image_file_mode: '0689' is not an octal file mode"),
         ("[image_worker]\ndisallowed_networks = 10.0.0.0/33", "[image_worker] disallowed_networks: '10.0.0.0/33' is not an IP network"),
         ("[image_worker]\nallowed_networks = example.com", "[image_worker] allowed_networks: 'example.com' is not an IP network"),
         ("[image_worker]\nallowed_ports = 0", "[image_worker] allowed_ports: '0' is not a port"),
@@ -183,6 +186,14 @@ struct ConfigurationTests {
         #expect(configured.allowedPorts == [80, 443, 8000, 8001, 8002])
         #expect(configured.disallowedPorts == [8001])
         #expect(try load("[DEFAULT]\nhost = h").glanceHTTP.egress == nil, "Glance and Keystone are the operator's endpoints")
+    }
+
+    @Test("image_file_mode: octal, 0644 by default, passed to the cache")
+    func imageFileMode() throws {
+        #expect(try load("[DEFAULT]\nhost = h").imageFileMode == 0o644)
+        let configured = try load("[DEFAULT]\nhost = h\n[image_worker]\nimage_file_mode = 0640")
+        #expect(configured.imageFileMode == 0o640)
+        #expect(configured.cache?.imageFileMode == 0o640)
     }
 
     @Test("the worker's own folders, closed to file://: images, the journal, the master cache when there is one")

@@ -59,9 +59,10 @@ struct MasterImageCacheTests {
         let fetcher: ImageFetcher
         let service: ScriptedImageService
 
-        init(service: ScriptedImageService, sizeLimit: Int64 = 1 << 30, ttl: Duration = .seconds(3600)) throws {
+        init(service: ScriptedImageService, sizeLimit: Int64 = 1 << 30, ttl: Duration = .seconds(3600), imageFileMode: mode_t = 0o644) throws {
             root = try TemporaryDirectory(prefix: "cache")
-            cache = try MasterImageCache(settings: .init(directory: root.appending("masters"), sizeLimitBytes: sizeLimit, timeToLive: ttl),
+            cache = try MasterImageCache(settings: .init(directory: root.appending("masters"), sizeLimitBytes: sizeLimit, timeToLive: ttl,
+                                                         imageFileMode: imageFileMode),
                                          logger: Logger(label: "cache"))
             store = try NodeImageStore(path: root.appending("images"))
             var registry = ImageServiceRegistry()
@@ -108,6 +109,22 @@ struct MasterImageCacheTests {
         let master = fixture.root.appending("masters/\(fixture.masters[0])")
         #expect(try fixture.inode(first.path!) == fixture.inode(master))
         #expect(try fixture.inode(second.path!) == fixture.inode(master))
+    }
+
+    @Test("modes whatever the umask: masters and node files image_file_mode, records 0600")
+    func modes() async throws {
+        let fixture = try Fixture(service: ScriptedImageService(content: randomBytes(1000)), imageFileMode: 0o640)
+        defer { fixture.root.remove() }
+        let previous = umask(0o077)  // narrower than 0640: the worker must set modes itself
+        defer { umask(previous) }
+        let image = try await fixture.fetch(context: context)
+        func mode(_ path: String) throws -> Int {
+            try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+        }
+        let master = fixture.root.appending("masters/\(fixture.masters[0])")
+        #expect(try mode(master) == 0o640)
+        #expect(try mode(try #require(image.path)) == 0o640)
+        #expect(try mode(master + ".json") == 0o600)
     }
 
     @Test("twenty concurrent requests for one image download it once")

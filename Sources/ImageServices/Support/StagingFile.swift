@@ -128,11 +128,14 @@ public final class StagingFile: Sendable {
     public let finalName: String
     /// The hidden name it has meanwhile.
     public let temporaryName: String
+    /// The permissions a created file gets, whatever the umask (a linked file keeps its source's).
+    public let mode: mode_t
 
     /// A staging file for `finalName` in `directory` (nothing is created yet).
-    public init(in directory: DirectoryHandle, finalName: String) {
+    public init(in directory: DirectoryHandle, finalName: String, mode: mode_t = 0o644) {
         self.directory = directory
         self.finalName = finalName
+        self.mode = mode
         var generator = SystemRandomNumberGenerator()
         let suffix = String(UInt64.random(in: 0...UInt64.max, using: &generator), radix: 16)
         temporaryName = "\(Self.namePrefix)\(ProcessStamp.current)-\(finalName)-\(suffix)"
@@ -149,10 +152,13 @@ public final class StagingFile: Sendable {
     /// The final path, for results.
     public var finalPath: String { "\(directory.path)/\(finalName)" }
 
-    /// Creates the temporary file for writing (it must not exist).
+    /// Creates the temporary file for writing (it must not exist), with ``mode`` exactly.
     public func create() throws(SystemCallError) -> OwnedDescriptor {
-        let fd = try SystemCallError.check(openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644), "create", "\(directory.path)/\(temporaryName)")
-        return OwnedDescriptor(fd)
+        let fd = try SystemCallError.check(openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode), "create", "\(directory.path)/\(temporaryName)")
+        let file = OwnedDescriptor(fd)
+        // The umask only narrows open(2)'s mode; fchmod sets it as asked.
+        _ = try SystemCallError.check(fchmod(fd, mode), "chmod", "\(directory.path)/\(temporaryName)")
+        return file
     }
 
     /// Hard-links the open file `source` under the temporary name. Throws `EXDEV` across file

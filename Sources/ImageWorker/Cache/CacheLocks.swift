@@ -70,7 +70,7 @@ struct CacheFileLock: Sendable {
     }
 
     private static func open(_ locks: DirectoryHandle, _ key: String) throws -> OwnedDescriptor {
-        let fd = try SystemCallError.check(openat(locks.descriptor.rawValue, "\(key).lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644), "open", "\(locks.path)/\(key).lock")
+        let fd = try SystemCallError.check(openat(locks.descriptor.rawValue, "\(key).lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600), "open", "\(locks.path)/\(key).lock")
         return OwnedDescriptor(fd)
     }
 }

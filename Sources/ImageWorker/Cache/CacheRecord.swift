@@ -54,7 +54,8 @@ struct CacheRecord: Codable, Hashable, Sendable {
 
     /// Writes the record under a temporary name and renames it into place.
     func write(to directory: DirectoryHandle, key: String) throws {
-        let staging = StagingFile(in: directory, finalName: "\(key).json")
+        // 0600: a record names the image's source and its owner's project.
+        let staging = StagingFile(in: directory, finalName: "\(key).json", mode: 0o600)
         let output = try staging.create()
         let data = try JSONEncoder().encode(self)
         do {

@@ -31,11 +31,16 @@ public final class MasterImageCache: Sendable {
         public var directory: String
         public var sizeLimitBytes: Int64
         public var timeToLive: Duration
+        /// The permissions of masters (`[image_worker] image_file_mode`): node files linked to
+        /// a master share them.
+        public var imageFileMode: mode_t
 
-        public init(directory: String, sizeLimitBytes: Int64 = 20_480 << 20, timeToLive: Duration = .seconds(10_080 * 60)) {
+        public init(directory: String, sizeLimitBytes: Int64 = 20_480 << 20, timeToLive: Duration = .seconds(10_080 * 60),
+                    imageFileMode: mode_t = 0o644) {
             self.directory = directory
             self.sizeLimitBytes = sizeLimitBytes
             self.timeToLive = timeToLive
+            self.imageFileMode = imageFileMode
         }
     }
 
@@ -137,7 +142,7 @@ public final class MasterImageCache: Sendable {
             try directory.remove(key)
             try directory.remove("\(key).json")
         }
-        let staging = StagingFile(in: directory, finalName: key)
+        let staging = StagingFile(in: directory, finalName: key, mode: settings.imageFileMode)
         let algorithm = expected?.algorithm ?? .sha256
         var fetched: FetchedImage
         do {

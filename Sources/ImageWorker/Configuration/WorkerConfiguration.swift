@@ -1,4 +1,5 @@
 import AMQPModel
+import Foundation
 import ImageServices
 import Logging
 import OsloMessaging
@@ -59,6 +60,8 @@ public struct WorkerConfiguration: Sendable {
     public var stateDirectory: String
     /// `images_dir`: node folders live under it.
     public var imagesDirectory: String
+    /// `image_file_mode`: the permissions of image files the worker writes.
+    public var imageFileMode: mode_t
 
     /// The folders holding what the worker wrote for nodes and callers (node images, master cache,
     /// request journal): never readable through `file://`.
@@ -147,12 +150,17 @@ public struct WorkerConfiguration: Sendable {
 
         let stateDirectory = try absolutePath(sources, O.stateDirectory)
         let imagesDirectory = try absolutePath(sources, O.imagesDirectory, default: stateDirectory + "/images")
+        let modeText = sources.string(O.imageFileMode).trimmingCharacters(in: .whitespaces)
+        guard modeText.hasPrefix("0"), let imageFileMode = mode_t(modeText, radix: 8), imageFileMode <= 0o777 else {
+            throw ConfigurationError(O.imageFileMode, "'\(modeText)' is not an octal file mode such as 0644 or 0640")
+        }
         var cache: MasterImageCache.Settings? = nil
         if sources.raw(O.masterPath.section, O.masterPath.name) != "" {
             cache = MasterImageCache.Settings(
                 directory: try absolutePath(sources, O.masterPath, default: stateDirectory + "/master_images"),
                 sizeLimitBytes: Int64(try sources.integer(O.cacheSize)) << 20,
-                timeToLive: .seconds(60 * (try sources.integer(O.cacheTTL))))
+                timeToLive: .seconds(60 * (try sources.integer(O.cacheTTL))),
+                imageFileMode: imageFileMode)
         }
         let levelText = sources.string(O.logLevel).lowercased()
         guard let logLevel = Logger.Level(rawValue: levelText == "warn" ? "warning" : levelText) else {
@@ -192,6 +200,7 @@ public struct WorkerConfiguration: Sendable {
             cache: cache,
             stateDirectory: stateDirectory,
             imagesDirectory: imagesDirectory,
+            imageFileMode: imageFileMode,
             topic: topic,
             maxConcurrentDownloads: try sources.integer(O.maxConcurrentDownloads),
             progressInterval: .milliseconds(Int64(try sources.number(O.progressInterval) * 1000)),

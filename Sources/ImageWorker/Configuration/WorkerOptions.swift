@@ -96,6 +96,9 @@ public enum WorkerOptions {
 
     public static let stateDirectory = ConfigurationOption(section, "state_dir", .text, default: "/var/lib/image-worker", help: "where the worker keeps its state")
     public static let imagesDirectory = ConfigurationOption(section, "images_dir", .text, defaultDescription: "`<state_dir>/images`", help: "node folders live under it")
+    public static let imageFileMode = ConfigurationOption(
+        section, "image_file_mode", .text, default: "0644",
+        help: "octal permissions of the image files the worker writes, whatever the umask (a hard-linked `file://` image keeps its source's); 0644 lets a web server on the host serve them")
     public static let topic = ConfigurationOption(section, "topic", .text, default: "ironic.image_worker", help: "the queue conductors send requests to")
     public static let maxConcurrentDownloads = ConfigurationOption(
         section, "max_concurrent_downloads", .integer(1...1000), default: "20",
@@ -155,7 +158,7 @@ public enum WorkerOptions {
         glanceProjectID, glanceProjectDomain, glanceRegion, glanceInterface, glanceValidInterfaces, glanceRetries, glanceCAFile,
         glanceInsecure, glanceCertFile, glanceKeyFile,
         masterPath, cacheSize, cacheTTL,
-        stateDirectory, imagesDirectory, topic, maxConcurrentDownloads, maxConnectionsPerHost, progressInterval, gracefulShutdownTimeout,
+        stateDirectory, imagesDirectory, imageFileMode, topic, maxConcurrentDownloads, maxConnectionsPerHost, progressInterval, gracefulShutdownTimeout,
         logLevel, logFormat, metricsAddress, deadLetterExchange, maxTaskAttempts, journalSize, requireHTTPChecksum, downloadRetries,
         downloadStallTimeout, downloadTimeout, netrcFile, clientCertFile, clientKeyFile, httpProxy, httpsProxy, noProxy,
         disallowedNetworks, allowedNetworks, disallowedPorts, allowedPorts,

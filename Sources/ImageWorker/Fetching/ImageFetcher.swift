@@ -1,4 +1,7 @@
 import ImageServices
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Fetches a node's images as a pipeline of stages, each a type with one concern:
 ///
@@ -19,17 +22,21 @@ public struct ImageFetcher: Sendable {
     public let cache: MasterImageCache?
     /// The stages run on the disk image between verification and placement, in order.
     public let transforms: [any ImageTransformStage]
+    /// The permissions of the image files written (`[image_worker] image_file_mode`); a hard
+    /// link keeps its source's.
+    public let imageFileMode: mode_t
 
     private var planner: FetchPlanner { FetchPlanner(registry: registry, checksums: checksums) }
     private var transfer: ImageTransferStage { ImageTransferStage(cache: cache) }
 
     /// Creates a fetcher.
     public init(registry: ImageServiceRegistry, checksums: ChecksumPolicy = ChecksumPolicy(), cache: MasterImageCache? = nil,
-                transforms: [any ImageTransformStage] = []) {
+                transforms: [any ImageTransformStage] = [], imageFileMode: mode_t = 0o644) {
         self.registry = registry
         self.checksums = checksums
         self.cache = cache
         self.transforms = transforms
+        self.imageFileMode = imageFileMode
     }
 
     /// Fetches the node's images into its folder in `store`.
@@ -48,7 +55,7 @@ public struct ImageFetcher: Sendable {
         var staged: [StagedImage] = []
         do {
             for plan in plans {
-                let staging = StagingFile(in: directory, finalName: plan.role.fileName)
+                let staging = StagingFile(in: directory, finalName: plan.role.fileName, mode: imageFileMode)
                 staged.append(try await stage(plan, into: staging, context: context, progress: progress))
             }
             let images = try await ImagePlacement.place(staged)
@@ -78,7 +85,7 @@ public struct ImageFetcher: Sendable {
     public func fetchImage(_ info: InstanceInfo, into directory: DirectoryHandle, named name: String, context: ImageRequestContext,
                            progress: @escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> ResolvedImage {
         let plan = try await planner.diskPlan(info, context: context)
-        let image = try await stage(plan, into: StagingFile(in: directory, finalName: name), context: context, progress: progress)
+        let image = try await stage(plan, into: StagingFile(in: directory, finalName: name, mode: imageFileMode), context: context, progress: progress)
         do {
             return try await ImagePlacement.place([image])[0]
         } catch {
