@@ -25,7 +25,7 @@ public struct ImageWorkerApplication: Sendable {
                 onMonitoringListening: @escaping @Sendable (Int) async -> Void = { _ in }) throws {
         self.configuration = configuration
         imageServices = try ImageServicesBundle(configuration: configuration)
-        store = try NodeImageStore(path: configuration.imagesDirectory)
+        store = try NodeImageStore(path: configuration.imagesDirectory, locksPath: configuration.nodeLocksDirectory)
         let leftovers = try store.removeLeftoverStagingFiles()
         if leftovers > 0 { logger.notice("removed staging files left by an earlier process", metadata: ["count": "\(leftovers)"]) }
         // A small look-ahead on the work queue, so a slot freed is filled without a round trip.

@@ -56,8 +56,11 @@ struct FetchCommand: AsyncParsableCommand {
             let result: JSONObject
             let fetcher = ImageFetcher(registry: services.registry, checksums: configuration.checksumPolicy, imageFileMode: configuration.imageFileMode)
             if let node {
-                let store = try NodeImageStore(path: configuration.imagesDirectory)
-                let images = try await fetcher.fetch(try FetchImageArguments(nodeUUID: node, instanceInfo: info), into: store, context: context, progress: progress)
+                let store = try NodeImageStore(path: configuration.imagesDirectory, locksPath: configuration.nodeLocksDirectory)
+                let arguments = try FetchImageArguments(nodeUUID: node, instanceInfo: info)
+                let images = try await store.withNodeLock(arguments.nodeUUID) {
+                    try await fetcher.fetch(arguments, into: store, context: context, progress: progress)
+                }
                 result = images.resultJSON(requestID: context.requestID, taskID: OsloIdentifiers.uuid4Hex())
             } else {
                 let target = output ?? Self.defaultName(reference)

@@ -146,6 +146,31 @@ class FetchInteropTests(harness.WorkerSuite):
         self.assertEqual(result["instance_info"]["kernel"], "file://" + kernel)
         self.assertEqual(result["instance_info"]["ramdisk"], "file://" + ramdisk)
 
+    def test_f2_one_node_at_a_time_and_its_folder_holds_exactly_the_last_fetch(self):
+        # §6: a partition fetch of a slow http image, and at once a whole-disk fetch for the same
+        # node. Run together, the quick second one would finish first and the first would then
+        # leave disk, kernel and ramdisk; one after the other, the second ends last and removes
+        # the earlier kernel and ramdisk.
+        harness.require_image_servers()
+        data = os.urandom(6 << 20)  # 3 s at nginx's 2 MiB/s on /slow2m/
+        name = "lock-%s.img" % uuid.uuid4().hex[:6]
+        harness.publish_http("slow2m/" + name, data)
+        kernel = self.make_file("lock/vmlinuz", size=4096)
+        ramdisk = self.make_file("lock/initrd", size=8192)
+        whole = self.make_file("lock/whole.img", size=1 << 20)
+        node = str(uuid.uuid4())
+        self.conductor.cast("fetch_image", node_uuid=node, instance_info={
+            "image_source": "%s/slow2m/%s" % (harness.HTTP_URL, name), "image_checksum": hashlib.sha256(data).hexdigest(),
+            "kernel": "file://" + kernel, "ramdisk": "file://" + ramdisk})
+        self.events.wait_for(for_node(node, "baremetal.image.fetch.start"), description="the first fetch's start")
+        self.conductor.cast("fetch_image", node_uuid=node, instance_info={"image_source": "file://" + whole})
+        is_end = for_node(node, "baremetal.image.fetch.end")
+        first = self.events.wait_for(is_end, timeout=60, description="the first end")
+        second = self.events.wait_for(lambda e: is_end(e) and e is not first, timeout=60, description="the second end")
+        self.assertEqual([data_of(e)["image_type"] for e in (first, second)], ["partition", "whole-disk"], "the second fetch ended first")
+        self.assertEqual(sorted(os.listdir(os.path.join(self.worker.images_dir, node))), ["disk"])
+        self.assertEqual(os.stat(self.node_path(node, "disk")).st_ino, os.stat(whole).st_ino)
+
     def test_g_a_partition_image_without_a_ramdisk_is_MissingParameterValue(self):
         disk = self.make_file("part2/disk.img")
         with self.assertRaises(Exception) as raised:

@@ -63,6 +63,10 @@ public struct WorkerConfiguration: Sendable {
     /// `image_file_mode`: the permissions of image files the worker writes.
     public var imageFileMode: mode_t
 
+    /// `<state_dir>/node-locks`: one lock file per node, so that requests for a node run one after
+    /// the other across the processes sharing `state_dir` and `images_dir`.
+    public var nodeLocksDirectory: String { stateDirectory + "/node-locks" }
+
     /// The folders holding what the worker wrote for nodes and callers (node images, master cache,
     /// request journal): never readable through `file://`.
     public var workerFolders: [String] {

@@ -59,6 +59,10 @@ public struct ImageFetcher: Sendable {
                 staged.append(try await stage(plan, into: staging, context: context, progress: progress))
             }
             let images = try await ImagePlacement.place(staged)
+            // The folder holds exactly this fetch's files: a whole-disk fetch after a partition
+            // one leaves no kernel or ramdisk of the earlier image behind.
+            let placed = Set(plans.map(\.role))
+            try await ImagePlacement.removeOthers(than: placed, in: directory)
             return NodeImages(nodeUUID: arguments.nodeUUID, imageType: imageType, images: images, instanceInfo: arguments.instanceInfo)
         } catch {
             await ImagePlacement.discard(staged)

@@ -1,4 +1,5 @@
 import ImageServices
+import SystemSupport
 
 /// The place stage: once every image of a node is staged and verified, each is renamed over its
 /// final name (one atomic step each); if anything failed, every staging file goes. A node's files
@@ -17,6 +18,19 @@ enum ImagePlacement {
             images.append(resolved(image, path: image.staging.finalPath))
         }
         return images
+    }
+
+    /// Removes the role files (`disk`, `kernel`, `ramdisk`) of roles not in `roles` from a node
+    /// folder, off the pool (unlinking a large image takes a while).
+    static func removeOthers(than roles: Set<ImageRole>, in directory: DirectoryHandle) async throws {
+        let stale = ImageRole.allCases.filter { !roles.contains($0) }.map(\.fileName)
+        guard !stale.isEmpty else { return }
+        do {
+            try await BlockingWork.run { _ in for name in stale { try directory.remove(name) } }
+        } catch {
+            throw RoleError(role: .image, reference: "(node folder)",
+                            error: IronicError(.imageDownloadFailed, "Cannot remove an earlier image from \(directory.path): \(error)."))
+        }
     }
 
     /// Removes every staging file (those already committed are gone already).

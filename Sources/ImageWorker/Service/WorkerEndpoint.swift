@@ -83,6 +83,14 @@ public struct WorkerEndpoint: RPCEndpoint {
         } catch {
             return fail(task, imageSource: imageSource, role: nil, error: error, request: request, logger: context.logger)
         }
+        // One node at a time: a second request for the node waits here, before its `.start`.
+        return try await store.withNodeLock(arguments.nodeUUID) {
+            try await fetchImage(arguments, request: request, task: task, imageSource: imageSource, attempt: attempt, context: context)
+        }
+    }
+
+    private func fetchImage(_ arguments: FetchImageArguments, request: RPCRequest, task: TaskIdentity, imageSource: String?, attempt: Int,
+                            context: ImageRequestContext) async throws -> RPCOutcome {
         try await events.started(task, imageSource: imageSource, attempt: attempt, context: request.context)
         context.logger.info("fetching images", metadata: ["image_source": "\(imageSource ?? "-")", "attempt": "\(attempt)"])
         do {
@@ -147,7 +155,9 @@ public struct WorkerEndpoint: RPCEndpoint {
             let node = try FetchImageArguments.nodeUUID(request.args)
             let deleted: Bool
             do {
-                deleted = try await BlockingWork.run { [store] _ in try store.deleteNode(node) }
+                deleted = try await store.withNodeLock(node) {
+                    try await BlockingWork.run { [store] _ in try store.deleteNode(node) }
+                }
             } catch {
                 throw IronicError(.imageDownloadFailed, "Cannot remove the images of node \(node): \(error).")
             }
