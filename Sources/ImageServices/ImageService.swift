@@ -132,15 +132,19 @@ public struct ImageFetchRequest: Sendable {
     public var digestAlgorithms: Set<HashAlgorithm>
     public var context: ImageRequestContext
     public var progress: TransferProgressHandler
+    /// The size the service described before the download (HEAD's `Content-Length`), which free
+    /// space was checked against: a transfer without a length of its own must not go past it.
+    public var announcedSize: Int64?
 
     /// Creates a request.
     public init(reference: ImageReference, destination: StagingFile, digestAlgorithms: Set<HashAlgorithm>, context: ImageRequestContext,
-                progress: @escaping TransferProgressHandler = { _ in }) {
+                progress: @escaping TransferProgressHandler = { _ in }, announcedSize: Int64? = nil) {
         self.reference = reference
         self.destination = destination
         self.digestAlgorithms = digestAlgorithms
         self.context = context
         self.progress = progress
+        self.announcedSize = announcedSize
     }
 }
 

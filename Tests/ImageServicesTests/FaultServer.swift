@@ -102,7 +102,10 @@ final class FaultServer: Sendable {
                 return
             }
             var headers = HTTPHeaders(answer.headers)
-            if !headers.contains(name: "Content-Length") { headers.add(name: "Content-Length", value: String(answer.body.count)) }
+            // A chunked answer (Transfer-Encoding given) has no length; NIO frames the chunks.
+            if !headers.contains(name: "Content-Length") && !headers.contains(name: "Transfer-Encoding") {
+                headers.add(name: "Content-Length", value: String(answer.body.count))
+            }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
             let sent = method == .HEAD ? [] : Array(answer.body.prefix(answer.cutAfter ?? answer.body.count))
             if !sent.isEmpty {

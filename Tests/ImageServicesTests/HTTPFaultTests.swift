@@ -23,13 +23,15 @@ struct HTTPFaultTests {
     }
 
     /// Fetches `path` from `server` into a fresh folder; returns the result and the folder.
-    func fetch(_ server: FaultServer, _ path: String = "/image.img", settings: HTTPClientSettings? = nil) async throws -> (FetchedImage, TemporaryDirectory, StagingFile) {
+    func fetch(_ server: FaultServer, _ path: String = "/image.img", settings: HTTPClientSettings? = nil,
+               announcedSize: Int64? = nil) async throws -> (FetchedImage, TemporaryDirectory, StagingFile) {
         return try await withCleanup { cleanup in
             let folder = try TemporaryDirectory(prefix: "fault")
             let transport = try HTTPTransport(settings: settings ?? self.settings())
             cleanup.add { await transport.shutdown() }
             let staging = StagingFile(in: try DirectoryHandle(path: folder.path), finalName: "disk")
-            let request = ImageFetchRequest(reference: try ImageReference(server.url + path), destination: staging, digestAlgorithms: [.sha256], context: context)
+            let request = ImageFetchRequest(reference: try ImageReference(server.url + path), destination: staging, digestAlgorithms: [.sha256], context: context,
+                                            announcedSize: announcedSize)
             do {
                 let fetched = try await HTTPImageService(transport: transport).fetch(request)
                 return (fetched, folder, staging)
@@ -203,6 +205,20 @@ struct HTTPFaultTests {
                 let error = error as? IronicError
                 return error?.code == .temporaryFailure && error?.retryable == true && error?.message.contains("after 3 attempts") == true
             }
+        }
+    }
+
+    @Test("a body without a length of its own stops at the size announced before it (HEAD's), so it cannot fill the disk")
+    func boundedByAnnouncedSize() async throws {
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(headers: [("Transfer-Encoding", "chunked")], body: Self.image) }
+            cleanup.add { await server.stop() }
+            let (whole, folder, _) = try await fetch(server)
+            folder.remove()
+            #expect(whole.size == Int64(Self.image.count), "chunked without an announced size: read to its end")
+            await #expect {
+                _ = try await fetch(server, announcedSize: 1 << 20)
+            } throws: { ($0 as? IronicError)?.message.contains("more than the 1048576 bytes it announced") == true }
         }
     }
 

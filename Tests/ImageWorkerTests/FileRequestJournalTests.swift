@@ -243,6 +243,25 @@ struct FileRequestJournalIdentityTests {
         #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .finished(large))
     }
 
+    @Test("a full disk is RequestJournalFull (the server refuses the request), not an error that requeues it",
+          .enabled(if: getuid() == 0, "mounts a 64 KiB tmpfs (root only; CI runs as root)"))
+    func fullDisk() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal-full")
+        defer { directory.remove() }
+        let mountPoint = directory.appending("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        try #require(mount("tmpfs", mountPoint, "tmpfs", 0, "size=64k") == 0, "mount: \(String(cString: strerror(errno)))")
+        defer { umount2(mountPoint, 2) }  // MNT_DETACH
+        let journal = try FileRequestJournal(path: mountPoint + "/journal", logger: Logger(label: "test"))
+        // Fill what is left.
+        let filler = Glibc.open(mountPoint + "/filler", O_WRONLY | O_CREAT, 0o600)
+        try #require(filler >= 0)
+        let block = [UInt8](repeating: 7, count: 4096)
+        while block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }) > 0 {}
+        close(filler)
+        await #expect(throws: RequestJournalFull.self) { _ = try await journal.begin(uniqueID: "u1", fingerprint: "f") }
+    }
+
     @Test("records are 0600 in a 0700 folder, also where an older version made them wider")
     func modes() async throws {
         let directory = try TemporaryDirectory(prefix: "journal")

@@ -232,6 +232,20 @@ struct MasterImageCacheTests {
         }
     }
 
+    @Test("a size no eviction could make room for (a HEAD claiming 10^15 bytes) fails at once and evicts nothing")
+    func impossibleSizeEvictsNothing() async throws {
+        let fixture = try Fixture(service: ScriptedImageService(content: randomBytes(1000)))
+        defer { fixture.root.remove() }
+        for _ in 0..<3 {
+            let node = UUID().uuidString.lowercased()
+            _ = try await fixture.fetch(node, "scripted://images/\(UUID().uuidString).img", context: context)
+            try fixture.store.deleteNode(node)  // unlinked: evictable
+        }
+        #expect(fixture.masters.count == 3)
+        #expect(throws: IronicError.self) { try fixture.cache.ensureSpace(for: 1_000_000_000_000_000) }
+        #expect(fixture.masters.count == 3, "the masters were evicted for a download that could never fit")
+    }
+
     @Test("staging files of dead processes in the cache folder are removed at start")
     func abandonedStaging() throws {
         let root = try TemporaryDirectory(prefix: "cache-start")

@@ -309,6 +309,20 @@ struct RPCServerTests {
         }
     }
 
+    @Test("a journal whose disk is full: the request is refused with InsufficientDiskSpace and acknowledged, not requeued to fail again")
+    func journalFull() async throws {
+        struct FullJournal: RequestJournal {
+            func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision { throw RequestJournalFull("write: No space left on device") }
+            func finish(uniqueID: String, outcome: RPCOutcome) async throws {}
+            func abandon(uniqueID: String) async {}
+        }
+        let endpoint = TestEndpoint()
+        let events = try await run([Delivery(body: call("echo"))], endpoint: endpoint, journal: FullJournal(), expecting: 3)
+        #expect(kinds(events) == ["test.refused", "reply", "ack"])
+        #expect(reply(events[1])?.failure?.className == "InsufficientDiskSpace")
+        #expect(endpoint.runs.withLock { $0.isEmpty })
+    }
+
     @Test("broadcasts are not journaled: every delivery runs")
     func fanoutRunsEveryTime() async throws {
         let endpoint = TestEndpoint()

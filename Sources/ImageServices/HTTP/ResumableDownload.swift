@@ -173,6 +173,11 @@ struct ResumableDownload {
                 if let expectedEnd, position > expectedEnd {
                     throw IronicError.downloadFailed(reference.redacted, "the server sent more bytes than its Content-Length (\(expectedEnd)).")
                 }
+                // No length of its own: the size announced before (which free space was checked
+                // against) bounds it, so a body without end cannot fill the disk.
+                if expectedEnd == nil, let announced = request.announcedSize, position > announced {
+                    throw IronicError.downloadFailed(reference.redacted, "the server sent more than the \(announced) bytes it announced.")
+                }
                 try await sink.write(chunk)
                 request.progress(TransferProgress(phase: .download, bytes: position, total: expectedEnd))
             }

@@ -147,7 +147,7 @@ public final class MasterImageCache: Sendable {
         var fetched: FetchedImage
         do {
             fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
-                                                                context: context, progress: progress))
+                                                                context: context, progress: progress, announcedSize: current?.size))
             try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
             try await staging.commitOffPool()
         } catch {
@@ -179,9 +179,18 @@ public final class MasterImageCache: Sendable {
     }
 
     /// Makes room for `size` bytes: cleans the cache when short, else `InsufficientDiskSpace`.
+    /// A size that would not fit even with every unused master gone (a HEAD that claims 10^15
+    /// bytes) fails at once and evicts nothing: eviction is only for a request that can fit.
     public func ensureSpace(for size: Int64) throws {
         var available = try DiskSpace.available(at: directory)
         if available >= size { return }
+        let evictable = try unlinkedMasters().reduce(Int64(0)) { $0 + $1.size }
+        guard available + evictable >= size else {
+            logger.notice("a download larger than the disk could ever hold; nothing evicted for it", metadata: [
+                "needed_bytes": "\(size)", "available_bytes": "\(available)", "evictable_bytes": "\(evictable)",
+            ])
+            throw DiskSpace.insufficient(directory.path, required: size, available: available)
+        }
         logger.notice("short of disk space for a download; cleaning the image cache", metadata: [
             "needed_bytes": "\(size)", "available_bytes": "\(available)",
         ])
@@ -197,25 +206,13 @@ public final class MasterImageCache: Sendable {
     /// masters another task or process is working on, are never removed.
     @discardableResult
     public func cleanUp(amount: Int64? = nil) throws -> CleanUpReport {
-        struct Master {
-            var key: String
-            var size: Int64
-            var lastUsed: Int64
-        }
-        var masters: [Master] = []
         var total: Int64 = 0
-        for entry in try directory.entries() where !entry.hasPrefix(".") && !entry.hasSuffix(".json") {
-            guard let info = try directory.fileStatus(of: entry), info.kind == .regular else { continue }
-            total += info.size
-            guard info.linkCount == 1 else { continue }
-            let lastUsed = max(info.modificationMicroseconds, info.accessMicroseconds, info.changeMicroseconds)
-            masters.append(Master(key: entry, size: info.size, lastUsed: lastUsed))
-        }
+        var masters = try unlinkedMasters(total: &total)
         masters.sort { $0.lastUsed < $1.lastUsed }
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
         let ttl = Int64(settings.timeToLive.components.seconds) * 1_000_000
         var report = CleanUpReport(removed: 0, freedBytes: 0)
-        var remaining: [Master] = []
+        var remaining: [UnlinkedMaster] = []
         for master in masters {
             if now - master.lastUsed > ttl, try remove(master.key) {
                 report.removed += 1
@@ -236,6 +233,31 @@ public final class MasterImageCache: Sendable {
         }
         WorkerMetrics.cacheEvicted(count: report.removed, bytes: report.freedBytes)
         return report
+    }
+
+    /// A master no node folder links to: a candidate for eviction.
+    private struct UnlinkedMaster {
+        var key: String
+        var size: Int64
+        var lastUsed: Int64
+    }
+
+    /// The masters no node folder links to; `total` gets the size of every master.
+    private func unlinkedMasters(total: inout Int64) throws -> [UnlinkedMaster] {
+        var masters: [UnlinkedMaster] = []
+        for entry in try directory.entries() where !entry.hasPrefix(".") && !entry.hasSuffix(".json") {
+            guard let info = try directory.fileStatus(of: entry), info.kind == .regular else { continue }
+            total += info.size
+            guard info.linkCount == 1 else { continue }
+            let lastUsed = max(info.modificationMicroseconds, info.accessMicroseconds, info.changeMicroseconds)
+            masters.append(UnlinkedMaster(key: entry, size: info.size, lastUsed: lastUsed))
+        }
+        return masters
+    }
+
+    private func unlinkedMasters() throws -> [UnlinkedMaster] {
+        var total: Int64 = 0
+        return try unlinkedMasters(total: &total)
     }
 
     /// Removes one master and its record, unless it is in use (locked, or linked from a node).

@@ -45,7 +45,7 @@ struct ImageTransferStage: Sendable {
                 if available < size { throw DiskSpace.insufficient(staging.directory.path, required: size, available: available) }
             }
             let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],
-                                            context: context, progress: progress)
+                                            context: context, progress: progress, announcedSize: current?.size)
             do {
                 return (try await service.fetch(request), .bypass)
             } catch {

@@ -91,6 +91,14 @@ public final class FileRequestJournal: RequestJournal {
     }
 
     public func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision {
+        do {
+            return try await decide(uniqueID: uniqueID, fingerprint: fingerprint)
+        } catch let error as SystemCallError where error.errno == ENOSPC || error.errno == EDQUOT {
+            throw RequestJournalFull("\(error)")
+        }
+    }
+
+    private func decide(uniqueID: String, fingerprint: String) async throws -> JournalDecision {
         let key = Self.key(uniqueID)
         let digest = Self.fingerprintDigest(fingerprint)
         while true {

@@ -174,6 +174,9 @@ public final class RPCServer: Service {
             let decision: JournalDecision
             do {
                 decision = try await journal.begin(uniqueID: uniqueID, fingerprint: request.fingerprint)
+            } catch let full as RequestJournalFull {
+                let failure = RemoteFailure.ironic("InsufficientDiskSpace", message: "The worker cannot record the request: \(full).", httpStatus: 500)
+                return await refuse(refusal(failure, for: request), delivery: delivery, info: info)
             } catch {
                 await transport.reject(delivery, requeue: true)
                 return Settled(method: request.method, .requeued)

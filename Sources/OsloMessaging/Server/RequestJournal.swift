@@ -11,6 +11,17 @@ public enum JournalDecision: Sendable, Hashable {
     case conflict
 }
 
+/// A journal that cannot record a request because its disk is full. The server refuses the
+/// request (`InsufficientDiskSpace`) instead of returning it to the queue, where it would come
+/// straight back and fail again, over and over.
+public struct RequestJournalFull: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
+
 /// Remembers requests by `_unique_id`, so that a redelivered or duplicated request is not run
 /// twice: a known outcome is reproduced, and a run still in progress is joined. Each request's
 /// fingerprint is kept beside it, so a message that reuses an id for other work is told apart.
