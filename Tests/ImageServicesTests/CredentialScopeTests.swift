@@ -58,11 +58,12 @@ struct CredentialScopeTests {
         }
     }
 
-    @Test("a netrc machine entry goes to its host (both servers are 127.0.0.1), nowhere else")
+    @Test("a netrc machine entry goes to the reference's origin only: not to another port of the same host, not to other hosts")
     func machineEntry() async throws {
         let expected = "Basic " + Data("m:pw".utf8).base64EncodedString()
         let own = try await fetchThroughRedirect(credentials: HTTPCredentials(perHost: try NetrcFile(text: "machine 127.0.0.1 login m password pw")))
-        #expect(Self.authorization(own.front) == [expected] && Self.authorization(own.target) == [expected])
+        #expect(Self.authorization(own.front) == [expected])
+        #expect(Self.authorization(own.target) == [nil], "the target is another origin (another port)")
         let other = try await fetchThroughRedirect(credentials: HTTPCredentials(perHost: try NetrcFile(text: "machine images.example login m password pw")))
         #expect(Self.authorization(other.front) == [nil] && Self.authorization(other.target) == [nil])
     }

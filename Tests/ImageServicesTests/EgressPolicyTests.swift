@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOHTTP1
@@ -30,6 +31,9 @@ struct EgressPolicyTests {
             #expect(IPNetwork(bad) == nil, "\(bad)")
         }
         #expect(IPAddress("::ffff:10.0.0.1")?.description == "10.0.0.1")
+        let mapped = try #require(IPNetwork("::ffff:169.254.169.254/128"), "an IPv4-mapped network is written as IPv6")
+        #expect(mapped.contains(try #require(IPAddress("169.254.169.254"))))
+        #expect(IPNetwork("::ffff:0:0/96")?.contains(try #require(IPAddress("8.8.8.8"))) == true)
         #expect(IPAddress("2001:db8:0::1")?.description == "2001:db8::1")
     }
 
@@ -37,20 +41,27 @@ struct EgressPolicyTests {
           arguments: ["169.254.169.254", "2852039166", "0xa9.0xfe.0xa9.0xfe", "0251.0376.0251.0376", "[::ffff:169.254.169.254]",
                       "127.0.0.1", "127.1", "2130706433", "[::1]", "0.0.0.0", "localhost", "[fd00:ec2::254]", "[fe80::1%25lo]"])
     func spellingsRefused(host: String) async throws {
-        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await EgressPolicy().destination(host: host, port: 80) }
+        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await EgressPolicy().destinations(host: host, port: 80) }
+    }
+
+    @Test("hosts the HTTP client could read otherwise than the policy (non-ASCII, percent-encoded) and bad ports are refused as references",
+          arguments: ["http://ｅvil.example/x", "http://ev%69l.example/x", "http://[2001:db8::1]:65558/x", "http://[2001:db8::1]x/x",
+                      "http://[2001:db8::1]:/x", "http://h.example:0/x", "http://[fe80::1%eth0]/x"])
+    func unparsableHosts(href: String) {
+        #expect(throws: IronicError.self) { _ = try ParsedHTTPURL(href) }
     }
 
     @Test("allowed networks and ports: only what is listed passes; ports are checked before any lookup")
     func allowLists() async throws {
         let policy = EgressPolicy(disallowedNetworks: [], allowedNetworks: [try #require(IPNetwork("127.0.0.0/8"))],
                                   disallowedPorts: [8080], allowedPorts: Set(80...90).union([8080]))
-        #expect(try await policy.destination(host: "127.0.0.2", port: 80) == IPAddress("127.0.0.2"))
-        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destination(host: "10.0.0.1", port: 80) }
-        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destination(host: "127.0.0.1", port: 8080) }
-        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destination(host: "127.0.0.1", port: 443) }
+        #expect(try await policy.destinations(host: "127.0.0.2", port: 80) == [try #require(IPAddress("127.0.0.2"))])
+        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destinations(host: "10.0.0.1", port: 80) }
+        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destinations(host: "127.0.0.1", port: 8080) }
+        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destinations(host: "127.0.0.1", port: 443) }
         // A name that cannot resolve: with a refused port, no lookup happens, so the answer is the refusal.
-        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destination(host: "no-such-host.invalid", port: 443) }
-        await #expect(throws: EgressPolicy.Refusal.self) { try await policy.destination(host: "no-such-host.invalid", port: 80) }
+        await #expect(throws: EgressPolicy.Refusal.notAllowed) { try await policy.destinations(host: "no-such-host.invalid", port: 443) }
+        await #expect(throws: EgressPolicy.Refusal.self) { try await policy.destinations(host: "no-such-host.invalid", port: 80) }
     }
 
     /// Fetches `href` through an HTTP transport with `policy`; returns the error.
@@ -92,6 +103,22 @@ struct EgressPolicyTests {
         #expect(contacted == 0, "a refused destination must not be contacted")
         let closed = try await refusal(server.url + "/latest/meta-data", policy: EgressPolicy())
         #expect(closed.message == listening.message, "an oracle: the answer depends on what listens")
+    }
+
+    @Test("a pinned connection falls back to the host's next checked address when connecting fails (::1 refused, 127.0.0.1 listening)")
+    func fallsBackToTheNextAddress() async throws {
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(body: Array("ok".utf8)) }
+            cleanup.add { await server.stop() }
+            let transport = try HTTPTransport(settings: HTTPClientSettings(connectTimeout: .seconds(5), retries: 0))
+            cleanup.add { await transport.shutdown() }
+            let url = try ParsedHTTPURL(server.url.replacingOccurrences(of: "127.0.0.1", with: "localhost") + "/x")
+            let addresses = [try #require(IPAddress("::1")), try #require(IPAddress("127.0.0.1"))]
+            let answer = try await transport.execute(HTTPClientRequest(url: url.withoutUserInfo), to: url, pinnedTo: addresses, deadline: .afterSlot(.seconds(10)))
+            defer { answer.slot.release() }
+            #expect(answer.response.status == .ok)
+            #expect(server.requests.count == 1)
+        }
     }
 
     @Test("every redirect hop is checked: an allowed server redirecting to a refused port is refused, the target never contacted")

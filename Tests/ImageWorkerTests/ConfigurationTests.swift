@@ -1,6 +1,7 @@
 import AMQPModel
 import ImageServices
 import Testing
+import TestSupport
 @testable import ImageWorker
 import OsloMessaging
 
@@ -158,6 +159,7 @@ struct ConfigurationTests {
         ("[image_worker]\nimage_file_mode = 644", "[image_worker] image_file_mode: '644' is not an octal file mode"),
         ("[image_worker]\nimage_file_mode = 01777", "[image_worker] image_file_mode: '01777' is not an octal file mode"),
         ("[image_worker]\nimage_file_mode = 0689", "[image_worker] image_file_mode: '0689' is not an octal file mode"),
+        ("[image_worker]\nimage_file_mode = 0044", "[image_worker] image_file_mode: '0044' must let the worker's user read and write"),
         ("[image_worker]\ndisallowed_networks = 10.0.0.0/33", "[image_worker] disallowed_networks: '10.0.0.0/33' is not an IP network"),
         ("[image_worker]\nallowed_networks = example.com", "[image_worker] allowed_networks: 'example.com' is not an IP network"),
         ("[image_worker]\nallowed_ports = 0", "[image_worker] allowed_ports: '0' is not a port"),
@@ -196,12 +198,17 @@ struct ConfigurationTests {
         #expect(configured.cache?.imageFileMode == 0o640)
     }
 
-    @Test("the worker's own folders, closed to file://: images, the journal, the master cache when there is one")
+    @Test("the worker's own files, closed to file://: images, state_dir, the master cache when there is one, credential files")
     func workerFolders() throws {
         let configuration = try load("[DEFAULT]\nhost = h\n[image_worker]\nstate_dir = /srv/iw\n[pxe]\ninstance_master_path = /var/lib/ironic/master_images")
-        #expect(configuration.workerFolders == ["/srv/iw/images", "/srv/iw/journal", "/var/lib/ironic/master_images"])
+        #expect(configuration.workerFolders == ["/srv/iw/images", "/srv/iw", "/var/lib/ironic/master_images"])
         let noCache = try load("[DEFAULT]\nhost = h\n[image_worker]\nstate_dir = /srv/iw\nimages_dir = /data/nodes\n[pxe]\ninstance_master_path =")
-        #expect(noCache.workerFolders == ["/data/nodes", "/srv/iw/journal"])
+        #expect(noCache.workerFolders == ["/data/nodes", "/srv/iw"])
+        let netrc = try TemporaryDirectory(prefix: "netrc")
+        defer { netrc.remove() }
+        let file = try netrc.write(Array("machine h login u password p\n".utf8), to: "netrc")
+        let withSecrets = try load("[DEFAULT]\nhost = h\n[image_worker]\nstate_dir = /srv/iw\nnetrc_file = \(file)\n[pxe]\ninstance_master_path =")
+        #expect(withSecrets.workerFolders == ["/srv/iw/images", "/srv/iw", file], "credential files are closed too")
     }
 
     @Test("overrides must look like section.option=value")

@@ -20,21 +20,25 @@ struct NodeLockTests {
         let first = try NodeImageStore(path: root.appending("images"), locksPath: root.appending("locks"), lockPollInterval: .milliseconds(10))
         let second = try NodeImageStore(path: root.appending("images"), locksPath: root.appending("locks"), lockPollInterval: .milliseconds(10))
         let node = UUIDText.random(), other = UUIDText.random()
-        let order = Mutex<[String]>([])
+        let order = OrderLog()
         let holding = AsyncStream<Void>.makeStream()
         let holder = Task {
             try await first.withNodeLock(node) {
-                order.withLock { $0.append("first in") }
+                order.entries.withLock { $0.append("first in") }
                 holding.continuation.yield()
-                try await Task.sleep(for: .milliseconds(300))
-                order.withLock { $0.append("first out") }
+                while !order.entries.withLock({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(10)) }
+                order.entries.withLock { $0.append("first out") }
             }
         }
         for await _ in holding.stream { break }
-        try await second.withNodeLock(other) { order.withLock { $0.append("other node") } }
-        try await second.withNodeLock(node) { order.withLock { $0.append("second in") } }
+        try await second.withNodeLock(other) { order.entries.withLock { $0.append("other node") } }
+        let waiter = Task { try await second.withNodeLock(node) { order.entries.withLock { $0.append("second in") } } }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!order.entries.withLock { $0 }.contains("second in"), "the second holder did not wait")
+        order.entries.withLock { $0.append("release") }
         try await holder.value
-        #expect(order.withLock { $0 } == ["first in", "other node", "first out", "second in"])
+        try await waiter.value
+        #expect(order.entries.withLock { $0 } == ["first in", "other node", "release", "first out", "second in"])
         #expect(FileManager.default.fileExists(atPath: root.appending("locks/\(node).lock")))
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.appending("images")).isEmpty, "no lock file among the node folders")
     }
@@ -81,4 +85,9 @@ struct NodeLockTests {
         _ = try await fetcher.fetch(try FetchImageArguments(nodeUUID: node, instanceInfo: wholeDisk), into: store, context: context) { _, _ in }
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["disk"])
     }
+}
+
+/// What happened, in order, shared by the test's tasks.
+private final class OrderLog: Sendable {
+    let entries = Mutex<[String]>([])
 }

@@ -290,6 +290,7 @@ struct RPCServerTests {
         #expect(refusals.map(\.failure.className) == ["InvalidParameterValue", "InvalidParameterValue"])
         #expect(refusals.first?.failure.message == "'_unique_id' same already identifies a request with other content.")
         #expect(refusals.map(\.nodeUUID) == ["b", "a"], "the refusal names the refused request's node")
+        #expect(refusals.allSatisfy { $0.uniqueID == nil }, "the refusal's event must not carry the first request's id")
     }
 
     @Test("fingerprints: key order and repeated keys as the endpoint reads them do not matter; method, version and values do")

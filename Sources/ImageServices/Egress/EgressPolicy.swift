@@ -50,9 +50,10 @@ public struct EgressPolicy: Sendable, Hashable {
         return allowedNetworks.contains { $0.contains(address) }
     }
 
-    /// Checks `host:port` and returns the address to connect to. The port is checked before the
-    /// name is looked up, so a refused port costs no lookup.
-    public func destination(host: String, port: Int) async throws(Refusal) -> IPAddress {
+    /// Checks `host:port` and returns the addresses to connect to, in the resolver's order (the
+    /// next one is tried when connecting to one fails). The port is checked before the name is
+    /// looked up, so a refused port costs no lookup.
+    public func destinations(host: String, port: Int) async throws(Refusal) -> [IPAddress] {
         guard permits(port: port) else { throw .notAllowed }
         let addresses: [IPAddress]
         do {
@@ -62,7 +63,7 @@ public struct EgressPolicy: Sendable, Hashable {
         } catch {
             throw .unresolvable(reason: "the host name cannot be resolved (\(error))")
         }
-        guard let first = addresses.first, addresses.allSatisfy(permits) else { throw .notAllowed }
-        return first
+        guard !addresses.isEmpty, addresses.allSatisfy(permits) else { throw .notAllowed }
+        return addresses
     }
 }

@@ -12,7 +12,8 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         let trimmed = text.trimmingWhitespace
         let parts = trimmed.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard let address = IPAddress(String(parts[0])) else { return nil }
-        let width = address.isIPv4 ? 32 : 128
+        // The width is the spelling's: `::ffff:169.254.169.254/128` is an IPv6 network.
+        let width = parts[0].contains(":") ? 128 : 32
         var length = width
         if parts.count == 2 {
             guard let parsed = Int(parts[1]), (0...width).contains(parsed), parts[1].allSatisfy(\.isASCII) else { return nil }

@@ -77,9 +77,8 @@ public struct HTTPClientSettings: Sendable, Hashable {
     }
 }
 
-/// Basic-auth credentials for image servers. Each goes only where it belongs (§5.1): the
-/// every-server pair and a netrc `default` to the reference's own origin, a netrc `machine` entry
-/// to its host over https, or over http when the reference itself was http.
+/// Basic-auth credentials for image servers. Each goes only to the reference's own origin (§5.1),
+/// never to a redirect's.
 public struct HTTPCredentials: Sendable, Hashable {
     /// One user and password for every image server (`image_server_auth_strategy = http_basic`).
     public var everyServer: (user: String, password: String)? {

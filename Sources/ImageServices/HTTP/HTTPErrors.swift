@@ -27,6 +27,20 @@ enum HTTPErrors {
 
     static func describe(_ error: any Error) -> String { classify(error).reason }
 
+    /// Whether no connection could be made (so the server never saw the request, and another
+    /// address of the same host may be tried).
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        switch error {
+        case is NIOConnectionError: return true
+        case let client as HTTPClientError: return client == .connectTimeout
+        case let channel as ChannelError:
+            if case .connectTimeout = channel { return true }
+            return false
+        case let io as IOError: return [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, ETIMEDOUT].contains(io.errnoCode)
+        default: return false
+        }
+    }
+
     static func isTransient(_ error: any Error) -> Bool { classify(error).transient }
 
     /// The verdict on any error a request can throw.

@@ -11,9 +11,8 @@ import NIOHTTP1
 /// only where they belong:
 /// - the caller's headers that carry credentials (`Authorization`, `X-Auth-Token`, `Cookie`,
 ///   `Proxy-Authorization`) only to the first request's origin (scheme, host and port);
-/// - the reference's user-info, `[deploy] image_server_*` and a netrc `default` only to the
-///   reference's own origin;
-/// - a netrc `machine` entry to that host, but never over http when the reference was https;
+/// - the reference's user-info, `[deploy] image_server_*` and netrc entries (the reference
+///   host's `machine` entry, else `default`) only to the reference's own origin;
 /// - nothing at all once a redirect went from https to http.
 struct HTTPExchange {
     /// A response, and the URL it finally came from.
@@ -54,8 +53,8 @@ struct HTTPExchange {
                 let token = Data("\(user):\(password)".utf8).base64EncodedString()
                 request.headers.replaceOrAdd(name: "Authorization", value: "Basic \(token)")
             }
-            let address = try await permittedAddress(current)
-            let answer = try await transport.execute(request, to: current, pinnedTo: address, deadline: deadline, onQueued: onQueued)
+            let addresses = try await permittedAddresses(current)
+            let answer = try await transport.execute(request, to: current, pinnedTo: addresses, deadline: deadline, onQueued: onQueued)
             let response = answer.response
             deadline = .at(answer.deadline)
             guard [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") else {
@@ -77,12 +76,12 @@ struct HTTPExchange {
         }
     }
 
-    /// The address a hop must connect to, checked by the egress policy; nil when the hop is not
+    /// The addresses a hop may connect to, checked by the egress policy; nil when the hop is not
     /// checked (no policy for this transport, or the hop goes through a proxy, which decides).
-    private func permittedAddress(_ url: ParsedHTTPURL) async throws -> IPAddress? {
+    private func permittedAddresses(_ url: ParsedHTTPURL) async throws -> [IPAddress]? {
         guard let policy = transport.settings.egress, !transport.usesProxy(url) else { return nil }
         do {
-            return try await policy.destination(host: url.host, port: url.port)
+            return try await policy.destinations(host: url.host, port: url.port)
         } catch .notAllowed {
             // The same words whether or not anything listens there, and no connection attempted.
             throw IronicError.validationFailed(reference.redacted, "\(url.origin) is not an allowed destination.")
@@ -93,15 +92,10 @@ struct HTTPExchange {
 
     /// Basic-auth credentials for a hop (see the type's comment for where each kind may go).
     private func credentials(for url: ParsedHTTPURL) -> (user: String, password: String)? {
-        let original = try? ParsedHTTPURL(reference.original)
-        let sameOrigin = original?.origin == url.origin
+        guard let original = try? ParsedHTTPURL(reference.original), original.origin == url.origin else { return nil }
+        if let user = url.user ?? original.user { return (user, url.password ?? original.password ?? "") }
         let configured = transport.settings.credentials
-        if sameOrigin, let user = url.user ?? original?.user { return (user, url.password ?? original?.password ?? "") }
-        if url.scheme == "https" || original?.scheme == "http", let entry = configured.perHost?.credentials(forMachine: url.host) {
-            return entry
-        }
-        guard sameOrigin else { return nil }
-        return configured.perHost?.defaultCredentials ?? configured.everyServer
+        return configured.perHost?.credentials(forMachine: url.host) ?? configured.perHost?.defaultCredentials ?? configured.everyServer
     }
 }
 
@@ -128,21 +122,49 @@ struct ParsedHTTPURL: Sendable, Hashable, CustomStringConvertible {
         }
         var hostPort = Substring(authority.host)
         var port = scheme == "https" ? 443 : 80
-        if hostPort.hasPrefix("["), let close = hostPort.firstIndex(of: "]") {
-            let after = hostPort[hostPort.index(after: close)...]
-            if after.hasPrefix(":"), let parsed = Int(after.dropFirst()) { port = parsed }
-            hostPort = hostPort[...close]
-        } else if let colon = hostPort.lastIndex(of: ":") {
-            guard let parsed = Int(hostPort[hostPort.index(after: colon)...]), (1...65535).contains(parsed) else {
+        func parsePort(_ digits: Substring) throws(IronicError) -> Int {
+            guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let parsed = Int(digits), (1...65535).contains(parsed) else {
                 throw IronicError(.invalidImageRef, "Invalid image href \(ImageReference.redact(text)): bad port.")
             }
-            port = parsed
+            return parsed
+        }
+        if hostPort.hasPrefix("["), let close = hostPort.firstIndex(of: "]") {
+            let after = hostPort[hostPort.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw IronicError(.invalidImageRef, "Invalid image href \(ImageReference.redact(text)): bad port.") }
+                port = try parsePort(after.dropFirst())
+            }
+            hostPort = hostPort[...close]
+        } else if let colon = hostPort.lastIndex(of: ":") {
+            port = try parsePort(hostPort[hostPort.index(after: colon)...])
             hostPort = hostPort[..<colon]
         }
         guard !hostPort.isEmpty else { throw IronicError(.invalidImageRef, "Invalid image href \(ImageReference.redact(text)): no host.") }
+        // Only plain host names (letters, digits, '-', '.', '_') or a bracketed IPv6 literal: the
+        // host checked by the egress policy must be, byte for byte, the one the HTTP client
+        // connects to, which a name that URL parsing rewrites (IDNA, percent-decoding) is not.
+        guard Self.isPlainHost(hostPort) else {
+            throw IronicError(.invalidImageRef, "Invalid image href \(ImageReference.redact(text)): the host must be an ASCII name or an IP address.")
+        }
         host = String(hostPort).lowercased()
         self.port = port
         pathAndQuery = (components.path.isEmpty ? "/" : components.path) + (components.query.map { "?" + $0 } ?? "")
+    }
+
+    /// `host` is letters, digits, `-`, `.` and `_`, or `[` IPv6 literal (hex, `:`, `.`, a `%25` zone) `]`.
+    static func isPlainHost(_ host: Substring) -> Bool {
+        func isNameByte(_ byte: UInt8) -> Bool {
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D || byte == 0x2E || byte == 0x5F
+        }
+        if host.hasPrefix("[") {
+            guard host.hasSuffix("]"), host.count > 2 else { return false }
+            let inner = host.dropFirst().dropLast()
+            let parts = inner.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0].utf8.allSatisfy({ $0 == 0x3A || $0 == 0x2E || ($0 < 0x80 && Character(Unicode.Scalar($0)).isHexDigit) }) else { return false }
+            guard parts.count == 2 else { return true }
+            return parts[1].hasPrefix("25") && parts[1].dropFirst(2).utf8.allSatisfy(isNameByte) && parts[1].count > 2
+        }
+        return host.utf8.allSatisfy(isNameByte)
     }
 
     private init(scheme: String, host: String, port: Int, pathAndQuery: String) {

@@ -62,20 +62,37 @@ public final class HTTPTransport: Sendable {
     /// as that takes (`onQueued` is called when it has to wait). The wait counts toward no
     /// deadline that starts with this request (``RequestDeadline/afterSlot(_:)``, or a download's
     /// ``RequestDeadline/download(_:)`` at its first request); one already running keeps running.
-    /// `pinnedTo`, when given, is the address the connection must go to (see the type's comment).
-    func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, pinnedTo address: IPAddress? = nil, deadline: RequestDeadline,
+    /// `pinnedTo`, when given, are the addresses the connection may go to, tried in order while
+    /// connecting fails (see the type's comment).
+    func execute(_ request: HTTPClientRequest, to url: ParsedHTTPURL, pinnedTo addresses: [IPAddress]? = nil, deadline: RequestDeadline,
                  onQueued: () -> Void = {}) async throws -> SlottedResponse {
         let originSlot = try await slots.acquire(url.origin, onWait: onQueued)
         let absolute = deadline.absolute(startingNow: .now())
-        let (client, ownClient) = address.map { pinnedClient(host: url.host, address: $0) } ?? (self.client(scheme: url.scheme, host: url.host, port: url.port), false)
-        let slot = ownClient ? OriginConnectionSlots.Slot { originSlot.release(); client.shutdown { _ in } } : originSlot
-        do {
-            let response = try await client.execute(request, deadline: absolute)
-            return SlottedResponse(response: response, slot: slot, deadline: absolute)
-        } catch {
-            slot.release()
-            throw error
+        guard let addresses else {
+            do {
+                let response = try await client(scheme: url.scheme, host: url.host, port: url.port).execute(request, deadline: absolute)
+                return SlottedResponse(response: response, slot: originSlot, deadline: absolute)
+            } catch {
+                originSlot.release()
+                throw error
+            }
         }
+        for (index, address) in addresses.enumerated() {
+            let (client, ownClient) = pinnedClient(host: url.host, address: address)
+            let slot = ownClient ? OriginConnectionSlots.Slot { originSlot.release(); client.shutdown { _ in } } : originSlot
+            do {
+                let response = try await client.execute(request, deadline: absolute)
+                return SlottedResponse(response: response, slot: slot, deadline: absolute)
+            } catch {
+                if ownClient { client.shutdown { _ in } }
+                guard index < addresses.count - 1, HTTPErrors.isConnectFailure(error) else {
+                    slot.release()
+                    throw error
+                }
+            }
+        }
+        originSlot.release()
+        throw HostResolver.Failure(host: url.host, reason: "the host name resolved to no address")
     }
 
     /// Whether requests to `url` go through a proxy (which then decides where it connects).

@@ -67,11 +67,16 @@ public struct WorkerConfiguration: Sendable {
     /// the other across the processes sharing `state_dir` and `images_dir`.
     public var nodeLocksDirectory: String { stateDirectory + "/node-locks" }
 
-    /// The folders holding what the worker wrote for nodes and callers (node images, master cache,
-    /// request journal): never readable through `file://`.
+    /// The worker's own files, never readable through `file://`: `state_dir` (journal, node
+    /// locks), `images_dir`, the master cache, and the credential files the configuration names
+    /// (netrc, TLS keys), wherever they are.
     public var workerFolders: [String] {
-        [imagesDirectory, stateDirectory + "/journal"] + (cache.map { [$0.directory] } ?? [])
+        [imagesDirectory, stateDirectory] + (cache.map { [$0.directory] } ?? []) + secretFiles
     }
+
+    /// Files holding credentials: `netrc_file`, `http_client_key_file`, `[glance] keyfile`,
+    /// `[oslo_messaging_rabbit] ssl_key_file`.
+    public var secretFiles: [String] = []
     /// `topic` (`ironic.image_worker`).
     public var topic: String
     /// `max_concurrent_downloads`: requests run at once by this process.
@@ -158,6 +163,9 @@ public struct WorkerConfiguration: Sendable {
         guard modeText.hasPrefix("0"), let imageFileMode = mode_t(modeText, radix: 8), imageFileMode <= 0o777 else {
             throw ConfigurationError(O.imageFileMode, "'\(modeText)' is not an octal file mode such as 0644 or 0640")
         }
+        guard imageFileMode & 0o600 == 0o600 else {
+            throw ConfigurationError(O.imageFileMode, "'\(modeText)' must let the worker's user read and write its files (0600 at least)")
+        }
         var cache: MasterImageCache.Settings? = nil
         if sources.raw(O.masterPath.section, O.masterPath.name) != "" {
             cache = MasterImageCache.Settings(
@@ -186,7 +194,7 @@ public struct WorkerConfiguration: Sendable {
 
         let http = try httpSettings(sources)
         let (glance, glanceHTTP) = try glanceSettings(sources, http: http)
-        return WorkerConfiguration(
+        var configuration = WorkerConfiguration(
             transportURL: transportURL,
             controlExchange: controlExchange,
             host: host,
@@ -215,6 +223,8 @@ public struct WorkerConfiguration: Sendable {
             maxTaskAttempts: try sources.integer(O.maxTaskAttempts, default: deliveryLimit > 0 ? deliveryLimit : 5),
             journalSize: try sources.integer(O.journalSize),
             metricsAddress: metricsAddress)
+        configuration.secretFiles = [sources.optionalString(O.netrcFile), http.clientKeyFile, glanceHTTP.clientKeyFile, tls?.keyFile].compactMap { $0 }
+        return configuration
     }
 
     /// The AMQP connection settings this configuration implies.

@@ -193,7 +193,11 @@ public final class RPCServer: Service {
             case .conflict:
                 let shown = uniqueID.count > 200 ? uniqueID.prefix(200) + "…" : uniqueID
                 let failure = RemoteFailure.ironic("InvalidParameterValue", message: "'_unique_id' \(shown) already identifies a request with other content.", httpStatus: 400)
-                return await refuse(refusal(failure, for: request), delivery: delivery, info: info)
+                // Its error event must not carry the other request's id as its task id: a conductor
+                // following that task would see it fail.
+                var conflicting = refusal(failure, for: request)
+                conflicting.uniqueID = nil
+                return await refuse(conflicting, delivery: delivery, info: info)
             }
         }
         let limit = configuration.maximumAttempts
