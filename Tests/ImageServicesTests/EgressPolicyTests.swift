@@ -51,6 +51,21 @@ struct EgressPolicyTests {
         #expect(throws: IronicError.self) { _ = try ParsedHTTPURL(href) }
     }
 
+    @Test("a lookup's answer goes to its waiter once: the first of the lookup, its timeout or its cancellation")
+    func firstAnswerWins() async throws {
+        let early = HostResolver.FirstAnswer<Int>()
+        early.give(.success(1))
+        early.give(.success(2))
+        #expect(try await withCheckedThrowingContinuation { early.wait(with: $0) } == 1, "an answer before the wait is kept")
+        let late = HostResolver.FirstAnswer<Int>()
+        let waiter = Task { try await withCheckedThrowingContinuation { late.wait(with: $0) } }
+        try await Task.sleep(for: .milliseconds(50))
+        late.give(.failure(CancellationError()))
+        late.give(.success(3))
+        await #expect(throws: CancellationError.self) { _ = try await waiter.value }
+        #expect(try await HostResolver.addresses(of: "127.0.0.1", timeout: .seconds(10)) == [try #require(IPAddress("127.0.0.1"))])
+    }
+
     @Test("allowed networks and ports: only what is listed passes; ports are checked before any lookup")
     func allowLists() async throws {
         let policy = EgressPolicy(disallowedNetworks: [], allowedNetworks: [try #require(IPNetwork("127.0.0.0/8"))],

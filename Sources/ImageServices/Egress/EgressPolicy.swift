@@ -36,6 +36,8 @@ public struct EgressPolicy: Sendable, Hashable {
         case notAllowed
         /// The name did not resolve (`reason` says how): nothing to check, nothing to connect to.
         case unresolvable(reason: String)
+        /// The caller was cancelled while the name was being looked up.
+        case cancelled
     }
 
     /// Whether the policy lets connections go to `port`.
@@ -53,13 +55,17 @@ public struct EgressPolicy: Sendable, Hashable {
     /// Checks `host:port` and returns the addresses to connect to, in the resolver's order (the
     /// next one is tried when connecting to one fails). The port is checked before the name is
     /// looked up, so a refused port costs no lookup.
-    public func destinations(host: String, port: Int) async throws(Refusal) -> [IPAddress] {
+    /// The lookup waits at most `lookupTimeout`, and ends when the caller is cancelled
+    /// (``Refusal/cancelled``).
+    public func destinations(host: String, port: Int, lookupTimeout: Duration = .seconds(60)) async throws(Refusal) -> [IPAddress] {
         guard permits(port: port) else { throw .notAllowed }
         let addresses: [IPAddress]
         do {
-            addresses = try await HostResolver.addresses(of: host)
+            addresses = try await HostResolver.addresses(of: host, timeout: lookupTimeout)
         } catch let failure as HostResolver.Failure {
             throw .unresolvable(reason: failure.description)
+        } catch is CancellationError {
+            throw .cancelled
         } catch {
             throw .unresolvable(reason: "the host name cannot be resolved (\(error))")
         }

@@ -1,3 +1,4 @@
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -31,9 +32,32 @@ enum HostResolver {
     }
 
     /// Every address `host` (a URL's host, brackets and all) resolves to, without duplicates.
-    static func addresses(of host: String) async throws -> [IPAddress] {
+    /// Waits at most `timeout`, and not at all once the caller is cancelled: `getaddrinfo` cannot
+    /// be interrupted, so a lookup that outlives its caller finishes on its thread, unheard.
+    static func addresses(of host: String, timeout: Duration = .seconds(60)) async throws -> [IPAddress] {
         let name = unbracketed(host)
-        return try await BlockingWork.run { _ in try resolve(name) }
+        let answer = FirstAnswer<[IPAddress]>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[IPAddress], any Error>) in
+                answer.wait(with: continuation)
+                let timer = Task {
+                    try await Task.sleep(for: timeout)
+                    answer.give(.failure(Failure(host: name, reason: "the host name did not resolve within \(Int(timeout.components.seconds)) s")))
+                }
+                Task.detached {
+                    let result: Result<[IPAddress], any Error>
+                    do {
+                        result = .success(try await BlockingWork.run { _ in try resolve(name) })
+                    } catch {
+                        result = .failure(error)
+                    }
+                    timer.cancel()
+                    answer.give(result)
+                }
+            }
+        } onCancel: {
+            answer.give(.failure(CancellationError()))
+        }
     }
 
     /// A URL host as the resolver wants it: `[fe80::1%25eth0]` → `fe80::1%eth0`.
@@ -51,6 +75,46 @@ enum HostResolver {
         var result: UnsafeMutablePointer<addrinfo>? = nil
         defer { if let result { freeaddrinfo(result) } }
         return getaddrinfo(unbracketed(host), nil, &hints, &result) == 0
+    }
+
+    /// The first of several possible answers, handed to the one waiting continuation; later ones
+    /// are dropped (a lookup that ends after its timeout, a timer after the lookup).
+    final class FirstAnswer<Value: Sendable>: Sendable {
+        private enum State {
+            case empty
+            case waiting(CheckedContinuation<Value, any Error>)
+            case given(Result<Value, any Error>)
+            case done
+        }
+        private let state = Mutex(State.empty)
+
+        func wait(with continuation: CheckedContinuation<Value, any Error>) {
+            let early = state.withLock { state -> Result<Value, any Error>? in
+                if case .given(let result) = state {
+                    state = .done
+                    return result
+                }
+                state = .waiting(continuation)
+                return nil
+            }
+            if let early { continuation.resume(with: early) }
+        }
+
+        func give(_ result: Result<Value, any Error>) {
+            let waiting = state.withLock { state -> CheckedContinuation<Value, any Error>? in
+                switch state {
+                case .empty:
+                    state = .given(result)
+                    return nil
+                case .waiting(let continuation):
+                    state = .done
+                    return continuation
+                case .given, .done:
+                    return nil
+                }
+            }
+            waiting?.resume(with: result)
+        }
     }
 
     private static func resolve(_ name: String) throws(Failure) -> [IPAddress] {

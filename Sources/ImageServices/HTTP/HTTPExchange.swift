@@ -81,12 +81,14 @@ struct HTTPExchange {
     private func permittedAddresses(_ url: ParsedHTTPURL) async throws -> [IPAddress]? {
         guard let policy = transport.settings.egress, !transport.usesProxy(url) else { return nil }
         do {
-            return try await policy.destinations(host: url.host, port: url.port)
+            return try await policy.destinations(host: url.host, port: url.port, lookupTimeout: transport.settings.connectTimeout)
         } catch .notAllowed {
             // The same words whether or not anything listens there, and no connection attempted.
             throw IronicError.validationFailed(reference.redacted, "\(url.origin) is not an allowed destination.")
         } catch .unresolvable(let reason) {
             throw HostResolver.Failure(host: url.host, reason: reason)
+        } catch .cancelled {
+            throw CancellationError()
         }
     }
 
