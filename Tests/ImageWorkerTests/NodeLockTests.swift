@@ -43,6 +43,32 @@ struct NodeLockTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.appending("images")).isEmpty, "no lock file among the node folders")
     }
 
+    @Test("in one process, waiters get a node in the order they asked (a delete queued before a fetch runs before it)")
+    func firstComeFirstServed() async throws {
+        let root = try TemporaryDirectory(prefix: "node-lock")
+        defer { root.remove() }
+        let store = try NodeImageStore(path: root.appending("images"), lockPollInterval: .milliseconds(5))
+        let node = UUIDText.random()
+        let order = OrderLog()
+        let holding = AsyncStream<Void>.makeStream()
+        let holder = Task {
+            try await store.withNodeLock(node) {
+                holding.continuation.yield()
+                while !order.entries.withLock({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
+        for await _ in holding.stream { break }
+        var waiters: [Task<Void, any Error>] = []
+        for name in ["delete", "fetch", "delete again", "fetch again"] {
+            waiters.append(Task { try await store.withNodeLock(node) { order.entries.withLock { $0.append(name) } } })
+            try await Task.sleep(for: .milliseconds(30))  // each is in line before the next asks
+        }
+        order.entries.withLock { $0.append("release") }
+        try await holder.value
+        for waiter in waiters { try await waiter.value }
+        #expect(order.entries.withLock { $0 } == ["release", "delete", "fetch", "delete again", "fetch again"])
+    }
+
     @Test("a request waiting for a node's lock can be cancelled; a holder that throws releases it")
     func cancellableAndReleased() async throws {
         let root = try TemporaryDirectory(prefix: "node-lock")

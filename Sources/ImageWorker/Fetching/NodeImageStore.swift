@@ -20,6 +20,8 @@ public final class NodeImageStore: Sendable {
     /// The node lock files' folder.
     private let locks: DirectoryHandle
     private let lockPollInterval: Duration
+    /// First come first served within this process (the lock file orders processes, not waiters).
+    private let turns = NodeTurns()
 
     /// Opens `images_dir`, creating it (and its parents) if needed, and the lock folder
     /// (`locksPath`, by default `<images_dir>.locks` beside it; the worker uses `<state_dir>/node-locks`).
@@ -29,9 +31,12 @@ public final class NodeImageStore: Sendable {
         self.lockPollInterval = lockPollInterval
     }
 
-    /// Runs `body` holding the node's lock, after waiting (cancellably) for whoever holds it.
+    /// Runs `body` holding the node's lock, after waiting (cancellably) for whoever holds it;
+    /// requests in this process get it in the order they asked.
     public func withNodeLock<Result: Sendable>(_ nodeUUID: String, _ body: () async throws -> Result) async throws -> Result {
         precondition(UUIDText.canonical(nodeUUID) == nodeUUID, "node locks are named by canonical UUIDs")
+        try await turns.take(nodeUUID)
+        defer { turns.release(nodeUUID) }
         let name = "\(nodeUUID).lock"
         let fd = try SystemCallError.check(openat(locks.descriptor.rawValue, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600),
                                            "open", "\(locks.path)/\(name)")
