@@ -59,6 +59,11 @@ public struct EgressPolicy: Sendable, Hashable {
     /// (``Refusal/cancelled``).
     public func destinations(host: String, port: Int, lookupTimeout: Duration = .seconds(60)) async throws(Refusal) -> [IPAddress] {
         guard permits(port: port) else { throw .notAllowed }
+        // An address in its standard spelling needs no lookup (nor a thread hop for one).
+        if let literal = IPAddress(HostResolver.unbracketed(host)) {
+            guard permits(literal) else { throw .notAllowed }
+            return [literal]
+        }
         let addresses: [IPAddress]
         do {
             addresses = try await HostResolver.addresses(of: host, timeout: lookupTimeout)
