@@ -79,14 +79,16 @@ public final class HTTPTransport: Sendable {
         }
         for (index, address) in addresses.enumerated() {
             let (client, ownClient) = pinnedClient(host: url.host, address: address)
-            let slot = ownClient ? OriginConnectionSlots.Slot { originSlot.release(); client.shutdown { _ in } } : originSlot
             do {
                 let response = try await client.execute(request, deadline: absolute)
+                // A hop's own client goes with its slot (made only now: a slot dropped by a failed
+                // attempt would give the origin's slot back while the next attempt uses it).
+                let slot = ownClient ? OriginConnectionSlots.Slot { originSlot.release(); client.shutdown { _ in } } : originSlot
                 return SlottedResponse(response: response, slot: slot, deadline: absolute)
             } catch {
                 if ownClient { client.shutdown { _ in } }
                 guard index < addresses.count - 1, HTTPErrors.isConnectFailure(error) else {
-                    slot.release()
+                    originSlot.release()
                     throw error
                 }
             }
