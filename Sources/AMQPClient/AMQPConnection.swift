@@ -43,7 +43,9 @@ public final class AMQPConnection: Sendable {
     private let machine: Mutex<Machine>
     private let deliveryContinuation: AsyncStream<AMQPDelivery>.Continuation
     private let reconnects: Counter
-    private let connectedGauge: Gauge
+    /// `<prefix>_broker_connected{connection, node}`, one per broker of the URL (`host:port`):
+    /// 1 for the one this connection is on, so a fleet's spread over a cluster shows.
+    private let connectedGauges: [String: Gauge]
     private let droppedCommands: Counter
 
     /// Creates a connection; nothing happens until ``start()``.
@@ -60,12 +62,19 @@ public final class AMQPConnection: Sendable {
         var logger = logger
         logger[metadataKey: "amqp_connection"] = "\(label)"
         self.logger = logger
-        machine = Mutex(Machine(publisherConfirms: configuration.publisherConfirms))
+        // As oslo: each connection starts at a random host of the URL, so that a fleet of workers
+        // spreads over a cluster, and goes round the list in order from there after a failure.
+        let count = configuration.endpoints.count
+        machine = Mutex(Machine(publisherConfirms: configuration.publisherConfirms, endpointCount: count, firstEndpoint: Int.random(in: 0..<count)))
         (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: AMQPDelivery.self, bufferingPolicy: .unbounded)
         let factory = metricsFactory ?? MetricsSystem.factory
         let dimensions = [("connection", label)]
         reconnects = Counter(label: "\(configuration.metricsPrefix)_broker_reconnects_total", dimensions: dimensions, factory: factory)
-        connectedGauge = Gauge(label: "\(configuration.metricsPrefix)_broker_connected", dimensions: dimensions, factory: factory)
+        var gauges: [String: Gauge] = [:]
+        for endpoint in configuration.endpoints where gauges[endpoint.node] == nil {
+            gauges[endpoint.node] = Gauge(label: "\(configuration.metricsPrefix)_broker_connected", dimensions: dimensions + [("node", endpoint.node)], factory: factory)
+        }
+        connectedGauges = gauges
         droppedCommands = Counter(label: "\(configuration.metricsPrefix)_broker_commands_dropped_total", dimensions: dimensions, factory: factory)
     }
 
@@ -88,6 +97,12 @@ public final class AMQPConnection: Sendable {
     /// How many times a connection was established (1 after the first connect).
     public var generation: UInt64 {
         machine.withLock { $0.generation }
+    }
+
+    /// Whether `delivery` came on the connection that is up now, so that settling it reaches the
+    /// broker (a delivery of an earlier connection was requeued when that connection dropped).
+    public func canSettle(_ delivery: AMQPDelivery) -> Bool {
+        machine.withLock { $0.phase == .connected && $0.generation == delivery.connectionGeneration }
     }
 
     /// Waits until a connection is up; throws ``AMQPError/Code/closed`` once the connection is closed.
@@ -280,7 +295,7 @@ public final class AMQPConnection: Sendable {
             }
         }
         live?.closeGracefully()
-        connectedGauge.record(0)
+        recordConnected(to: nil)
         deliveryContinuation.finish()
         logger.info("closed the broker connection")
         for completion in machine.withLock({ $0.threadFinished() }) { resume(completion) }
@@ -312,7 +327,7 @@ public final class AMQPConnection: Sendable {
                 live.closeGracefully()
                 return nil
             case .use(let generation, let completions):
-                connectedGauge.record(1)
+                recordConnected(to: endpoint)
                 if generation > 1 { reconnects.increment() }
                 if failedAttempts > 0 || generation > 1 {
                     logger.notice("reconnected to the broker", metadata: ["endpoint": "\(endpoint)", "generation": "\(generation)", "failed_attempts": "\(failedAttempts)"])
@@ -323,10 +338,14 @@ public final class AMQPConnection: Sendable {
                 return live
             }
         } catch {
-            let attempt = machine.withLock { $0.connectFailed(endpointCount: endpoints.count) }
+            let attempt = machine.withLock { $0.connectFailed() }
             logger.warning("could not connect to the broker", metadata: ["endpoint": "\(endpoint)", "error": "\(error)", "attempt": "\(attempt)"])
             return nil
         }
+    }
+
+    private func recordConnected(to endpoint: AMQPEndpoint?) {
+        for (node, gauge) in connectedGauges { gauge.record(node == endpoint?.node ? 1 : 0) }
     }
 
     private func waitBeforeReconnecting() {
@@ -341,7 +360,7 @@ public final class AMQPConnection: Sendable {
 
     private func connectionLost(_ error: any Error) {
         logger.warning("lost the connection to the broker; reconnecting", metadata: ["error": "\(error)"])
-        connectedGauge.record(0)
+        recordConnected(to: nil)
         for completion in machine.withLock({ $0.connectionLost() }) { resume(completion) }
     }
 

@@ -43,7 +43,8 @@ public struct AMQPConfiguration: Sendable {
     /// A name for the connection, shown by the broker's management tools.
     public var connectionName: String
     /// The prefix of the connection's metrics (swift-metrics): `<prefix>_broker_reconnects_total`
-    /// and `<prefix>_broker_connected`, both labelled with the connection's label.
+    /// and `<prefix>_broker_connected`, both labelled with the connection's label (`connection`),
+    /// the latter also with the broker (`node`, `host:port`).
     public var metricsPrefix: String
 
     /// Creates a configuration.

@@ -122,6 +122,8 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     public private(set) var failedAttempts = 0
     /// Which endpoint the next attempt goes to (an index into the configuration's list).
     public private(set) var endpointIndex = 0
+    /// How many endpoints there are.
+    private let endpointCount: Int
 
     private let publisherConfirms: Bool
     private var queue: [Command] = []
@@ -142,8 +144,12 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     }
 
     /// A machine for a connection that does (or does not) ask for publisher confirms.
-    public init(publisherConfirms: Bool) {
+    /// Creates a machine whose first connection attempt goes to endpoint `firstEndpoint` (of
+    /// `endpointCount`); later attempts go round the list from there.
+    public init(publisherConfirms: Bool, endpointCount: Int = 1, firstEndpoint: Int = 0) {
         self.publisherConfirms = publisherConfirms
+        self.endpointCount = max(1, endpointCount)
+        endpointIndex = max(0, firstEndpoint) % self.endpointCount
     }
 
     /// Whether the thread should stop.
@@ -253,9 +259,9 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
 
     /// A connection attempt failed: the next goes to the next endpoint; returns how many failed
     /// in a row (for the back-off).
-    public mutating func connectFailed(endpointCount: Int) -> Int {
+    public mutating func connectFailed() -> Int {
         failedAttempts += 1
-        endpointIndex = (endpointIndex + 1) % max(endpointCount, 1)
+        endpointIndex = (endpointIndex + 1) % endpointCount
         return failedAttempts
     }
 
@@ -360,8 +366,13 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     /// The live connection broke (or was dropped): publishes whose confirm did not come go back to
     /// the head of the queue (published again: at least once), settlements queued for it are done
     /// (the broker requeued those deliveries), and the thread reconnects.
+    /// The next attempt goes to the next endpoint: the node that dropped the connection is likely
+    /// stopping (it may still accept a connection and drop it again) or cut off.
     public mutating func connectionLost() -> [Completion] {
-        if phase == .connected { phase = .disconnected }
+        if phase == .connected {
+            phase = .disconnected
+            endpointIndex = (endpointIndex + 1) % endpointCount
+        }
         let unconfirmed = pendingConfirms.map(\.command)
         pendingConfirms = []
         var completions = requeue(unconfirmed)

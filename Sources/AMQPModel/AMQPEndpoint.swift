@@ -17,6 +17,11 @@ public struct AMQPEndpoint: Sendable, Hashable, CustomStringConvertible {
         self.useTLS = useTLS
     }
 
+    /// `host:port` (an IPv6 address in brackets): which broker node, for a metric's label.
+    public var node: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     /// The endpoint as a URL without its password, safe to log.
     public var description: String {
         let scheme = useTLS ? "amqps" : "amqp"

@@ -113,6 +113,14 @@ public final class AMQPOsloTransport: OsloTransport {
         await consumer.ack(delivery)
     }
 
+    public func waitUntilReadyToPublish() async throws {
+        try await publisher.waitUntilConnected()
+    }
+
+    public func canSettle(_ delivery: AMQPDelivery) -> Bool {
+        consumer.canSettle(delivery)
+    }
+
     public func reject(_ delivery: AMQPDelivery, requeue: Bool) async {
         await consumer.reject(delivery, requeue: requeue)
     }

@@ -57,11 +57,27 @@ struct AMQPConnectionStateMachineTests {
         #expect(!late.wakeThread)
     }
 
+    @Test("hosts: the first attempt goes to the chosen host, failures and lost connections move round the list in order")
+    func endpointOrder() {
+        var machine = Machine(publisherConfirms: true, endpointCount: 3, firstEndpoint: 2)
+        #expect(machine.endpointIndex == 2)
+        _ = machine.start()
+        #expect(machine.connectFailed() == 1)
+        #expect(machine.endpointIndex == 0, "after the last host, the first")
+        _ = machine.connected()
+        #expect(machine.endpointIndex == 0, "a success stays where it is")
+        _ = machine.connectionLost()
+        #expect(machine.endpointIndex == 1, "the node that dropped the connection is not tried first")
+        _ = machine.connectionLost()
+        #expect(machine.endpointIndex == 1, "a loss noticed twice moves once")
+        #expect(Machine(publisherConfirms: true, endpointCount: 3, firstEndpoint: 7).endpointIndex == 1)
+    }
+
     @Test("close during reconnect: waiters learn the connection is closed, and a connection made meanwhile is closed at once")
     func closeDuringReconnect() {
         var machine = connectedMachine()
         #expect(machine.connectionLost().isEmpty)
-        #expect(machine.connectFailed(endpointCount: 2) == 1)
+        #expect(machine.connectFailed() == 1)
         #expect(machine.waitUntilConnected(10) == nil, "a caller waits for the reconnect")
         let (_, publish) = machine.enqueue(.publish(message()), waiter: 11)
         #expect(publish.wakeThread)

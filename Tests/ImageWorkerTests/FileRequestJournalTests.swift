@@ -27,14 +27,14 @@ struct FileRequestJournalTests {
         defer { directory.remove() }
         let first = try journal(directory)
         #expect(try await first.begin(uniqueID: "u1") == .run(attempt: 1))
-        try await first.finish(uniqueID: "u1", outcome: outcome)
-        #expect(try await first.begin(uniqueID: "u1") == .finished(outcome))
+        try await first.finishPublished(uniqueID: "u1", outcome: outcome)
+        #expect(try await first.begin(uniqueID: "u1") == .finished(outcome, eventPublished: true))
         let restarted = try journal(directory)
-        #expect(try await restarted.begin(uniqueID: "u1") == .finished(outcome), "the outcome survives the process")
+        #expect(try await restarted.begin(uniqueID: "u1") == .finished(outcome, eventPublished: true), "the outcome survives the process")
         #expect(try await restarted.begin(uniqueID: "u2") == .run(attempt: 1))
         let failure = RPCOutcome(reply: .failure(.ironic("ImageNotFound", message: "gone", httpStatus: 404)))
-        try await restarted.finish(uniqueID: "u2", outcome: failure)
-        #expect(try await first.begin(uniqueID: "u2") == .finished(failure))
+        try await restarted.finishPublished(uniqueID: "u2", outcome: failure)
+        #expect(try await first.begin(uniqueID: "u2") == .finished(failure, eventPublished: true))
     }
 
     @Test("file names are digests: no caller text reaches the file system")
@@ -43,7 +43,7 @@ struct FileRequestJournalTests {
         defer { directory.remove() }
         let journal = try journal(directory)
         #expect(try await journal.begin(uniqueID: "../../etc/passwd") == .run(attempt: 1))
-        try await journal.finish(uniqueID: "../../etc/passwd", outcome: outcome)
+        try await journal.finishPublished(uniqueID: "../../etc/passwd", outcome: outcome)
         let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests"))
         // The file's name is the SHA-256 of the id (computed here independently of the journal).
         #expect(names == [SHA256.hash(data: Array("../../etc/passwd".utf8)).map { String(format: "%02x", $0) }.joined()])
@@ -62,8 +62,8 @@ struct FileRequestJournalTests {
         #expect(try String(contentsOfFile: marker, encoding: .utf8) == "2 \(FileRequestJournal.fingerprintDigest(Self.fingerprint))\n",
                 "the abandoned run is taken off the count; the request's fingerprint is kept")
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 3))
-        try await journal.finish(uniqueID: "u1", outcome: outcome)
-        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome), "the outcome replaced the count")
+        try await journal.finishPublished(uniqueID: "u1", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome, eventPublished: true), "the outcome replaced the count")
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests")) == [FileRequestJournal.key("u1")],
                 "one file per request, whatever its state")
     }
@@ -79,8 +79,8 @@ struct FileRequestJournalTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: file)).isEmpty, "an abandoned first run leaves an empty file")
         _ = FileManager.default.createFile(atPath: file, contents: Data("{\"unique_id\": \"u1\", \"outco".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
-        try await journal.finish(uniqueID: "u1", outcome: outcome)
-        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome))
+        try await journal.finishPublished(uniqueID: "u1", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "u1") == .finished(outcome, eventPublished: true))
     }
 
     @Test("pruning spares, for a day, the files counting runs that died: a poison message's count outlives a burst")
@@ -92,7 +92,7 @@ struct FileRequestJournalTests {
         _ = FileManager.default.createFile(atPath: counted, contents: Data("1\n".utf8))
         for index in 0..<30 {
             #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
-            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+            try await journal.finishPublished(uniqueID: "u\(index)", outcome: outcome)
         }
         #expect(FileManager.default.fileExists(atPath: counted))
         #expect(try await journal.begin(uniqueID: "poison") == .run(attempt: 2))
@@ -106,13 +106,13 @@ struct FileRequestJournalTests {
         #expect(try await journal.begin(uniqueID: "long") == .run(attempt: 1))
         for index in 0..<30 {
             #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
-            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+            try await journal.finishPublished(uniqueID: "u\(index)", outcome: outcome)
         }
         let names = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests"))
         #expect(names.contains(FileRequestJournal.key("long")), "the oldest file is a run going on")
         #expect(names.count <= 6, "kept \(names.count)")
-        try await journal.finish(uniqueID: "long", outcome: outcome)
-        #expect(try await journal.begin(uniqueID: "long") == .finished(outcome))
+        try await journal.finishPublished(uniqueID: "long", outcome: outcome)
+        #expect(try await journal.begin(uniqueID: "long") == .finished(outcome, eventPublished: true))
     }
 
     @Test("a request running in another process is waited for, and its outcome taken")
@@ -130,8 +130,8 @@ struct FileRequestJournalTests {
         }
         try await Task.sleep(for: .milliseconds(200))
         #expect(!decided.isSet, "the duplicate must wait while the run holds the lock")
-        try await owner.finish(uniqueID: "u1", outcome: outcome)
-        #expect(try await waiting.value == .finished(outcome))
+        try await owner.finishPublished(uniqueID: "u1", outcome: outcome)
+        #expect(try await waiting.value == .finished(outcome, eventPublished: true))
     }
 
     @Test("a duplicate in the same process joins the run; when that run is abandoned, it runs itself")
@@ -146,8 +146,8 @@ struct FileRequestJournalTests {
         #expect(try await joined == .run(attempt: 1))
         async let second = journal.begin(uniqueID: "u1")
         try await Task.sleep(for: .milliseconds(100))
-        try await journal.finish(uniqueID: "u1", outcome: outcome)
-        #expect(try await second == .finished(outcome))
+        try await journal.finishPublished(uniqueID: "u1", outcome: outcome)
+        #expect(try await second == .finished(outcome, eventPublished: true))
     }
 
     @Test("a waiting duplicate can be cancelled")
@@ -172,11 +172,11 @@ struct FileRequestJournalTests {
         for index in 0..<40 {
             if index == 39 { try await Task.sleep(for: .milliseconds(20)) }  // file times are coarse
             #expect(try await journal.begin(uniqueID: "u\(index)") == .run(attempt: 1))
-            try await journal.finish(uniqueID: "u\(index)", outcome: outcome)
+            try await journal.finishPublished(uniqueID: "u\(index)", outcome: outcome)
         }
         let count = try FileManager.default.contentsOfDirectory(atPath: directory.appending("journal/requests")).count
         #expect(count >= 10 && count <= 11, "kept \(count)")
-        #expect(try await journal.begin(uniqueID: "u39") == .finished(outcome))
+        #expect(try await journal.begin(uniqueID: "u39") == .finished(outcome, eventPublished: true))
     }
 
     @Test("an unreadable record is ignored: the request runs")
@@ -187,6 +187,51 @@ struct FileRequestJournalTests {
         let record = directory.appending("journal/requests/\(FileRequestJournal.key("u1"))")
         _ = FileManager.default.createFile(atPath: record, contents: Data("{\"outcome\": 12".utf8))
         #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+    }
+
+    @Test("an outcome whose event the broker did not confirm is published by the next duplicate, under the hold; once confirmed, duplicates only reply")
+    func unpublishedEventsArePublishedOnce() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let first = try journal(directory), otherProcess = try journal(directory)
+        #expect(try await first.begin(uniqueID: "u1") == .run(attempt: 1))
+        try await first.finish(uniqueID: "u1", outcome: outcome)  // recorded, event not confirmed
+        #expect(try await first.begin(uniqueID: "u1") == .finished(outcome, eventPublished: false))
+        let decided = DecidedFlag()
+        let waiting = Task {
+            let decision = try await otherProcess.begin(uniqueID: "u1")
+            decided.set()
+            return decision
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!decided.isSet, "a second duplicate waits while the first publishes the event")
+        await first.end(uniqueID: "u1", eventPublished: true)
+        #expect(try await waiting.value == .finished(outcome, eventPublished: true))
+        #expect(try await self.journal(directory).begin(uniqueID: "u1") == .finished(outcome, eventPublished: true), "the mark survives the process")
+    }
+
+    @Test("a duplicate waits while the run publishes its event; a run abandoned after its outcome was recorded keeps the outcome")
+    func holdCoversPublishing() async throws {
+        let directory = try TemporaryDirectory(prefix: "journal")
+        defer { directory.remove() }
+        let journal = try self.journal(directory)
+        #expect(try await journal.begin(uniqueID: "u1") == .run(attempt: 1))
+        try await journal.record(uniqueID: "u1", outcome: outcome)
+        let decided = DecidedFlag()
+        let waiting = Task {
+            let decision = try await journal.begin(uniqueID: "u1")
+            decided.set()
+            return decision
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!decided.isSet, "the hold lasts until the event is published")
+        await journal.end(uniqueID: "u1", eventPublished: true)
+        #expect(try await waiting.value == .finished(outcome, eventPublished: true))
+
+        #expect(try await journal.begin(uniqueID: "u2") == .run(attempt: 1))
+        try await journal.record(uniqueID: "u2", outcome: outcome)
+        await journal.abandon(uniqueID: "u2")
+        #expect(try await journal.begin(uniqueID: "u2") == .finished(outcome, eventPublished: false))
     }
 }
 
@@ -208,7 +253,7 @@ struct FileRequestJournalIdentityTests {
         #expect(try await otherProcess.begin(uniqueID: "u1", fingerprint: "delete node A") == .conflict, "running in another process")
         try await journal.finish(uniqueID: "u1", outcome: outcome)
         #expect(try await journal.begin(uniqueID: "u1", fingerprint: "delete node A") == .conflict, "finished")
-        #expect(try await otherProcess.begin(uniqueID: "u1", fingerprint: "fetch node A") == .finished(outcome))
+        #expect(try await otherProcess.begin(uniqueID: "u1", fingerprint: "fetch node A") == .finished(outcome, eventPublished: true))
 
         #expect(try await journal.begin(uniqueID: "u2", fingerprint: "fetch node B") == .run(attempt: 1))
         await journal.abandon(uniqueID: "u2")
@@ -229,7 +274,7 @@ struct FileRequestJournalIdentityTests {
         var record = try #require(older.objectValue)
         record["fingerprint"] = nil
         _ = FileManager.default.createFile(atPath: file, contents: Data(JSONWriter().bytes(.object(record))))
-        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "something else") == .finished(outcome))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "something else") == .finished(outcome, eventPublished: true))
     }
 
     @Test("an outcome of 5 MiB reads back whole (it used to be cut at 4 MiB and run again)")
@@ -240,7 +285,7 @@ struct FileRequestJournalIdentityTests {
         let large = RPCOutcome(reply: .success(["log": .string(String(repeating: "x", count: 5 << 20))]))
         #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .run(attempt: 1))
         try await journal.finish(uniqueID: "u1", outcome: large)
-        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .finished(large))
+        #expect(try await journal.begin(uniqueID: "u1", fingerprint: "f") == .finished(large, eventPublished: true))
     }
 
     @Test("a full disk is RequestJournalFull (the server refuses the request), not an error that requeues it",
@@ -286,6 +331,12 @@ private extension FileRequestJournal {
     /// Most tests here tell requests apart by id alone: one fingerprint for all of them.
     func begin(uniqueID: String) async throws -> JournalDecision {
         try await begin(uniqueID: uniqueID, fingerprint: FileRequestJournalTests.fingerprint)
+    }
+
+    /// Records an outcome and ends the run with its event confirmed, as the server does.
+    func finishPublished(uniqueID: String, outcome: RPCOutcome) async throws {
+        try await record(uniqueID: uniqueID, outcome: outcome)
+        await end(uniqueID: uniqueID, eventPublished: true)
     }
 }
 

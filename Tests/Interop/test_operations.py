@@ -68,7 +68,9 @@ class MonitoredWorkerTests(unittest.TestCase):
         self.assertEqual(moved('image_worker_images_total{transfer="hardlink"}'), 2)
         self.assertEqual(moved('image_worker_image_bytes_total{transfer="hardlink"}'), 600_000)
         self.assertEqual(after["image_worker_tasks_in_flight"], 0)
-        self.assertEqual(after['image_worker_broker_connected{connection="consumer"}'], 1)
+        # One series per broker of the URL, labelled host:port; 1 where the connection is.
+        connected = {name: value for name, value in after.items() if name.startswith('image_worker_broker_connected{connection="consumer",node="')}
+        self.assertEqual(sorted(connected.values()), [1], connected)
         # JSON logs carry the task's ids.
         records = [line for line in self.worker.log_text().splitlines() if '"fetched images"' in line]
         self.assertTrue(records and all('"request_id": "req-' in r and '"node_uuid"' in r and '"task_id"' in r for r in records), records[:2])

@@ -58,6 +58,7 @@ struct RPCServerTests {
         var contentType: String? = "application/json"
         var headers: AMQPTable? = nil
         var exchange = "ironic"
+        var redelivered = false
     }
 
     /// Runs a server, delivers requests, and returns the first `count` transport events.
@@ -88,7 +89,8 @@ struct RPCServerTests {
                 return nil
             }
             for delivery in deliveries {
-                transport.deliver(body: delivery.body, contentType: delivery.contentType, headers: delivery.headers, exchange: delivery.exchange)
+                transport.deliver(body: delivery.body, contentType: delivery.contentType, redelivered: delivery.redelivered, headers: delivery.headers,
+                                  exchange: delivery.exchange)
             }
             var collected: [InMemoryOsloTransport.Event]? = nil
             while collected == nil, let next = try await group.next() {
@@ -266,6 +268,18 @@ struct RPCServerTests {
         #expect(reply(events[4])?.result == ["n": 1])
     }
 
+    @Test("a redelivery of a finished request whose event the broker confirmed gets its reply again, not the event")
+    func redeliveryAfterConfirmedEvent() async throws {
+        let endpoint = TestEndpoint()
+        var redelivery = Delivery(body: call("echo", args: ["n": 1]))
+        redelivery.redelivered = true
+        let events = try await run([Delivery(body: call("echo", args: ["n": 1])), redelivery], endpoint: endpoint,
+                                   configuration: .init(maximumConcurrentRequests: 1), expecting: 5)
+        #expect(kinds(events) == ["test.end", "reply", "ack", "reply", "ack"])
+        #expect(endpoint.runs.withLock { $0.count } == 1)
+        #expect(reply(events[3])?.result == reply(events[1])?.result && reply(events[3])?.messageID == "m1")
+    }
+
     @Test("a duplicate that arrives while the first runs joins it")
     func duplicateWhileRunning() async throws {
         let endpoint = TestEndpoint(slowDuration: .milliseconds(300))
@@ -274,6 +288,69 @@ struct RPCServerTests {
         #expect(endpoint.runs.withLock { $0.count } == 1)
         #expect(endpoint.running.withLock { $0.peak } == 1)
         #expect(notification(events[0]) == notification(events[2]))
+    }
+
+    /// Waits until the endpoint runs a request (on a busy machine a task may start late).
+    func waitUntilRunning(_ endpoint: TestEndpoint) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while endpoint.running.withLock({ $0.now }) == 0 {
+            try #require(ContinuousClock.now < deadline, "the request never started")
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    @Test("a prefetched request taken after its connection was lost is not run: the broker delivers it again")
+    func stalePrefetchIsNotRun() async throws {
+        let endpoint = TestEndpoint(slowDuration: .milliseconds(300))
+        let transport = InMemoryOsloTransport()
+        let server = RPCServer(transport: transport, endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 1), logger: Logger(label: "test"))
+        let running = Task { try await server.run() }
+        defer { running.cancel() }
+        transport.deliver(body: cast("slow", uniqueID: "running"))
+        transport.deliver(body: cast("echo", uniqueID: "prefetched"))  // waits for the one slot
+        try await waitUntilRunning(endpoint)
+        transport.reconnect()
+        transport.deliver(body: cast("echo", uniqueID: "after"))
+        var events: [InMemoryOsloTransport.Event] = []
+        for await event in transport.events {
+            events.append(event)
+            if events.count == 2 { break }
+        }
+        #expect(kinds(events) == ["test.end", "ack"], "only the request of the new connection settles")
+        #expect(endpoint.runs.withLock { $0.count } == 2, "the running one and the new one ran; the prefetched one did not")
+    }
+
+    @Test("a run whose connection was lost publishes nothing (the broker redelivers it); the redelivery publishes the event, once")
+    func lostConnectionDefersTheEvent() async throws {
+        let endpoint = TestEndpoint(slowDuration: .milliseconds(300))
+        let transport = InMemoryOsloTransport()
+        let journal = InMemoryRequestJournal()
+        let server = RPCServer(transport: transport, endpoint: endpoint, journal: journal, configuration: .init(), logger: Logger(label: "test"))
+        let running = Task { try await server.run() }
+        defer { running.cancel() }
+        transport.deliver(body: cast("slow", uniqueID: "u1"))
+        try await waitUntilRunning(endpoint)
+        transport.reconnect()  // the delivery above can no longer be acknowledged
+        // The run ends meanwhile; its outcome is recorded but not published.
+        var waited = Duration.zero
+        while endpoint.running.withLock({ $0.now }) > 0 || waited < .milliseconds(300) {
+            try await Task.sleep(for: .milliseconds(50))
+            waited += .milliseconds(50)
+        }
+        transport.deliver(body: cast("slow", uniqueID: "u1"), redelivered: true)
+        var events: [InMemoryOsloTransport.Event] = []
+        for await event in transport.events {
+            events.append(event)
+            if events.count == 2 { break }
+        }
+        #expect(kinds(events) == ["test.end", "ack"], "the first thing the transport saw is the redelivery's event")
+        #expect(endpoint.runs.withLock { $0.count } == 1, "the redelivery did not run it again")
+        let fingerprint = try RPCRequest.decode(body: cast("slow", uniqueID: "u1"), contentType: "application/json").fingerprint
+        guard case .finished(_, let eventPublished) = try await journal.begin(uniqueID: "u1", fingerprint: fingerprint) else {
+            Issue.record("the journal has no outcome for the request")
+            return
+        }
+        #expect(eventPublished, "the journal knows the broker confirmed the event")
     }
 
     @Test("the same _unique_id with other content is refused, not answered with the first request's outcome")
@@ -314,7 +391,8 @@ struct RPCServerTests {
     func journalFull() async throws {
         struct FullJournal: RequestJournal {
             func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision { throw RequestJournalFull("write: No space left on device") }
-            func finish(uniqueID: String, outcome: RPCOutcome) async throws {}
+            func record(uniqueID: String, outcome: RPCOutcome) async throws {}
+            func end(uniqueID: String, eventPublished: Bool) async {}
             func abandon(uniqueID: String) async {}
         }
         let endpoint = TestEndpoint()

@@ -228,8 +228,12 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// The AMQP connection settings this configuration implies.
+    /// The heartbeat is half of `heartbeat_timeout_threshold`: librabbitmq gives a broker up after
+    /// two silent heartbeat intervals, and the threshold is the silence after which the broker is
+    /// considered down (a frozen node is then left within it, not after twice it).
     public var amqpConfiguration: AMQPConfiguration {
-        AMQPConfiguration(endpoints: transportURL.endpoints, tls: tls ?? AMQPTLSConfiguration(), heartbeatSeconds: heartbeatTimeoutThreshold,
+        let heartbeat = heartbeatTimeoutThreshold == 0 ? 0 : max(1, (heartbeatTimeoutThreshold + 1) / 2)
+        return AMQPConfiguration(endpoints: transportURL.endpoints, tls: tls ?? AMQPTLSConfiguration(), heartbeatSeconds: heartbeat,
                           connectionName: "image-worker:\(host):\(ProcessIdentity.current)")
     }
 

@@ -23,7 +23,7 @@ public enum WorkerOptions {
     public static let quorumDeliveryLimit = ConfigurationOption(
         "oslo_messaging_rabbit", "rabbit_quorum_delivery_limit", .integer(0...Int(Int32.max)), default: "0", help: "`x-delivery-limit` of quorum queues; 0 leaves it unset")
     public static let heartbeat = ConfigurationOption(
-        "oslo_messaging_rabbit", "heartbeat_timeout_threshold", .integer(0...3600), default: "60", help: "seconds; 0 turns heartbeats off")
+        "oslo_messaging_rabbit", "heartbeat_timeout_threshold", .integer(0...3600), default: "60", help: "seconds of silence after which a broker is considered down (heartbeats every half of it); 0 turns heartbeats off")
     public static let ssl = ConfigurationOption("oslo_messaging_rabbit", "ssl", .boolean, default: "false", help: "TLS to the broker; certificates are verified")
     public static let sslCAFile = ConfigurationOption("oslo_messaging_rabbit", "ssl_ca_file", .text, help: "CA file to verify the broker with")
     public static let sslCertFile = ConfigurationOption("oslo_messaging_rabbit", "ssl_cert_file", .text, help: "client certificate for the broker")

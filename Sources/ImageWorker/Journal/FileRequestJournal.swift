@@ -21,7 +21,10 @@ import Glibc
 ///   dies releases the lock but leaves the line, so the next run knows how many died (a poison
 ///   message's count).
 /// - finished: the run's outcome (reply and event) and the fingerprint as JSON, written over the
-///   line before the lock is released, so whoever takes the lock next reads it.
+///   line under the lock, so whoever takes the lock next reads it. The lock is held on while the
+///   outcome's event is published, and `"event_published": true` added once the broker confirmed
+///   it: a redelivery then repeats the reply but not the event (a listener counts events), and
+///   one that finds it unconfirmed publishes it under the lock, so two never publish it at once.
 /// The fingerprint is the SHA-256 of ``RPCRequest/fingerprint``: a message that reuses the
 /// `_unique_id` for other work is a conflict, not a duplicate. Records of older versions have none
 /// and match any request. Files are 0600 in a 0700 folder: outcomes hold node and image details.
@@ -58,13 +61,20 @@ public final class FileRequestJournal: RequestJournal {
         var nextWaiter = 0
     }
 
-    /// A run in this process: the locked file, the attempt it is, its fingerprint's digest, who
-    /// waits for it.
+    /// A request this process holds (running, or publishing its outcome's event): the locked
+    /// file, the attempt it is, its fingerprint's digest, the outcome once recorded, who waits for it.
     private struct Run {
         var marker: OwnedDescriptor
         var attempt: Int
         var digest: String
+        var outcome: RecordedOutcome?
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    /// An outcome as its file holds it.
+    private struct RecordedOutcome {
+        var uniqueID: String
+        var outcome: RPCOutcome
     }
 
     /// Opens (creating it if needed) the journal in `path`, keeping about `capacity` requests.
@@ -118,9 +128,16 @@ public final class FileRequestJournal: RequestJournal {
             }
             let attempt: Int
             switch Self.read(marker) {
-            case .finished(let outcome, let recorded):
-                // Closing the descriptor releases the lock.
-                return recorded == nil || recorded == digest ? .finished(outcome) : .conflict
+            case .finished(let outcome, let recorded, let eventPublished):
+                guard recorded == nil || recorded == digest else { return .conflict }
+                let published = eventPublished || outcome.notification == nil
+                // Closing the descriptor releases the lock; an unpublished event is published under it.
+                if !published {
+                    state.withLock { state in
+                        state.runs[key] = Run(marker: marker, attempt: 0, digest: digest, outcome: RecordedOutcome(uniqueID: uniqueID, outcome: outcome))
+                    }
+                }
+                return .finished(outcome, eventPublished: published)
             case .runs(let runs, let recorded):
                 if let recorded, recorded != digest { return .conflict }
                 attempt = runs + 1
@@ -137,15 +154,29 @@ public final class FileRequestJournal: RequestJournal {
         }
     }
 
-    public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
+    public func record(uniqueID: String, outcome: RPCOutcome) async throws {
         let key = Self.key(uniqueID)
         guard let (marker, digest) = state.withLock({ state in state.runs[key].map { ($0.marker, $0.digest) } }) else { return }
-        let record: JSONObject = ["unique_id": .string(uniqueID), "fingerprint": .string(digest), "outcome": .object(outcome.jsonObject)]
+        let recorded = RecordedOutcome(uniqueID: uniqueID, outcome: outcome)
         do {
-            try write(JSONWriter().bytes(.object(record)), to: marker, key: key)
+            try write(Self.outcomeRecord(recorded, digest: digest, eventPublished: false), to: marker, key: key)
         } catch {
             endRun(key, keepingRuns: nil)
             throw error
+        }
+        state.withLock { $0.runs[key]?.outcome = recorded }
+    }
+
+    public func end(uniqueID: String, eventPublished: Bool) async {
+        let key = Self.key(uniqueID)
+        guard let run = state.withLock({ $0.runs[key] }) else { return }
+        if eventPublished, let recorded = run.outcome {
+            do {
+                try write(Self.outcomeRecord(recorded, digest: run.digest, eventPublished: true), to: run.marker, key: key)
+            } catch {
+                // Not fatal: a redelivery would publish the event once more.
+                logger.warning("could not record that an outcome's event was published", metadata: ["task_id": "\(uniqueID)", "error": "\(error)"])
+            }
         }
         endRun(key, keepingRuns: nil)  // before pruning: waiters need not wait for a directory scan
         let prune = state.withLock { state -> Bool in
@@ -158,8 +189,16 @@ public final class FileRequestJournal: RequestJournal {
 
     public func abandon(uniqueID: String) async {
         let key = Self.key(uniqueID)
-        let attempt = state.withLock { $0.runs[key]?.attempt } ?? 1
-        endRun(key, keepingRuns: attempt - 1)
+        guard let run = state.withLock({ $0.runs[key] }) else { return }
+        // A recorded outcome stays as it is; a run without one gives its attempt back.
+        endRun(key, keepingRuns: run.outcome == nil ? run.attempt - 1 : nil)
+    }
+
+    /// A finished request's file.
+    private static func outcomeRecord(_ recorded: RecordedOutcome, digest: String, eventPublished: Bool) -> [UInt8] {
+        var record: JSONObject = ["unique_id": .string(recorded.uniqueID), "fingerprint": .string(digest), "outcome": .object(recorded.outcome.jsonObject)]
+        if eventPublished { record["event_published"] = .bool(true) }
+        return JSONWriter().bytes(.object(record))
     }
 
     // MARK: Runs in this process
@@ -242,7 +281,7 @@ public final class FileRequestJournal: RequestJournal {
     /// What a request's file says; `fingerprint` is nil in an older version's records.
     private enum Record {
         case runs(Int, fingerprint: String?)
-        case finished(RPCOutcome, fingerprint: String?)
+        case finished(RPCOutcome, fingerprint: String?, eventPublished: Bool)
         case unreadable
     }
 
@@ -265,7 +304,7 @@ public final class FileRequestJournal: RequestJournal {
         }
         guard let record = try? JSONParser().parse(bytes).objectValue, let outcome = record["outcome"]?.objectValue.flatMap(RPCOutcome.init(jsonObject:))
         else { return .unreadable }
-        return .finished(outcome, fingerprint: record["fingerprint"]?.stringValue)
+        return .finished(outcome, fingerprint: record["fingerprint"]?.stringValue, eventPublished: record["event_published"]?.boolValue ?? false)
     }
 
     private static func isDigest(_ text: String) -> Bool {
@@ -278,7 +317,7 @@ public final class FileRequestJournal: RequestJournal {
         let fd = openat(requests.descriptor.rawValue, key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         switch Self.read(OwnedDescriptor(fd)) {
-        case .runs(_, let fingerprint), .finished(_, let fingerprint): return fingerprint
+        case .runs(_, let fingerprint), .finished(_, let fingerprint, _): return fingerprint
         case .unreadable: return nil
         }
     }

@@ -8,7 +8,7 @@ public final class InMemoryRequestJournal: RequestJournal {
     private let state = Mutex(State())
 
     fileprivate struct State {
-        var finished: [String: (fingerprint: String, outcome: RPCOutcome)] = [:]
+        var finished: [String: Finished] = [:]
         var finishedOrder: [String] = []
         var running: [String: Run] = [:]
         var nextWaiter = 0
@@ -19,10 +19,18 @@ public final class InMemoryRequestJournal: RequestJournal {
         self.capacity = max(1, capacity)
     }
 
-    /// A run going on: the request's fingerprint and who waits for it.
+    /// A request held by a caller (running, or publishing its outcome's event): its fingerprint
+    /// and who waits for it.
     fileprivate struct Run {
         var fingerprint: String
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    /// A recorded outcome and whether the broker confirmed its event.
+    fileprivate struct Finished {
+        var fingerprint: String
+        var outcome: RPCOutcome
+        var eventPublished: Bool
     }
 
     public func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision {
@@ -30,13 +38,16 @@ public final class InMemoryRequestJournal: RequestJournal {
             try Task.checkCancellation()
             enum Step { case decided(JournalDecision), wait(Int) }
             let step = state.withLock { state -> Step in
-                if let finished = state.finished[uniqueID] {
-                    return .decided(finished.fingerprint == fingerprint ? .finished(finished.outcome) : .conflict)
-                }
                 if let run = state.running[uniqueID] {
                     guard run.fingerprint == fingerprint else { return .decided(.conflict) }
                     state.nextWaiter += 1
                     return .wait(state.nextWaiter)
+                }
+                if let finished = state.finished[uniqueID] {
+                    guard finished.fingerprint == fingerprint else { return .decided(.conflict) }
+                    let published = finished.eventPublished || finished.outcome.notification == nil
+                    if !published { state.running[uniqueID] = Run(fingerprint: fingerprint) }
+                    return .decided(.finished(finished.outcome, eventPublished: published))
                 }
                 state.running[uniqueID] = Run(fingerprint: fingerprint)
                 return .decided(.run(attempt: 1))
@@ -48,16 +59,23 @@ public final class InMemoryRequestJournal: RequestJournal {
         }
     }
 
-    public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard let run = state.running[uniqueID] else { return [] }
-            state.finished[uniqueID] = (run.fingerprint, outcome)
-            state.finishedOrder.append(uniqueID)
+    public func record(uniqueID: String, outcome: RPCOutcome) async throws {
+        state.withLock { state in
+            guard let run = state.running[uniqueID] else { return }
+            if state.finished.updateValue(Finished(fingerprint: run.fingerprint, outcome: outcome, eventPublished: false), forKey: uniqueID) == nil {
+                state.finishedOrder.append(uniqueID)
+            }
             if state.finishedOrder.count > capacity {
                 let excess = state.finishedOrder.count - capacity
                 for id in state.finishedOrder.prefix(excess) { state.finished[id] = nil }
                 state.finishedOrder.removeFirst(excess)
             }
+        }
+    }
+
+    public func end(uniqueID: String, eventPublished: Bool) async {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            if eventPublished { state.finished[uniqueID]?.eventPublished = true }
             return state.removeRun(uniqueID)
         }
         for waiter in waiters { waiter.resume() }

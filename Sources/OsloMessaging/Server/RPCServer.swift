@@ -16,8 +16,11 @@ import Synchronization
 /// known gets that outcome again without running; one still running is joined. A message that
 /// reuses a `_unique_id` with another method or other arguments (``RPCRequest/fingerprint``) is
 /// refused (`InvalidParameterValue`), never answered with the other request's outcome. The outcome is
-/// recorded before its event is published, so a crash anywhere yields one outcome, perhaps
-/// published twice, never two different ones. A request started more than
+/// recorded before its event is published, so a crash anywhere yields one outcome, never two
+/// different ones; and the journal notes when the broker confirmed the event, so a redelivery
+/// (flagged by the broker) repeats the reply but not the event. An outcome whose delivery was lost with its connection
+/// is not published by the run that made it: the broker redelivers the request, here or to
+/// another worker, and that delivery publishes it — once. A request started more than
 /// ``Configuration/maximumAttempts`` times without finishing is given up on (error event,
 /// dead-lettered when configured). Broadcasts (fanout) are not journaled: every process runs them.
 ///
@@ -152,6 +155,11 @@ public final class RPCServer: Service {
     }
 
     private func handle(_ delivery: AMQPDelivery) async -> Settled {
+        // Taken from the stream after its connection was lost (a prefetched request): the broker
+        // has put it back and delivers it again, so running it now would only fetch it twice.
+        guard transport.canSettle(delivery) else {
+            return Settled(method: nil, .requeued)
+        }
         var info = RequestDelivery(delivery)
         let request: RPCRequest
         do {
@@ -182,11 +190,18 @@ public final class RPCServer: Service {
                 return Settled(method: request.method, .requeued)
             }
             switch decision {
-            case .finished(let outcome):
-                logger.info("a duplicate of a finished request; sending its outcome again", metadata: [
+            case .finished(let outcome, let eventPublished):
+                // A redelivery (the broker's flag: a delivery whose acknowledgement was lost with its
+                // connection) of a request whose event the broker confirmed gets only its reply: the
+                // event is out, and a listener would count it twice. A message published again by
+                // a client is a duplicate, answered with the whole outcome, event included (§6).
+                let publishEvent = !eventPublished || !delivery.redelivered
+                logger.info(publishEvent ? "a duplicate of a finished request; sending its outcome again" :
+                                "a redelivery of a finished request whose event was published; replying again", metadata: [
                     "method": "\(request.method)", "task_id": "\(uniqueID)", "request_id": "\(request.context.requestID ?? "-")",
                 ])
-                let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+                let acknowledged = await settle(delivery, request: request, outcome: outcome, held: eventPublished ? nil : uniqueID,
+                                                publishEvent: publishEvent, deadLetter: nil)
                 return Settled(method: request.method, .duplicate, code: outcome.failureClass, acknowledged: acknowledged)
             case .run(let attempt):
                 info.journalAttempt = attempt
@@ -207,9 +222,9 @@ public final class RPCServer: Service {
             logger.error("a request was started too often without finishing; giving up on it", metadata: [
                 "method": "\(request.method)", "attempts": "\(started - 1)", "request_id": "\(request.context.requestID ?? "-")",
             ])
-            await record(outcome, of: journaled)
+            let held = await record(outcome, of: journaled)
             let reason = DeadLetterReason(code: outcome.failureClass ?? "ImageDownloadFailed", message: "started \(started - 1) times without finishing")
-            let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: reason)
+            let acknowledged = await settle(delivery, request: request, outcome: outcome, held: held, deadLetter: reason)
             return Settled(method: request.method, .gaveUp, code: outcome.failureClass, acknowledged: acknowledged)
         }
         let outcome: RPCOutcome
@@ -221,46 +236,70 @@ public final class RPCServer: Service {
             await transport.reject(delivery, requeue: true)
             return Settled(method: request.method, .requeued)
         }
-        await record(outcome, of: journaled)
-        let acknowledged = await settle(delivery, request: request, outcome: outcome, deadLetter: nil)
+        let held = await record(outcome, of: journaled)
+        let acknowledged = await settle(delivery, request: request, outcome: outcome, held: held, deadLetter: nil)
         return Settled(method: request.method, outcome.failureClass == nil ? .success : .failure, code: outcome.failureClass, acknowledged: acknowledged)
     }
 
     /// Records an outcome in the journal before anything else sees it, so that whatever happens
     /// next (a crash, a lost connection) a redelivery reproduces this outcome instead of another.
-    private func record(_ outcome: RPCOutcome, of uniqueID: String?) async {
-        guard let uniqueID else { return }
+    /// Returns the `_unique_id` the journal now holds until the event is published, if any.
+    private func record(_ outcome: RPCOutcome, of uniqueID: String?) async -> String? {
+        guard let uniqueID else { return nil }
         do {
-            try await journal.finish(uniqueID: uniqueID, outcome: outcome)
+            try await journal.record(uniqueID: uniqueID, outcome: outcome)
+            return uniqueID
         } catch {
             // Not fatal: the outcome still goes out; a duplicate would run the request again.
             logger.error("could not record a request's outcome in the journal", metadata: ["task_id": "\(uniqueID)", "error": "\(error)"])
             await journal.abandon(uniqueID: uniqueID)
+            return nil
         }
     }
 
     /// Makes an outcome durable and final: publishes its notification (confirmed), replies to a
     /// call, then acknowledges the request (or dead-letters it). If any step fails the request is
-    /// requeued; its redelivery finds the outcome in the journal and repeats these steps.
+    /// requeued; its redelivery finds the outcome in the journal and repeats the steps not known
+    /// to be done. `held` is the journal's hold on the request, ended once the event is published
+    /// (or not); `publishEvent` is false when the broker already confirmed the event.
     /// Returns whether the request was acknowledged (`false`: requeued).
-    private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, deadLetter reason: DeadLetterReason?) async -> Bool {
-        await settle(delivery, notification: outcome.notification, messageID: request.messageID, replyQueue: request.replyQueue,
-                     reply: outcome.reply(to: request.messageID ?? ""), deadLetter: reason)
+    private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, held: String?, publishEvent: Bool = true,
+                        deadLetter reason: DeadLetterReason?) async -> Bool {
+        await settle(delivery, notification: publishEvent ? outcome.notification : nil, held: held, messageID: request.messageID,
+                     replyQueue: request.replyQueue, reply: outcome.reply(to: request.messageID ?? ""), deadLetter: reason)
     }
 
-    private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, messageID: String?, replyQueue: String?, reply: RPCReply,
-                        deadLetter reason: DeadLetterReason?) async -> Bool {
+    // A step that fails here is a broker condition (a connection lost, a queue whose node is
+    // stopping: NOT_FOUND "process is stopped by supervisor") that the redelivery gets past:
+    // nothing is lost, so it is logged as a warning, not an error.
+    private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, held: String? = nil, messageID: String?, replyQueue: String?,
+                        reply: RPCReply, deadLetter reason: DeadLetterReason?) async -> Bool {
         if let notification {
+            // The publisher reconnecting (its node stopped) would hold the publish for a while,
+            // during which the request's own connection may go too: wait first, then decide.
+            try? await transport.waitUntilReadyToPublish()
+            guard transport.canSettle(delivery) else {
+                // The connection that brought the request is gone, so the broker redelivers it (to
+                // this worker or another): that delivery publishes the event. Publishing it here
+                // too would publish it twice whenever the redelivery goes to another host.
+                if let held { await journal.end(uniqueID: held, eventPublished: false) }
+                logger.notice("the request's connection was lost before its outcome went out; its redelivery will publish it", metadata: [
+                    "event_type": "\(notification.eventType)",
+                ])
+                return false
+            }
             do {
                 try await transport.sendNotification(notification)
             } catch {
-                logger.error("could not publish an outcome event; the request will be redelivered", metadata: [
+                if let held { await journal.end(uniqueID: held, eventPublished: false) }
+                logger.warning("could not publish an outcome event; the request will be redelivered", metadata: [
                     "event_type": "\(notification.eventType)", "error": "\(error)",
                 ])
                 await transport.reject(delivery, requeue: true)
                 return false
             }
         }
+        if let held { await journal.end(uniqueID: held, eventPublished: notification != nil) }
         if messageID != nil, let replyQueue {
             guard await send(reply, to: replyQueue) else {
                 await transport.reject(delivery, requeue: true)
@@ -271,7 +310,7 @@ public final class RPCServer: Service {
             do {
                 _ = try await transport.deadLetter(delivery, reason: reason)
             } catch {
-                logger.error("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
+                logger.warning("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
                 await transport.reject(delivery, requeue: true)
                 return false
             }
@@ -305,7 +344,7 @@ public final class RPCServer: Service {
             _ = try await transport.sendReply(reply, to: replyQueue)
             return true
         } catch {
-            logger.error("could not send a reply; the request will be redelivered", metadata: ["reply_queue": "\(replyQueue)", "error": "\(error)"])
+            logger.warning("could not send a reply; the request will be redelivered", metadata: ["reply_queue": "\(replyQueue)", "error": "\(error)"])
             return false
         }
     }

@@ -1,11 +1,15 @@
 /// What to do with a request, given what is known about its `_unique_id`.
 public enum JournalDecision: Sendable, Hashable {
     /// Run it: nothing is known, or every earlier run died. `attempt` counts the runs started
-    /// (1 for the first); the journal holds the request until ``RequestJournal/finish(uniqueID:outcome:)``
-    /// or ``RequestJournal/abandon(uniqueID:)``.
+    /// (1 for the first); the journal holds the request for the caller until
+    /// ``RequestJournal/end(uniqueID:eventPublished:)`` or ``RequestJournal/abandon(uniqueID:)``.
     case run(attempt: Int)
-    /// It already finished: reproduce this outcome, do not run it again.
-    case finished(RPCOutcome)
+    /// It already finished: reproduce this outcome, do not run it again. When `eventPublished` is
+    /// false the broker never confirmed the outcome's event: the journal holds the request for the
+    /// caller, as for ``run(attempt:)``, so that only the caller publishes it, and the caller ends
+    /// the hold with ``RequestJournal/end(uniqueID:eventPublished:)``. When it is true the event
+    /// must not be published again (a listener would count it twice): only the reply is repeated.
+    case finished(RPCOutcome, eventPublished: Bool)
     /// The `_unique_id` already names a request with another fingerprint
     /// (``RPCRequest/fingerprint``): refuse this one, neither run it nor answer with the other's outcome.
     case conflict
@@ -34,11 +38,27 @@ public protocol RequestJournal: Sendable {
     /// A record without a fingerprint (written by an older version) matches any.
     func begin(uniqueID: String, fingerprint: String) async throws -> JournalDecision
 
-    /// Records the outcome of a run that ``begin(uniqueID:fingerprint:)`` allowed, and hands it to those
-    /// waiting for that run.
-    func finish(uniqueID: String, outcome: RPCOutcome) async throws
+    /// Records the outcome of a run that ``begin(uniqueID:fingerprint:)`` allowed. The request
+    /// stays held (duplicates wait) until ``end(uniqueID:eventPublished:)``: its event is
+    /// published under the hold, so that a duplicate never publishes it at the same time.
+    func record(uniqueID: String, outcome: RPCOutcome) async throws
 
-    /// Forgets a run that will not finish here (cancelled, or its outcome could not be made
-    /// durable) without counting it as a failed attempt: whoever waits for it decides again.
+    /// Ends the caller's hold on a request whose outcome is recorded, noting whether the broker
+    /// confirmed its event, and hands it to those waiting.
+    func end(uniqueID: String, eventPublished: Bool) async
+
+    /// Ends the caller's hold without an outcome of its own: a run that will not finish here
+    /// (cancelled, or its outcome could not be made durable) is forgotten without counting as a
+    /// failed attempt; a recorded outcome stays, its event still unpublished. Whoever waits for
+    /// it decides again.
     func abandon(uniqueID: String) async
+}
+
+extension RequestJournal {
+    /// Records the outcome of a run and ends the hold, its event not published (a redelivery
+    /// will publish it).
+    public func finish(uniqueID: String, outcome: RPCOutcome) async throws {
+        try await record(uniqueID: uniqueID, outcome: outcome)
+        await end(uniqueID: uniqueID, eventPublished: false)
+    }
 }

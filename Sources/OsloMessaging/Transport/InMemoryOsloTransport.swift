@@ -25,6 +25,7 @@ public final class InMemoryOsloTransport: OsloTransport {
         var nextTag: UInt64 = 1
         var consuming = false
         var goneReplyQueues: Set<String> = []
+        var connectionGeneration: UInt64 = 1
     }
 
     /// Whether ``deadLetter(_:reason:)`` has an exchange to send to.
@@ -41,15 +42,15 @@ public final class InMemoryOsloTransport: OsloTransport {
     @discardableResult
     public func deliver(body: [UInt8], contentType: String? = "application/json", redelivered: Bool = false, headers: AMQPTable? = nil,
                         exchange: String = "ironic") -> UInt64 {
-        let tag = state.withLock { state -> UInt64 in
+        let (tag, generation) = state.withLock { state -> (UInt64, UInt64) in
             defer { state.nextTag += 1 }
-            return state.nextTag
+            return (state.nextTag, state.connectionGeneration)
         }
         var properties = AMQPMessageProperties.oslo()
         properties.contentType = contentType
         properties.headers = headers
         requestContinuation.yield(AMQPDelivery(body: body, properties: properties, exchange: exchange, routingKey: "memory",
-                                               consumerTag: "memory", deliveryTag: tag, redelivered: redelivered, connectionGeneration: 1))
+                                               consumerTag: "memory", deliveryTag: tag, redelivered: redelivered, connectionGeneration: generation))
         return tag
     }
 
@@ -62,6 +63,12 @@ public final class InMemoryOsloTransport: OsloTransport {
     /// Makes replies to `replyQueue` fail as if the caller were gone.
     public func markReplyQueueGone(_ replyQueue: String) {
         _ = state.withLock { $0.goneReplyQueues.insert(replyQueue) }
+    }
+
+    /// Acts as if the connection had dropped and come back: deliveries made before cannot be
+    /// settled any more (``canSettle(_:)`` is false for them).
+    public func reconnect() {
+        state.withLock { $0.connectionGeneration += 1 }
     }
 
     /// Ends the request stream (as a closed connection would) and, once what was recorded has
@@ -83,6 +90,12 @@ public final class InMemoryOsloTransport: OsloTransport {
 
     public func acknowledge(_ delivery: AMQPDelivery) async {
         eventContinuation.yield(.acknowledged(deliveryTag: delivery.deliveryTag))
+    }
+
+    public func waitUntilReadyToPublish() async throws {}
+
+    public func canSettle(_ delivery: AMQPDelivery) -> Bool {
+        state.withLock { $0.connectionGeneration == delivery.connectionGeneration }
     }
 
     public func reject(_ delivery: AMQPDelivery, requeue: Bool) async {

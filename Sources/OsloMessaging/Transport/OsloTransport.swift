@@ -18,6 +18,14 @@ public protocol OsloTransport: Sendable {
     /// The request is done with.
     func acknowledge(_ delivery: AMQPDelivery) async
 
+    /// Waits until notifications can be published right away (the publisher is connected), so
+    /// that the time between deciding to publish an outcome and its confirm stays short.
+    func waitUntilReadyToPublish() async throws
+
+    /// Whether `delivery` can still be settled: false once the connection that received it is
+    /// gone, when the broker has put it back in its queue and will deliver it again.
+    func canSettle(_ delivery: AMQPDelivery) -> Bool
+
     /// The request is refused: requeued, or (without requeue) dead-lettered if the queue has a
     /// dead-letter exchange, dropped otherwise.
     func reject(_ delivery: AMQPDelivery, requeue: Bool) async
