@@ -4,18 +4,20 @@
 # image-worker, and whether each target of issue 6 holds). Not a test: it prints figures.
 #
 #   deploy/bench.sh [RUNS]          RUNS per row, default 10
-#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: hash, http, glance, file, e2e, scale
+#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: hash, http, glance, file, e2e, scale, cluster
 #   OPENSSL_ia32cap=:~0x20000000 deploy/bench.sh   as on a CPU without SHA extensions (libcrypto,
 #                                   BoringSSL and Python's hashlib all honour the mask)
 #
 # It installs what is missing, builds the release binaries, and starts its own nginx, glance-api
-# (sqlite, file store, no Keystone) and private RabbitMQ on free loopback ports, with Debian's
+# (sqlite, file store, no Keystone), a private RabbitMQ node and (for the cluster group) a private
+# three-node RabbitMQ cluster on free loopback ports, with Debian's
 # python3-ironic as the peer (Ironic's images.fetch and image cache, run by /usr/bin/python3).
 # Data: random 64 MiB and 1 GiB images (page cache warm: these are CPU and memory figures).
 # The measuring is in deploy/bench/driver.py; the Python peers in deploy/bench/peers.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq_cluster.sh"
 source "$REPO_ROOT/deploy/lib/tls.sh"
 source "$REPO_ROOT/deploy/lib/nginx.sh"
 source "$REPO_ROOT/deploy/lib/glance.sh"
@@ -35,6 +37,7 @@ cleanup() {
   local status=$?
   stop_recorded_processes "$WORK/pids"
   broker_stop
+  cluster_stop
   nginx_stop "$WORK/nginx"
   glance_stop "$WORK/glance"
   rm -rf "$WORK"
@@ -45,6 +48,10 @@ trap cleanup EXIT INT TERM
 
 BROKER_DIR=$WORK/rabbitmq
 broker_start
+if [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *",cluster,"* ]]; then
+  CLUSTER_DIR=$WORK/cluster cluster_start
+  export BENCH_CLUSTER_URL=$CLUSTER_TRANSPORT_URL BENCH_CLUSTER_CTL="$REPO_ROOT/deploy/lib/rabbitmq_cluster.sh" CLUSTER_DIR
+fi
 make_test_certificates "$WORK/tls"
 HTTP_PORT=$(free_port 18700 18799) || die "no free port for nginx"
 nginx_start "$WORK/nginx" "$HTTP_PORT" "$(free_port 18800 18899)" "$WORK/tls"

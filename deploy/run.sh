@@ -4,6 +4,11 @@
 #   - builds the release binary,
 #   - starts a private RabbitMQ node on loopback unless TRANSPORT_URL (or --transport-url) names a broker,
 #   - runs `image-worker serve` in the foreground; Ctrl-C stops the worker and then the broker.
+# --cluster: quorum queues (rabbit_quorum_queue = true) and, unless a transport URL is given, a private
+#   three-node RabbitMQ cluster on loopback instead of the single node (deploy/lib/rabbitmq_cluster.sh;
+#   .run/rabbitmq-cluster/, the worker gets all three nodes in its transport_url). Stop or freeze one
+#   node from another terminal to watch the worker carry on through the other two:
+#     CLUSTER_DIR=.run/rabbitmq-cluster deploy/lib/rabbitmq_cluster.sh stop 2|start 2|pause 2|resume 2
 #
 # State lives in .run/ at the top of the repository (override with IMAGE_WORKER_STATE_DIR):
 #   .run/image-worker.conf   the configuration it runs with (pass it to `image-worker call/cast/events`)
@@ -12,13 +17,16 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq_cluster.sh"
 
 TRANSPORT_URL=${TRANSPORT_URL:-}
+CLUSTER=0
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --transport-url) TRANSPORT_URL=$2; shift 2 ;;
     --transport-url=*) TRANSPORT_URL=${1#*=}; shift ;;
+    --cluster) CLUSTER=1; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -33,7 +41,15 @@ log "building the release binary (the first build takes a few minutes)"
 swift build -c release --product image-worker
 BIN=$REPO_ROOT/.build/release/image-worker
 
-if [ -z "$TRANSPORT_URL" ]; then
+if [ -z "$TRANSPORT_URL" ] && [ "$CLUSTER" = 1 ]; then
+  ensure_packages rabbitmq-server
+  CLUSTER_DIR=$STATE_DIR/rabbitmq-cluster
+  rm -rf "$CLUSTER_DIR"
+  # The trap first: a cluster_start that fails half-way must not leave nodes running.
+  trap 'cluster_stop; release_port_claims' EXIT
+  cluster_start
+  TRANSPORT_URL=$CLUSTER_TRANSPORT_URL
+elif [ -z "$TRANSPORT_URL" ]; then
   # Installed before the ports are chosen: on a host where installing starts the system's own
   # broker, 5672 is then seen as taken and a free port is picked instead.
   ensure_packages rabbitmq-server
@@ -64,6 +80,14 @@ images_dir = $STATE_DIR/images
 # keeps it open so that an image server on this machine (http://127.0.0.1:…) can be used.
 disallowed_networks = 169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128, 224.0.0.0/4, ff00::/8, fd00:ec2::254/128
 CONF
+if [ "$CLUSTER" = 1 ]; then
+  # A queue that outlives the loss of one node: a quorum queue, replicated on all three.
+  cat >> "$STATE_DIR/image-worker.conf" <<CONF
+
+[oslo_messaging_rabbit]
+rabbit_quorum_queue = true
+CONF
+fi
 
 log "worker configuration: $STATE_DIR/image-worker.conf"
 log "put images in $STATE_DIR/sources; they land in $STATE_DIR/images/<node_uuid>/"

@@ -7,8 +7,10 @@
 #      forward proxy (tinyproxy), all stopped again on exit,
 #   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
 #      real worker binary with the real oslo.messaging client and notification listener,
-#   5. runs the fault-injection suite (Tests/Faults: SIGKILLs, a broker restart and fuzzed bodies
-#      under load, printing its figures) and checks every manifest in deploy/ (Tests/Deploy),
+#   5. runs the fault-injection suites (Tests/Faults: SIGKILLs, a broker restart and fuzzed bodies
+#      under load; then, on a private three-node RabbitMQ cluster with quorum queues, nodes stopped,
+#      frozen and restarted in turn under load; each printing its figures) and checks every
+#      manifest in deploy/ (Tests/Deploy),
 #   6. checks the README's quick start: deploy/run.sh, the first task as written, Ctrl-C.
 # Under CI=true an integration suite that cannot reach its server fails instead of skipping.
 # Each phase's wall time is printed when it ends.
@@ -19,9 +21,12 @@
 #                              and the interop suites' worker binary from there
 #   SWIFT_TEST_ARGS="..."      more arguments for `swift test` (--filter X)
 #   SWIFT_TEST_PARALLEL=1      run the Swift tests in parallel (by default one at a time; see below)
+#   CLUSTER_SCENARIOS="spread frozen"   the fault phase runs only these scenarios of the cluster suite
+#                              (and not fault_suite.py): spread, consumer, leader, frozen, rolling, hosts
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$REPO_ROOT/deploy/lib/rabbitmq.sh"
+source "$REPO_ROOT/deploy/lib/rabbitmq_cluster.sh"
 source "$REPO_ROOT/deploy/lib/tls.sh"
 source "$REPO_ROOT/deploy/lib/nginx.sh"
 source "$REPO_ROOT/deploy/lib/glance.sh"
@@ -62,6 +67,7 @@ cleanup() {
   local status=$?
   stop_recorded_processes "$WORK_DIR/pids"
   broker_stop
+  cluster_stop
   nginx_stop "$WORK_DIR/nginx"
   glance_stop "$WORK_DIR/glance"
   proxy_stop "$WORK_DIR/proxy"
@@ -132,7 +138,14 @@ fi
 
 if wants faults; then
   phase "fault-injection suite: SIGKILLs under load, the broker restarted under load, fuzzed bodies"
-  (cd Tests/Faults && /usr/bin/python3 -W ignore::DeprecationWarning fault_suite.py)
+  [ -n "${CLUSTER_SCENARIOS:-}" ] || (cd Tests/Faults && /usr/bin/python3 -W ignore::DeprecationWarning fault_suite.py)
+  phase "cluster suite: a private three-node RabbitMQ cluster, quorum queues, nodes stopped, frozen and restarted under load"
+  CLUSTER_DIR=$WORK_DIR/cluster cluster_start
+  export IMAGE_WORKER_TEST_CLUSTER_URL=$CLUSTER_TRANSPORT_URL
+  export IMAGE_WORKER_TEST_CLUSTER_CTL=$REPO_ROOT/deploy/lib/rabbitmq_cluster.sh
+  export CLUSTER_DIR
+  # shellcheck disable=SC2086
+  (cd Tests/Faults && /usr/bin/python3 -W ignore::DeprecationWarning cluster_suite.py ${CLUSTER_SCENARIOS:-})
 fi
 
 if wants deploy; then

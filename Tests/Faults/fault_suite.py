@@ -43,12 +43,13 @@ def figures(name, **values):
     print("  %s: %s" % (name, ", ".join("%s %s" % (key.replace("_", " "), value) for key, value in values.items())))
 
 
-def http_images(count, size):
-    """Images on nginx's rate-limited path, so that kills land in the middle of downloads."""
+def http_images(count, size, folder="slow"):
+    """Images on one of nginx's rate-limited paths (`slow`: 16 MiB/s a connection, `slow2m`:
+    2 MiB/s), so that kills land in the middle of downloads."""
     images = []
     for index in range(count):
         data = os.urandom(size)
-        path = "slow/faults-%s-%d.img" % (uuid.uuid4().hex[:6], index)
+        path = "%s/faults-%s-%d.img" % (folder, uuid.uuid4().hex[:6], index)
         harness.publish_http(path, data)
         images.append(("%s/%s" % (harness.HTTP_URL, path), hashlib.sha256(data).hexdigest(), path))
     return images

@@ -5,7 +5,8 @@ peer and the targets. Not a test: it prints figures (and exits 0 whether targets
 
 Environment (set by bench.sh): BENCH_BIN, BENCH_WORK, BENCH_HTTP_URL, BENCH_HTTP_ROOT,
 BENCH_GLANCE_URL, BENCH_GLANCE_IMAGE, BENCH_AMQP_URL, BENCH_BROKER_CTL, BENCH_IRONIC_CONF,
-BENCH_RUNS, BENCH_E2E_TASKS, BENCH_ONLY (comma-separated groups: hash, http, glance, file, e2e, scale).
+BENCH_RUNS, BENCH_E2E_TASKS, BENCH_ONLY (comma-separated groups: hash, http, glance, file, e2e, scale,
+cluster), and for the cluster group BENCH_CLUSTER_URL and BENCH_CLUSTER_CTL (a three-node cluster).
 OPENSSL_ia32cap, when set, reaches every process (the worker, openssl, Python's hashlib): for
 example `:~0x20000000` masks the SHA extensions, to measure as on a CPU without them.
 """
@@ -35,6 +36,8 @@ IRONIC_CONF = os.environ["BENCH_IRONIC_CONF"]
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 E2E_TASKS = int(os.environ.get("BENCH_E2E_TASKS", "5000"))
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+CLUSTER_URL = os.environ.get("BENCH_CLUSTER_URL")
+CLUSTER_CTL = os.environ.get("BENCH_CLUSTER_CTL")
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
 OUT = os.path.join(WORK, "out")
 SHM = tempfile.mkdtemp(prefix="iw-bench-", dir="/dev/shm")
@@ -220,14 +223,22 @@ def in_worker_same_fs(href, checksum, count=200):
 
 # MARK: broker
 
-def new_vhost(prefix):
+def new_vhost(prefix, ctl=None):
     name = "%s-%s" % (prefix, uuid.uuid4().hex[:6])
-    subprocess.run([BROKER_CTL, "add-vhost", name], check=True, capture_output=True)
+    subprocess.run([ctl or BROKER_CTL, "add-vhost", name], check=True, capture_output=True)
     return name
 
 
-def vhost_url(vhost):
-    return AMQP_URL.rstrip("/") + "/" + urllib.parse.quote(vhost, safe="")
+def vhost_url(vhost, base=None):
+    return (base or AMQP_URL).rstrip("/") + "/" + urllib.parse.quote(vhost, safe="")
+
+
+def first_broker(url):
+    """(host, port, user, password) of the first host of an oslo transport URL (several hosts are
+    comma-separated: `rabbit://u:p@h1:1,u:p@h2:2/`)."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0].split(",")[0]
+    parsed = urllib.parse.urlparse("amqp://" + netloc)
+    return parsed.hostname, parsed.port, parsed.username, parsed.password
 
 
 class Process:
@@ -263,10 +274,10 @@ class Process:
         self.log.close()
 
 
-def start_worker(vhost, name, extra=None, cache=True):
+def start_worker(vhost, name, extra=None, cache=True, base_url=None):
     state = os.path.join(WORK, "worker-" + name)
     os.makedirs(state, exist_ok=True)
-    sections = {"DEFAULT": {"transport_url": vhost_url(vhost), "host": name},
+    sections = {"DEFAULT": {"transport_url": vhost_url(vhost, base_url), "host": name},
                 "image_worker": {"state_dir": state, "log_level": "warning", "disallowed_networks": LOOPBACK_ALLOWED},
                 "pxe": {"instance_master_path": os.path.join(state, "master_images") if cache else ""}}
     for section, options in (extra or {}).items():
@@ -282,11 +293,11 @@ class Client:
     """Casts fetch_image as an oslo client does (raw pika, so the client is never the bottleneck)
     and times each task from its cast to its .end notification."""
 
-    def __init__(self, vhost):
+    def __init__(self, vhost, base_url=None, durable=False):
         import pika
-        parsed = urllib.parse.urlparse(AMQP_URL)
-        self.parameters = pika.ConnectionParameters(host=parsed.hostname, port=parsed.port, virtual_host=vhost,
-                                                    credentials=pika.PlainCredentials(parsed.username, parsed.password))
+        host, port, user, password = first_broker(base_url or AMQP_URL)
+        self.durable = durable  # the exchange as the workers declare it (durable with quorum queues)
+        self.parameters = pika.ConnectionParameters(host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(user, password))
         self.publisher = pika.BlockingConnection(self.parameters)
         self.channel = self.publisher.channel()
         self.sent = {}
@@ -302,7 +313,7 @@ class Client:
         import pika
         connection = pika.BlockingConnection(self.parameters)
         channel = connection.channel()
-        channel.exchange_declare("ironic", "topic", durable=False)
+        channel.exchange_declare("ironic", "topic", durable=self.durable)
         queue = channel.queue_declare("", exclusive=True).method.queue
         channel.queue_bind(queue, "ironic", routing_key="ironic_versioned_notifications.info")
         channel.basic_qos(prefetch_count=1000)
@@ -354,10 +365,10 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run_tasks(vhost, count, instance_info, rate=None):
+def run_tasks(vhost, count, instance_info, rate=None, base_url=None, durable=False):
     """Casts `count` tasks (as fast as possible, or at `rate` per second) and waits for every .end;
     returns (tasks per second, latencies in ms)."""
-    client = Client(vhost)
+    client = Client(vhost, base_url, durable)
     nodes = [str(uuid.uuid4()) for _ in range(count)]
     started = time.perf_counter()
     for index, node in enumerate(nodes):
@@ -415,7 +426,30 @@ def group_e2e():
     rss_rows.append(("Python oslo RPC server + Ironic, idle after start and one task", python[4]))
 
 
+def group_cluster():
+    """End to end on one node with classic queues and on the three-node cluster with quorum queues:
+    the same load (cached 64 MiB http image, E2E_TASKS casts), one run each."""
+    if not CLUSTER_URL or not CLUSTER_CTL:
+        raise SystemExit("BENCH_CLUSTER_URL and BENCH_CLUSTER_CTL are not set (deploy/bench.sh sets them)")
+    name = "img-64M.bin"
+    url = "%s/images/%s" % (HTTP_URL, name)
+    info = {"image_source": url, "image_checksum": sha256_of(os.path.join(HTTP_ROOT, "images", name))}
+    for label, base, ctl, quorum in (("one node, classic queues", AMQP_URL, BROKER_CTL, False),
+                                     ("three-node cluster, quorum queues", CLUSTER_URL, CLUSTER_CTL, True)):
+        vhost = new_vhost("bench-cluster", ctl)
+        extra = {"oslo_messaging_rabbit": {"rabbit_quorum_queue": "true"}} if quorum else None
+        server = start_worker(vhost, "cluster-%s" % ("quorum" if quorum else "classic"), extra=extra, base_url=base)
+        try:
+            run_tasks(vhost, 1, info, base_url=base, durable=quorum)  # the miss that fills the cache
+            rate, latencies = run_tasks(vhost, E2E_TASKS, info, base_url=base, durable=quorum)
+            cluster_rows.append((label, rate, percentile(latencies, 0.5), percentile(latencies, 0.99)))
+            log("cluster %s: %.0f tasks/s" % (label, rate))
+        finally:
+            server.stop()
+
+
 e2e_rows = []
+cluster_rows = []
 rss_rows = []
 scale_rows = []
 same_fs_rows = []
@@ -551,6 +585,12 @@ def print_table():
         for label, burst, p50, p99, cpu_ms, paced in e2e_rows:
             paced_text = "%.0f | %.1f / %.1f" % paced if paced else "— | —"
             print("| %s | %.0f | %.1f / %.1f | %.2f | %s |" % (label, burst, p50, p99, cpu_ms, paced_text))
+    if cluster_rows:
+        print()
+        print("| end to end, %d casts of a cached 64 MiB http image, one worker | tasks/s | p50 / p99 ms |" % E2E_TASKS)
+        print("|---|---:|---:|")
+        for label, rate, p50, p99 in cluster_rows:
+            print("| %s | %.0f | %.1f / %.1f |" % (label, rate, p50, p99))
     if scale_rows:
         print()
         print("| scale-out: 2,000 tasks of a 256 KiB http image, no cache | tasks/s | p50 / p99 ms |")
@@ -585,7 +625,7 @@ def print_table():
 def main():
     os.makedirs(OUT, exist_ok=True)
     groups = [("hash", group_hash), ("http", group_http), ("glance", group_glance), ("file", group_file), ("e2e", group_e2e), ("scale", group_scale),
-              ("scale", group_concurrent)]
+              ("scale", group_concurrent), ("cluster", group_cluster)]
     failed = []
     try:
         for name, group in groups:

@@ -4,7 +4,12 @@
 # As a library (source it):  broker_start / broker_stop, using and exporting
 #   BROKER_DIR   data directory (made if unset)      AMQP_PORT      AMQP port (a free one if unset)
 #   AMQP_TLS_PORT  with BROKER_TLS_DIR holding ca.pem, server.pem, server.key: also a TLS listener
+#   BROKER_EXTRA_CONF  more rabbitmq.conf lines (optional)   BROKER_WAIT_TIMEOUT  seconds to boot (60)
+#   BROKER_ERL_ARGS    more arguments for the node's Erlang VM, e.g. application settings that
+#                      rabbitmq.conf does not know (optional; kept for later starts)
 # and exporting RABBIT_TRANSPORT_URL (rabbit://guest:guest@127.0.0.1:PORT/) once the node is ready.
+# The node's name is iwPORT@localhost and its distribution port PORT + 20000, so one port names all
+# of a node: deploy/lib/rabbitmq_cluster.sh runs three of these, one directory and port each.
 #
 # As a command, for tests that stop and start the broker under a running worker:
 #   rabbitmq.sh stop|start|restart|ctl ARGS...|add-vhost NAME      (BROKER_DIR must be set)
@@ -22,20 +27,36 @@ broker_env() {
       RABBITMQ_ENABLED_PLUGINS_FILE="$BROKER_DIR/enabled_plugins" RABBITMQ_CONFIG_FILE="$BROKER_DIR/rabbitmq" \
       RABBITMQ_CONF_ENV_FILE="$BROKER_DIR/rabbitmq-env.conf" ERL_EPMD_ADDRESS=127.0.0.1 \
       ERL_CRASH_DUMP="$BROKER_DIR/erl_crash.dump" \
-      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $BROKER_ERL_SCHEDULER_ARGS ${BROKER_ERL_ARGS:-}" "$@"
 }
 
+# Erlang's schedulers spin for a while before sleeping, which on a 2-core machine running the worker,
+# its tests and up to three nodes leaves rabbitmqctl (an Erlang VM itself) waiting seconds for a CPU.
+# An idle node then uses next to no CPU; a private test broker never needs the lower latency.
+# (RabbitMQ 3.10's rabbitmq-env passes the same by default; said here, it holds for other versions
+# and whatever RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD the environment sets: the last flag wins.)
+BROKER_ERL_SCHEDULER_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
+
 broker_ctl() { broker_env "$RABBITMQ_BIN/rabbitmqctl" "$@"; }
+
+# broker_pick_port [TAKEN...]: prints a free AMQP port in 5680..5780, none of TAKEN, claimed with its
+# distribution port. (A claim this script already holds counts as free: TAKEN keeps a caller that
+# picks several ports before binding any from getting the same one again.)
+# shellcheck disable=SC2120  # rabbitmq_cluster.sh passes TAKEN
+broker_pick_port() {
+  local port
+  for port in $(seq 5680 5780); do
+    [[ " $* " == *" $port "* ]] && continue
+    if claim_port "$port" && claim_port $((port + 20000)); then echo "$port"; return 0; fi
+  done
+  return 1
+}
 
 # broker_prepare: directory, ports and configuration (kept in $BROKER_DIR/broker.env for later commands).
 broker_prepare() {
   ensure_packages rabbitmq-server
   if [ -z "${AMQP_PORT:-}" ]; then
-    local port
-    for port in $(seq 5680 5780); do
-      if claim_port "$port" && claim_port $((port + 20000)); then AMQP_PORT=$port; break; fi
-    done
-    [ -n "${AMQP_PORT:-}" ] || die "no free AMQP port in 5680..5780"
+    AMQP_PORT=$(broker_pick_port) || die "no free AMQP port in 5680..5780"
   fi
   BROKER_NODE=iw$AMQP_PORT@localhost
   BROKER_DIR=${BROKER_DIR:-$(mktemp -d "/tmp/image-worker-rabbit-$AMQP_PORT.XXXXXX")}
@@ -52,12 +73,15 @@ broker_prepare() {
       echo "ssl_options.verify = verify_none"
       echo "ssl_options.fail_if_no_peer_cert = false"
     fi
+    [ -z "${BROKER_EXTRA_CONF:-}" ] || printf '%s\n' "$BROKER_EXTRA_CONF"
   } > "$BROKER_DIR/rabbitmq.conf"
   cat > "$BROKER_DIR/broker.env" <<ENV
 AMQP_PORT=$AMQP_PORT
 AMQP_TLS_PORT=${AMQP_TLS_PORT:-}
 BROKER_NODE=$BROKER_NODE
 BROKER_DIR=$BROKER_DIR
+BROKER_WAIT_TIMEOUT=\${BROKER_WAIT_TIMEOUT:-${BROKER_WAIT_TIMEOUT:-60}}
+BROKER_ERL_ARGS=$(printf %q "${BROKER_ERL_ARGS:-}")
 ENV
   export AMQP_PORT BROKER_DIR BROKER_NODE
 }
@@ -76,7 +100,9 @@ broker_boot() {
     sleep 0.1
   done
   [ -s "$BROKER_DIR/pid" ] || die "rabbitmq wrote no pid file in 60 s (see $BROKER_DIR/log)"
-  broker_env timeout 90 "$RABBITMQ_BIN/rabbitmqctl" wait --timeout 60 "$BROKER_DIR/pid" >"$BROKER_DIR/log/wait.log" 2>&1 \
+  local wait_timeout=${BROKER_WAIT_TIMEOUT:-60}
+  broker_env timeout $((wait_timeout + 30)) "$RABBITMQ_BIN/rabbitmqctl" wait --timeout "$wait_timeout" "$BROKER_DIR/pid" \
+    >"$BROKER_DIR/log/wait.log" 2>&1 \
     || { tail -n 20 "$BROKER_DIR/log/stdout.log" >&2; die "rabbitmq did not become ready: $(tail -n 1 "$BROKER_DIR/log/wait.log")"; }
   wait_until 30 "rabbitmq answering AMQP on 127.0.0.1:$AMQP_PORT" amqp_answers "$AMQP_PORT"
   log "rabbitmq $BROKER_NODE ready on 127.0.0.1:$AMQP_PORT in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
@@ -101,9 +127,12 @@ broker_start() {
 
 # broker_halt: stops the node, keeping its data directory.
 broker_halt() {
-  broker_ctl shutdown >/dev/null 2>&1 || true
   local pid i
   pid=$(cat "$BROKER_DIR/pid" 2>/dev/null || true)
+  # A paused node (SIGSTOP) would never answer the shutdown: thaw it first. The timeout is for a
+  # node that answers nothing all the same; it is killed below.
+  [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null || true
+  broker_env timeout 120 "$RABBITMQ_BIN/rabbitmqctl" shutdown >/dev/null 2>&1 || true
   for i in $(seq 100); do
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
     sleep 0.1

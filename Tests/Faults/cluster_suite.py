@@ -1,0 +1,392 @@
+"""The cluster suite (issue 17), run by deploy/test.sh in the fault phase, on a private three-node
+RabbitMQ cluster on loopback (deploy/lib/rabbitmq_cluster.sh) with quorum queues:
+
+spread:    six workers started against the three-host URL: where each consumer connection landed
+           (they must not all be on one node).
+consumer:  the node holding the most consumer connections is stopped under load, then started.
+leader:    the work queue's quorum leader is stopped under load, then started.
+frozen:    a node holding a consumer connection is frozen (SIGSTOP) past the heartbeat threshold:
+           the workers notice within 2 x heartbeat_timeout_threshold (printed), move, and nothing
+           is lost when it thaws.
+rolling:   every node stopped and started in turn under load.
+hosts:     all four faults in a row on one load.
+
+Every load scenario runs two workers with separate state folders (two hosts) and prints tasks,
+completed, lost, outcome events published (counted at the broker, from an audit queue bound to the
+notification topic), conflicting outcomes, partial files and the time to recover; each must have 0
+lost, 0 conflicting, 0 partial and exactly one outcome event per task.
+
+Run with Debian's /usr/bin/python3 and the environment deploy/test.sh sets, plus
+IMAGE_WORKER_TEST_CLUSTER_URL and IMAGE_WORKER_TEST_CLUSTER_CTL.
+Usage: cluster_suite.py [spread] [consumer] [leader] [frozen] [rolling] [hosts]   (all by default)
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Interop"))
+import harness  # noqa: E402
+import fault_suite  # noqa: E402
+from fault_suite import OUTCOMES, check, figures, http_images, outcome_report, pump, wait_for_outcomes, partial_files, show_logs  # noqa: E402
+
+CLUSTER_URL = os.environ.get("IMAGE_WORKER_TEST_CLUSTER_URL")
+CLUSTER_CTL = os.environ.get("IMAGE_WORKER_TEST_CLUSTER_CTL")
+HEARTBEAT_THRESHOLD = 4  # seconds: short, so that a frozen node is noticed quickly
+QUORUM = {"rabbit_quorum_queue": True}
+# The load: 1 MiB images from nginx's 2 MiB/s path, two workers with two download slots each,
+# about 8 tasks a second, so that it lasts through the faults (a fault that hits an idle
+# cluster proves nothing). TASKS lasts about 25 s.
+IMAGE_SIZE = 1 << 20
+TASKS = 200
+
+
+def ctl(*args, timeout=240):
+    return subprocess.run([CLUSTER_CTL, *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
+
+
+def ports():
+    return [int(line) for line in ctl("ports").split()]
+
+
+def node_name(index):
+    return ctl("node", str(index)).strip()
+
+
+def node_index(name):
+    for index in (1, 2, 3):
+        if node_name(index) == name:
+            return index
+    raise AssertionError("no cluster node is named %s" % name)
+
+
+def running_node():
+    """A node that runs now (for rabbitmqctl queries)."""
+    running = ctl("running").split()
+    for index in (1, 2, 3):
+        if node_name(index) in running:
+            return index
+    raise AssertionError("no cluster node runs")
+
+
+def connections(vhost):
+    """[(connection name, node name)] of the vhost's client connections, cluster-wide; a
+    connection's node is the one whose AMQP port it came in on."""
+    node_of_port = {port: node_name(index) for index, port in enumerate(ports(), start=1)}
+    out = ctl("ctl", str(running_node()), "list_connections", "-q", "vhost", "port", "client_properties", "--formatter", "json")
+    found = []
+    for connection in json.loads(out):
+        if connection.get("vhost") != vhost:
+            continue
+        properties = {entry[0]: entry[2] for entry in connection.get("client_properties", []) if len(entry) == 3}
+        found.append((properties.get("connection_name", "?"), node_of_port.get(int(connection["port"]), "port %s" % connection["port"])))
+    return found
+
+
+def consumer_nodes(vhost, workers):
+    """{worker host: node of its consumer connection}."""
+    placed = {}
+    for name, node in connections(vhost):
+        for worker in workers:
+            if name.startswith("image-worker:%s:" % worker.host) and name.endswith(":consumer"):
+                placed[worker.host] = node
+    return placed
+
+
+def queue_depth(vhost, name):
+    out = ctl("ctl", str(running_node()), "list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == name and parts[1].isdigit():
+            return int(parts[1]), int(parts[2])
+    return None
+
+
+def pika_channel(vhost):
+    """A pika channel on any running node."""
+    import pika
+    last = None
+    for port in ports():
+        try:
+            connection = pika.BlockingConnection(pika.ConnectionParameters(
+                host="127.0.0.1", port=port, virtual_host=vhost, credentials=pika.PlainCredentials("guest", "guest"),
+                connection_attempts=1, socket_timeout=5))
+            return connection, connection.channel()
+        except Exception as error:  # a stopped node
+            last = error
+    raise AssertionError("no cluster node accepted a connection: %s" % last)
+
+
+class AuditQueue:
+    """A quorum queue bound to the notification topic's info and error keys: every outcome event
+    the broker accepted, counted once each, whatever listeners do."""
+
+    def __init__(self, vhost):
+        self.vhost = vhost
+        self.name = "audit-%s" % uuid.uuid4().hex[:8]
+        connection, channel = pika_channel(vhost)
+        try:
+            channel.queue_declare(self.name, durable=True, arguments={"x-queue-type": "quorum"})
+            for priority in ("info", "error"):
+                channel.queue_bind(self.name, harness.EXCHANGE, routing_key="%s.%s" % (harness.NOTIFICATION_TOPIC, priority))
+        finally:
+            connection.close()
+
+    def outcome_events(self):
+        """{node_uuid: [message_id, …]} of every outcome event in the queue (drained)."""
+        found = {}
+        connection, channel = pika_channel(self.vhost)
+        try:
+            while True:
+                method, _, body = channel.basic_get(self.name, auto_ack=True)
+                if method is None:
+                    break
+                outer = json.loads(body)
+                message = json.loads(outer["oslo.message"]) if "oslo.message" in outer else outer
+                if message.get("event_type") in OUTCOMES:
+                    data = message["payload"]["ironic_object.data"]
+                    found.setdefault(data.get("node_uuid"), []).append(message["message_id"])
+        finally:
+            connection.close()
+        return found
+
+
+def start_workers(vhost, sources, count, prefix, state_dirs):
+    settings = {"image_worker": {"max_concurrent_downloads": "2"}, "pxe": {"instance_master_path": ""},
+                "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": str(HEARTBEAT_THRESHOLD)}}
+    workers = [harness.Worker(vhost, allowed_paths=[sources], host="%s-%d" % (prefix, index), extra=settings, url_options=QUORUM,
+                              state_dir=state_dirs[index % len(state_dirs)]) for index in range(count)]
+    for worker in workers:
+        worker.start()
+    return workers
+
+
+def scenario_spread(sources):
+    print("\n[spread] six workers against a three-host URL: where their consumer connections land")
+    vhost = harness.new_vhost("cluster-spread")
+    state = tempfile.mkdtemp(prefix="iw-cluster-spread-")
+    workers = []
+    try:
+        workers = start_workers(vhost, sources, 6, "spread", [state])
+        placed = consumer_nodes(vhost, workers)
+        for worker in workers:
+            print("    %s: consumer on %s" % (worker.host, placed.get(worker.host, "?")))
+        nodes = set(placed.values())
+        figures("figures", workers=len(workers), consumer_connections_found=len(placed), nodes_used=len(nodes))
+        check(len(placed) == 6, "every worker's consumer connection is listed (%d)" % len(placed))
+        # Each connection picks its first host at random: all six on one node has odds of 1 in 243.
+        check(len(nodes) > 1, "the consumers are not all on one node: %s" % sorted(nodes))
+    finally:
+        for worker in workers:
+            worker.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def log_offsets(workers):
+    return {worker.host: len(worker.log_text()) for worker in workers}
+
+
+def stop_node(index):
+    ctl("stop", str(index))
+
+
+def start_node(index):
+    ctl("start", str(index))
+
+
+def fault_consumer_node(vhost, workers, log):
+    placed = consumer_nodes(vhost, workers)
+    busiest = max(set(placed.values()), key=lambda node: list(placed.values()).count(node))
+    index = node_index(busiest)
+    log("stopping node %d (%s), which holds %d of %d consumer connections" % (index, busiest, list(placed.values()).count(busiest), len(placed)))
+    fault_at = time.time()
+    stop_node(index)
+    time.sleep(3)
+    start_node(index)
+    return {}, fault_at
+
+
+def fault_leader(vhost, workers, log):
+    leader = ctl("leader", harness.TOPIC, vhost).strip()
+    index = node_index(leader)
+    log("stopping node %d (%s), the leader of %s" % (index, leader, harness.TOPIC))
+    fault_at = time.time()
+    stop_node(index)
+    time.sleep(3)
+    start_node(index)
+    return {}, fault_at
+
+
+def fault_frozen(vhost, workers, log):
+    """Freezes the node of a consumer connection; returns the detection time in seconds."""
+    placed = consumer_nodes(vhost, workers)
+    frozen = sorted(placed.values())[0]
+    index = node_index(frozen)
+    affected = [worker for worker in workers if placed.get(worker.host) == frozen]
+    offsets = log_offsets(workers)
+    log("freezing node %d (%s), holding the consumer connections of %s" % (index, frozen, ", ".join(w.host for w in affected)))
+    frozen_at = time.time()
+    ctl("pause", str(index))
+    detected = {}
+    try:
+        deadline = frozen_at + 4 * HEARTBEAT_THRESHOLD
+        while len(detected) < len(affected) and time.time() < deadline:
+            for worker in affected:
+                if worker.host not in detected and re.search(r"lost the connection to the broker.*consumer|consumer.*lost the connection to the broker",
+                                                             worker.log_text()[offsets[worker.host]:]):
+                    detected[worker.host] = time.time() - frozen_at
+            time.sleep(0.1)
+        time.sleep(2)  # the workers work on elsewhere meanwhile
+    finally:
+        ctl("resume", str(index))
+    slowest = max(detected.values()) if len(detected) == len(affected) else None
+    log("thawed node %d after %.1f s; detection: %s" % (index, time.time() - frozen_at,
+                                                        ", ".join("%s %.1f s" % item for item in sorted(detected.items())) or "none"))
+    check(slowest is not None, "every consumer connection on the frozen node was given up (%d of %d)" % (len(detected), len(affected)))
+    if slowest is not None:
+        check(slowest <= 2 * HEARTBEAT_THRESHOLD,
+              "the frozen node was noticed within 2 x heartbeat_timeout_threshold: %.1f s <= %d s" % (slowest, 2 * HEARTBEAT_THRESHOLD))
+    return {"frozen_node_detected_seconds": "%.1f" % slowest if slowest is not None else "never"}, frozen_at
+
+
+def fault_rolling(vhost, workers, log):
+    fault_at = time.time()
+    for index in (1, 2, 3):
+        log("rolling restart: node %d" % index)
+        stop_node(index)
+        time.sleep(2)
+        start_node(index)
+    return {}, fault_at
+
+
+def run_load(name, description, sources, faults, tasks=TASKS):
+    """Two workers on two hosts, `tasks` downloads, `faults` applied one after the other under load."""
+    print("\n[%s] %s" % (name, description))
+    vhost = harness.new_vhost("cluster-" + name)
+    hosts = [tempfile.mkdtemp(prefix="iw-cluster-%s-host%d-" % (name, index)) for index in range(2)]
+    images = http_images(2, IMAGE_SIZE, folder="slow2m")
+    workers, conductor, events = [], None, None
+    started = time.time()
+
+    def log(text):
+        print("    %5.1f s  %s" % (time.time() - started, text))
+
+    try:
+        workers = start_workers(vhost, sources, 2, "%s-host" % name, hosts)
+        audit = AuditQueue(vhost)
+        conductor = harness.Conductor(vhost, url_options=QUORUM)
+        events = harness.EventListener(vhost, url_options=QUORUM)
+        expected = {}
+        for index in range(tasks):
+            node = str(uuid.uuid4())
+            source, digest, _ = images[index % len(images)]
+            expected[node] = digest
+            conductor.cast("fetch_image", node_uuid=node, instance_info={"image_source": source, "image_checksum": digest})
+        done = lambda: len({harness.data_of(e)["node_uuid"] for e in events.seen if e["event_type"] in OUTCOMES})
+        pump(events, lambda: done() >= 10, timeout=60)
+        extra = {}
+        fault_times = []
+        for fault in faults:
+            figures_of_fault, fault_at = fault(vhost, workers, log)
+            extra.update(figures_of_fault)
+            fault_times.append(fault_at)
+        remaining = wait_for_outcomes(events, expected, timeout=300)
+        # The time to recover from a fault: the longest the cluster went without an outcome event
+        # from the fault's start until the next fault (or the end of the load).
+        outcome_times = sorted(fault_suite.event_time(e) for e in events.seen if e["event_type"] in OUTCOMES)
+        recovery = []
+        for index, fault_at in enumerate(fault_times):
+            until = fault_times[index + 1] if index + 1 < len(fault_times) else outcome_times[-1]
+            window = [fault_at] + [when for when in outcome_times if fault_at < when <= until]
+            if len(window) == 1:
+                recovery.append("load ended first")
+            else:
+                recovery.append("%.1f s" % max(later - earlier for earlier, later in zip(window, window[1:])))
+        # Not yet a check: the load still ends before most faults here (issue 17's note).
+        print("    note: faults that met no running load: %d of %d" % (sum(text == "load ended first" for text in recovery), len(recovery)))
+        lost, conflicting, _, failed = outcome_report(events, expected)
+        staging = wrong = 0
+        for host in hosts:
+            # A node's folder exists only on the host that ran it; partial_files skips the others.
+            host_staging, host_wrong = partial_files(os.path.join(host, "images"), expected)
+            staging += host_staging
+            wrong += host_wrong
+        time.sleep(2)  # redeliveries answered from a journal settle
+        published = audit.outcome_events()
+        per_task = [len(published.get(node, [])) for node in expected]
+        repeated = sum(1 for count in per_task if count > 1)
+        missing = sum(1 for count in per_task if count == 0)
+        depth = queue_depth(vhost, harness.TOPIC)
+        figures("figures", tasks=len(expected), completed=len(expected) - len(lost) - failed, lost=len(lost), failed=failed,
+                outcome_events_at_broker=sum(per_task), tasks_with_repeated_events=repeated, tasks_without_event=missing,
+                conflicting=conflicting, partial_files=staging + wrong,
+                longest_pause_in_outcomes_after_each_fault=" / ".join(recovery) or "-", **extra, seconds="%.1f" % (time.time() - started))
+        check(not remaining and not lost, "no task lost (lost %d)" % len(lost))
+        check(conflicting == 0 and failed == 0, "one successful outcome per task (conflicting %d, failed %d)" % (conflicting, failed))
+        check(repeated == 0 and missing == 0, "one outcome event per task at the broker (%d events for %d tasks; %d repeated, %d missing)"
+              % (sum(per_task), len(expected), repeated, missing))
+        check(staging == 0 and wrong == 0, "no partial file (%d staging, %d wrong)" % (staging, wrong))
+        check(depth == (0, 0), "the work queue is empty: %s" % (depth,))
+        for worker in workers:
+            check(worker.process.poll() is None, "worker %s survived" % worker.host)
+            check(worker.stop() == 0, "worker %s exits 0 on SIGTERM" % worker.host)
+        if fault_suite.failures:
+            show_logs(workers)
+    finally:
+        for closer in (events and events.stop, conductor and conductor.close):
+            if closer:
+                try:
+                    closer()
+                except Exception as error:
+                    print("    (closing: %s)" % error)
+        for worker in workers:
+            worker.cleanup()
+        for host in hosts:
+            shutil.rmtree(host, ignore_errors=True)
+        for _, _, path in images:
+            os.remove(os.path.join(harness.HTTP_ROOT, path))
+
+
+SCENARIOS = {
+    "spread": scenario_spread,
+    "consumer": lambda sources: run_load("consumer", "the node holding the consumer connections stopped under load", sources, [fault_consumer_node]),
+    "leader": lambda sources: run_load("leader", "the work queue's quorum leader stopped under load", sources, [fault_leader]),
+    "frozen": lambda sources: run_load("frozen", "a node frozen past the heartbeat threshold under load", sources, [fault_frozen]),
+    "rolling": lambda sources: run_load("rolling", "a rolling restart of all three nodes under load", sources, [fault_rolling], tasks=12 * TASKS // 5),
+    "hosts": lambda sources: run_load("hosts", "two hosts through every fault in a row", sources,
+                                      [fault_consumer_node, fault_leader, fault_frozen, fault_rolling], tasks=5 * TASKS),
+}
+
+
+def main():
+    harness.require_environment()
+    harness.require_image_servers()
+    if not CLUSTER_URL or not CLUSTER_CTL:
+        message = "IMAGE_WORKER_TEST_CLUSTER_URL and IMAGE_WORKER_TEST_CLUSTER_CTL are not set (deploy/test.sh sets them)"
+        if harness.CI:
+            print("FAIL " + message)
+            return 1
+        print("skipped: " + message)
+        return 0
+    # The harness's helpers (vhosts, URLs) work on the cluster from here on.
+    harness.AMQP_URL = CLUSTER_URL
+    harness.BROKER_CTL = CLUSTER_CTL
+    chosen = sys.argv[1:] or list(SCENARIOS)
+    sources = tempfile.mkdtemp(prefix="iw-cluster-src-")
+    try:
+        for name in chosen:
+            SCENARIOS[name](sources)
+    finally:
+        shutil.rmtree(sources, ignore_errors=True)
+    failures = fault_suite.failures
+    print("\ncluster suite: %s" % ("all checks passed" if not failures else "%d check(s) failed:\n  %s" % (len(failures), "\n  ".join(failures))))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
