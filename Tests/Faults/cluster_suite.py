@@ -20,6 +20,7 @@ Run with Debian's /usr/bin/python3 and the environment deploy/test.sh sets, plus
 IMAGE_WORKER_TEST_CLUSTER_URL and IMAGE_WORKER_TEST_CLUSTER_CTL.
 Usage: cluster_suite.py [spread] [consumer] [leader] [frozen] [rolling] [hosts]   (all by default)
 """
+import functools
 import json
 import os
 import re
@@ -50,10 +51,13 @@ def ctl(*args, timeout=240):
     return subprocess.run([CLUSTER_CTL, *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
 
 
+@functools.lru_cache(maxsize=None)
 def ports():
-    return [int(line) for line in ctl("ports").split()]
+    """The three AMQP ports (fixed for the cluster's life: asked once)."""
+    return tuple(int(line) for line in ctl("ports").split())
 
 
+@functools.lru_cache(maxsize=None)
 def node_name(index):
     return ctl("node", str(index)).strip()
 
@@ -191,12 +195,13 @@ def log_offsets(workers):
     return {worker.host: len(worker.log_text()) for worker in workers}
 
 
-def stop_node(index):
+def restart_node(index, down_seconds=3):
+    """Stops node `index`, leaves it down a while, starts it again; returns when it went down."""
+    fault_at = time.time()
     ctl("stop", str(index))
-
-
-def start_node(index):
+    time.sleep(down_seconds)
     ctl("start", str(index))
+    return fault_at
 
 
 def fault_consumer_node(vhost, workers, log):
@@ -204,26 +209,19 @@ def fault_consumer_node(vhost, workers, log):
     busiest = max(set(placed.values()), key=lambda node: list(placed.values()).count(node))
     index = node_index(busiest)
     log("stopping node %d (%s), which holds %d of %d consumer connections" % (index, busiest, list(placed.values()).count(busiest), len(placed)))
-    fault_at = time.time()
-    stop_node(index)
-    time.sleep(3)
-    start_node(index)
-    return {}, fault_at
+    return {}, restart_node(index)
 
 
 def fault_leader(vhost, workers, log):
     leader = ctl("leader", harness.TOPIC, vhost).strip()
     index = node_index(leader)
     log("stopping node %d (%s), the leader of %s" % (index, leader, harness.TOPIC))
-    fault_at = time.time()
-    stop_node(index)
-    time.sleep(3)
-    start_node(index)
-    return {}, fault_at
+    return {}, restart_node(index)
 
 
 def fault_frozen(vhost, workers, log):
-    """Freezes the node of a consumer connection; returns the detection time in seconds."""
+    """Freezes the node of a consumer connection; returns the detection time (a figure) and when
+    the node froze."""
     placed = consumer_nodes(vhost, workers)
     frozen = sorted(placed.values())[0]
     index = node_index(frozen)
@@ -258,9 +256,7 @@ def fault_rolling(vhost, workers, log):
     fault_at = time.time()
     for index in (1, 2, 3):
         log("rolling restart: node %d" % index)
-        stop_node(index)
-        time.sleep(2)
-        start_node(index)
+        restart_node(index, down_seconds=2)
     return {}, fault_at
 
 
