@@ -218,7 +218,7 @@ public final class RPCServer: Service {
         let limit = configuration.maximumAttempts
         let started = max(info.journalAttempt ?? 1, info.previousDeliveries.map { $0 + 1 } ?? 1)
         if started > limit {
-            let outcome = endpoint.gaveUp(request, attempts: started - 1, delivery: info)
+            let outcome = named(endpoint.gaveUp(request, attempts: started - 1, delivery: info), after: journaled)
             logger.error("a request was started too often without finishing; giving up on it", metadata: [
                 "method": "\(request.method)", "attempts": "\(started - 1)", "request_id": "\(request.context.requestID ?? "-")",
             ])
@@ -229,7 +229,7 @@ public final class RPCServer: Service {
         }
         let outcome: RPCOutcome
         do {
-            outcome = try await dispatchWithHeartbeats(request, info: info)
+            outcome = named(try await dispatchWithHeartbeats(request, info: info), after: journaled)
         } catch {
             logger.notice("request not finished; returning it to the queue", metadata: ["method": "\(request.method)", "reason": "\(error)"])
             if let journaled { await journal.abandon(uniqueID: journaled) }
@@ -239,6 +239,12 @@ public final class RPCServer: Service {
         let held = await record(outcome, of: journaled)
         let acknowledged = await settle(delivery, request: request, outcome: outcome, held: held, deadLetter: nil)
         return Settled(method: request.method, outcome.failureClass == nil ? .success : .failure, code: outcome.failureClass, acknowledged: acknowledged)
+    }
+
+    /// A journaled request's outcome event carries ids made from the request's `_unique_id`, so
+    /// that a second run elsewhere publishes the same ids (see `RPCOutcome.namedAfterRequest`).
+    private func named(_ outcome: RPCOutcome, after uniqueID: String?) -> RPCOutcome {
+        uniqueID.map { outcome.namedAfterRequest($0) } ?? outcome
     }
 
     /// Records an outcome in the journal before anything else sees it, so that whatever happens
@@ -265,14 +271,14 @@ public final class RPCServer: Service {
     /// Returns whether the request was acknowledged (`false`: requeued).
     private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, held: String?, publishEvent: Bool = true,
                         deadLetter reason: DeadLetterReason?) async -> Bool {
-        await settle(delivery, notification: publishEvent ? outcome.notification : nil, held: held, messageID: request.messageID,
+        await settle(delivery, notification: publishEvent ? outcome.notification : nil, held: held, taskID: request.uniqueID, messageID: request.messageID,
                      replyQueue: request.replyQueue, reply: outcome.reply(to: request.messageID ?? ""), deadLetter: reason)
     }
 
     // A step that fails here is a broker condition (a connection lost, a queue whose node is
     // stopping: NOT_FOUND "process is stopped by supervisor") that the redelivery gets past:
     // nothing is lost, so it is logged as a warning, not an error.
-    private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, held: String? = nil, messageID: String?, replyQueue: String?,
+    private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, held: String? = nil, taskID: String?, messageID: String?, replyQueue: String?,
                         reply: RPCReply, deadLetter reason: DeadLetterReason?) async -> Bool {
         if let notification {
             // The publisher reconnecting (its node stopped) would hold the publish for a while,
@@ -284,7 +290,7 @@ public final class RPCServer: Service {
                 // too would publish it twice whenever the redelivery goes to another host.
                 if let held { await journal.end(uniqueID: held, eventPublished: false) }
                 logger.notice("the request's connection was lost before its outcome went out; its redelivery will publish it", metadata: [
-                    "event_type": "\(notification.eventType)",
+                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
                 ])
                 return false
             }
@@ -293,10 +299,18 @@ public final class RPCServer: Service {
             } catch {
                 if let held { await journal.end(uniqueID: held, eventPublished: false) }
                 logger.warning("could not publish an outcome event; the request will be redelivered", metadata: [
-                    "event_type": "\(notification.eventType)", "error": "\(error)",
+                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")", "error": "\(error)",
                 ])
                 await transport.reject(delivery, requeue: true)
                 return false
+            }
+            if !transport.canSettle(delivery) {
+                // The one window left open: the event is out, but the acknowledgement cannot be
+                // sent. A redelivery here is answered from the journal; one on another host runs
+                // the request again and publishes its own event.
+                logger.warning("the request's connection was lost after its outcome event went out; a redelivery to another host would publish it again", metadata: [
+                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
+                ])
             }
         }
         if let held { await journal.end(uniqueID: held, eventPublished: notification != nil) }
@@ -332,7 +346,7 @@ public final class RPCServer: Service {
             "method": "\(refusal.method.map { String($0.prefix(200)) } ?? "-")", "request_id": "\(refusal.context.requestID ?? "-")",
         ])
         let reason = refusal.malformed ? DeadLetterReason(code: refusal.failure.className, message: refusal.failure.message) : nil
-        let acknowledged = await settle(delivery, notification: endpoint.refused(refusal, delivery: info), messageID: refusal.messageID,
+        let acknowledged = await settle(delivery, notification: endpoint.refused(refusal, delivery: info), taskID: refusal.uniqueID, messageID: refusal.messageID,
                                         replyQueue: refusal.replyQueue, reply: RPCReply(failure: refusal.failure, messageID: refusal.messageID ?? ""),
                                         deadLetter: reason)
         return Settled(method: refusal.method, .refused, code: refusal.failure.className, acknowledged: acknowledged)
