@@ -128,6 +128,17 @@ def floor(algorithm, path):
     return (FLOOR % algorithm, ["openssl", "dgst", "-" + algorithm, path])
 
 
+DISK_FLOOR = "dd conv=fsync of the same bytes to the output folder (the disk's floor: a durable write)"
+TMPFS = "image-worker fetch to tmpfs (/dev/shm: no disk write)"
+
+
+def disk_floor(path):
+    """The disk's floor of a group whose worker row writes durably (fsync before the rename, as
+    the worker does): the same bytes copied to the output folder and flushed. Where it is near
+    the hashing floor, the disk, not the hash, bounds a verified download."""
+    return (DISK_FLOOR, ["dd", "if=" + path, "of=" + os.path.join(OUT, "dd.img"), "bs=1M", "conv=fsync", "status=none"])
+
+
 def ratio(peer_samples, ours):
     return peer_samples.median_ms / ours.median_ms
 
@@ -146,6 +157,8 @@ def group_http():
             ("python requests, streamed + hashlib", peer("requests-fetch", url, os.path.join(OUT, "rq.img"), checksum)),
             ("Ironic images.fetch (HttpImageService + checksum)", peer("ironic-fetch", IRONIC_CONF, url, os.path.join(OUT, "ir.img"), checksum)),
             floor("sha256", os.path.join(HTTP_ROOT, "images", name)),
+            disk_floor(os.path.join(HTTP_ROOT, "images", name)),
+            (TMPFS, iw("fetch", url, "--checksum", checksum, "--output", os.path.join(SHM, "iw.img"))),
         ])
         if size == 1024:
             ours = measured["image-worker fetch"]
@@ -174,6 +187,9 @@ def group_glance():
         ("curl -o /v2/images/ID/file (not verified)", ["curl", "-sf", "-o", os.path.join(OUT, "curl.img"), "%s/v2/images/%s/file" % (GLANCE_URL, GLANCE_IMAGE)]),
         ("Ironic images.fetch (GlanceImageService)", peer("ironic-fetch", IRONIC_CONF, GLANCE_IMAGE, os.path.join(OUT, "ir.img"))),
         floor("sha512", os.path.join(HTTP_ROOT, "images", "img-1024M.bin")),
+        disk_floor(os.path.join(HTTP_ROOT, "images", "img-1024M.bin")),
+        (TMPFS, iw("fetch", GLANCE_IMAGE, "--output", os.path.join(SHM, "iw.img"), "--set", "glance.endpoint_override=" + GLANCE_URL,
+                   "--set", "glance.auth_type=none")),
     ])
     ours, ironic = measured["image-worker fetch"], measured["Ironic images.fetch (GlanceImageService)"]
     targets.append(("Glance 1 GiB verified ≥ 2× faster than Ironic's GlanceImageService", ratio(ironic, ours) >= 2,
