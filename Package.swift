@@ -63,7 +63,6 @@ let package = Package(
         // oslo.messaging's wire format, RPC server and notifier over an abstract transport.
         .target(name: "OsloMessaging", dependencies: [
             "AMQPModel", "OsloJSON", "Primitives",
-            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -280,17 +280,6 @@ struct RPCServerTests {
         #expect(reply(events[3])?.result == reply(events[1])?.result && reply(events[3])?.messageID == "m1")
     }
 
-    @Test("a request run on two hosts (two journals) publishes events with the same ids both times, so listeners can drop the repeat")
-    func twoHostsSameEventIDs() async throws {
-        let first = try await run([Delivery(body: cast("echo", uniqueID: "u-two-hosts"))], expecting: 2)
-        let second = try await run([Delivery(body: cast("echo", uniqueID: "u-two-hosts"))], expecting: 2)
-        let other = try await run([Delivery(body: cast("echo", uniqueID: "u-another"))], expecting: 2)
-        let a = try #require(notification(first[0])), b = try #require(notification(second[0])), c = try #require(notification(other[0]))
-        #expect(a.messageID == b.messageID && a.uniqueID == b.uniqueID)
-        #expect(a.messageID != c.messageID && a.uniqueID != c.uniqueID)
-        #expect(a.uniqueID.count == 32 && a.messageID.count == 36)
-    }
-
     @Test("a duplicate that arrives while the first runs joins it")
     func duplicateWhileRunning() async throws {
         let endpoint = TestEndpoint(slowDuration: .milliseconds(300))

@@ -1,4 +1,3 @@
-import Foundation
 import OsloJSON
 import AMQPModel
 import Testing
@@ -121,17 +120,6 @@ struct WireFormatTests {
         #expect(dashed.split(separator: "-").map(\.count) == [8, 4, 4, 4, 12])
         #expect(dashed[dashed.index(dashed.startIndex, offsetBy: 14)] == "4")
         #expect(OsloIdentifiers.uuid4Hex() != hex)
-    }
-
-    @Test("name-based identifiers: RFC 9562's version 5 example, the same name the same UUID, another name another")
-    func nameBasedIdentifiers() throws {
-        // RFC 9562 appendix A.4: "www.example.com" in the DNS namespace.
-        let dns = try #require(UUID(uuidString: "6ba7b810-9dad-11d1-80b4-00c04fd430c8"))
-        #expect(OsloIdentifiers.uuid5("www.example.com", namespace: dns) == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
-        let first = OsloIdentifiers.uuid5("u1 test.end")
-        #expect(first == OsloIdentifiers.uuid5("u1 test.end"))
-        #expect(first != OsloIdentifiers.uuid5("u2 test.end"))
-        #expect(first.split(separator: "-").map(\.count) == [8, 4, 4, 4, 12])
     }
 }
 

@@ -61,20 +61,3 @@ extension RPCOutcome {
         }
     }
 }
-
-extension RPCOutcome {
-    /// The outcome with its event's `message_id` and `_unique_id` named after the request's
-    /// `_unique_id`. A request can run twice, on two hosts whose journals do not know of each
-    /// other (its connection lost after the event went out, before the acknowledgement): both
-    /// events then carry the same ids, so a listener can drop the second as a repeat (oslo's own
-    /// listener drops a `_unique_id` among the last 16 it saw).
-    public func namedAfterRequest(_ requestUniqueID: String) -> RPCOutcome {
-        guard var notification else { return self }
-        let name = "\(requestUniqueID) \(notification.eventType)"
-        notification.messageID = OsloIdentifiers.uuid5("message_id " + name)
-        notification.uniqueID = OsloIdentifiers.uuid5Hex("_unique_id " + name)
-        var named = self
-        named.notification = notification
-        return named
-    }
-}

@@ -218,7 +218,7 @@ public final class RPCServer: Service {
         let limit = configuration.maximumAttempts
         let started = max(info.journalAttempt ?? 1, info.previousDeliveries.map { $0 + 1 } ?? 1)
         if started > limit {
-            let outcome = named(endpoint.gaveUp(request, attempts: started - 1, delivery: info), after: journaled)
+            let outcome = endpoint.gaveUp(request, attempts: started - 1, delivery: info)
             logger.error("a request was started too often without finishing; giving up on it", metadata: [
                 "method": "\(request.method)", "attempts": "\(started - 1)", "request_id": "\(request.context.requestID ?? "-")",
             ])
@@ -229,7 +229,7 @@ public final class RPCServer: Service {
         }
         let outcome: RPCOutcome
         do {
-            outcome = named(try await dispatchWithHeartbeats(request, info: info), after: journaled)
+            outcome = try await dispatchWithHeartbeats(request, info: info)
         } catch {
             logger.notice("request not finished; returning it to the queue", metadata: ["method": "\(request.method)", "reason": "\(error)"])
             if let journaled { await journal.abandon(uniqueID: journaled) }
@@ -239,12 +239,6 @@ public final class RPCServer: Service {
         let held = await record(outcome, of: journaled)
         let acknowledged = await settle(delivery, request: request, outcome: outcome, held: held, deadLetter: nil)
         return Settled(method: request.method, outcome.failureClass == nil ? .success : .failure, code: outcome.failureClass, acknowledged: acknowledged)
-    }
-
-    /// A journaled request's outcome event carries ids made from the request's `_unique_id`, so
-    /// that a second run elsewhere publishes the same ids (see `RPCOutcome.namedAfterRequest`).
-    private func named(_ outcome: RPCOutcome, after uniqueID: String?) -> RPCOutcome {
-        uniqueID.map { outcome.namedAfterRequest($0) } ?? outcome
     }
 
     /// Records an outcome in the journal before anything else sees it, so that whatever happens
