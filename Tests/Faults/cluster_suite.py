@@ -426,6 +426,12 @@ def run_load(name, description, sources, faults):
         for worker in workers:
             check(worker.process.poll() is None, "worker %s survived" % worker.host)
             check(worker.stop() == 0, "worker %s exits 0 on SIGTERM" % worker.host)
+        if failed:
+            # Which errors, so a failure says its cause without the worker logs.
+            reasons = collections.Counter("%s: %s" % (harness.data_of(e)["error"].get("code"), harness.data_of(e)["error"].get("message", "")[:160])
+                                          for e in events.seen if e["event_type"] == OUTCOMES[1] and harness.data_of(e).get("node_uuid") in expected)
+            for reason, count in reasons.most_common(5):
+                print("    failed %d×  %s" % (count, reason))
         for node in repeated[:3]:
             log_lines_about(workers, [node] + sorted({harness.data_of(e)["task_id"] for e in events.seen
                                                       if e["event_type"] in OUTCOMES and harness.data_of(e).get("node_uuid") == node}))
