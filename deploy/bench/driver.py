@@ -149,16 +149,21 @@ def group_http():
     for size in (64, 1024):
         name = "img-%dM.bin" % size
         url = "%s/images/%s" % (HTTP_URL, name)
-        checksum = sha256_of(os.path.join(HTTP_ROOT, "images", name))
+        source = os.path.join(HTTP_ROOT, "images", name)
+        checksum = sha256_of(source)
+
+        def fetch(output):
+            return iw("fetch", url, "--checksum", checksum, "--output", output)
+
         measured = compare("HTTP %d MiB, sha256 verified" % size, [
-            ("image-worker fetch", iw("fetch", url, "--checksum", checksum, "--output", os.path.join(OUT, "iw.img"))),
+            ("image-worker fetch", fetch(os.path.join(OUT, "iw.img"))),
             ("curl -o (not verified)", ["curl", "-sf", "-o", os.path.join(OUT, "curl.img"), url]),
             ("curl \\| sha256sum", ["bash", "-c", "curl -sf '%s' | sha256sum > '%s/sum'" % (url, OUT)]),
             ("python requests, streamed + hashlib", peer("requests-fetch", url, os.path.join(OUT, "rq.img"), checksum)),
             ("Ironic images.fetch (HttpImageService + checksum)", peer("ironic-fetch", IRONIC_CONF, url, os.path.join(OUT, "ir.img"), checksum)),
-            floor("sha256", os.path.join(HTTP_ROOT, "images", name)),
-            disk_floor(os.path.join(HTTP_ROOT, "images", name)),
-            (TMPFS, iw("fetch", url, "--checksum", checksum, "--output", os.path.join(SHM, "iw.img"))),
+            floor("sha256", source),
+            disk_floor(source),
+            (TMPFS, fetch(os.path.join(SHM, "iw.img"))),
         ])
         if size == 1024:
             ours = measured["image-worker fetch"]
@@ -181,15 +186,16 @@ def group_http():
 
 
 def group_glance():
+    def fetch(output):
+        return iw("fetch", GLANCE_IMAGE, "--output", output, "--set", "glance.endpoint_override=" + GLANCE_URL, "--set", "glance.auth_type=none")
+
     measured = compare("Glance 1 GiB, verified (os_hash_value)", [
-        ("image-worker fetch", iw("fetch", GLANCE_IMAGE, "--output", os.path.join(OUT, "iw.img"), "--set", "glance.endpoint_override=" + GLANCE_URL,
-                                   "--set", "glance.auth_type=none")),
+        ("image-worker fetch", fetch(os.path.join(OUT, "iw.img"))),
         ("curl -o /v2/images/ID/file (not verified)", ["curl", "-sf", "-o", os.path.join(OUT, "curl.img"), "%s/v2/images/%s/file" % (GLANCE_URL, GLANCE_IMAGE)]),
         ("Ironic images.fetch (GlanceImageService)", peer("ironic-fetch", IRONIC_CONF, GLANCE_IMAGE, os.path.join(OUT, "ir.img"))),
         floor("sha512", os.path.join(HTTP_ROOT, "images", "img-1024M.bin")),
         disk_floor(os.path.join(HTTP_ROOT, "images", "img-1024M.bin")),
-        (TMPFS, iw("fetch", GLANCE_IMAGE, "--output", os.path.join(SHM, "iw.img"), "--set", "glance.endpoint_override=" + GLANCE_URL,
-                   "--set", "glance.auth_type=none")),
+        (TMPFS, fetch(os.path.join(SHM, "iw.img"))),
     ])
     ours, ironic = measured["image-worker fetch"], measured["Ironic images.fetch (GlanceImageService)"]
     targets.append(("Glance 1 GiB verified ≥ 2× faster than Ironic's GlanceImageService", ratio(ironic, ours) >= 2,
