@@ -46,6 +46,7 @@ public struct ImageWorkerApplication: Sendable {
                            configuration: RPCServer.Configuration(maximumConcurrentRequests: configuration.maxConcurrentDownloads,
                                                                   gracefulShutdownTimeout: configuration.gracefulShutdownTimeout,
                                                                   maximumAttempts: configuration.maxTaskAttempts,
+                                                                  deliveryLimit: configuration.workQueueDeliveryLimit,
                                                                   metricsPrefix: WorkerMetrics.prefix),
                            logger: logger)
         if let address = configuration.metricsAddress {

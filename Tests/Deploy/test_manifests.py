@@ -321,7 +321,7 @@ class ConfigMapTest(unittest.TestCase):
         self.assertEqual(option(config, "image_worker", "metrics_address"), "0.0.0.0:9464")
         self.assertEqual(option(config, "image_worker", "log_format"), "json")
         self.assertTrue(truthy(option(config, "oslo_messaging_rabbit", "rabbit_quorum_queue")))
-        self.assertEqual(option(config, "oslo_messaging_rabbit", "rabbit_quorum_delivery_limit"), "5")
+        self.assertEqual(option(config, "oslo_messaging_rabbit", "rabbit_quorum_delivery_limit"), "20")
         self.assertEqual(option(config, "image_worker", "dead_letter_exchange"), "ironic.image_worker.dead_letter")
         self.assertEqual(option(config, "image_worker", "topic", "ironic.image_worker"), "ironic.image_worker")
         state_dir = option(config, "image_worker", "state_dir", STATE_DIR)
@@ -767,7 +767,7 @@ class BrokerImportTest(unittest.TestCase):
         scratch["vhosts"] = [{"name": vhost}]
         # Test-only queues, shaped as the worker declares them with rabbit_quorum_queue = true, to
         # see which policy the broker's own regex engine applies to each.
-        quorum = {"x-queue-type": "quorum", "x-delivery-limit": 5}
+        quorum = {"x-queue-type": "quorum", "x-delivery-limit": 20}
         probes = {
             "ironic.image_worker": (quorum, "image-worker-work-queue"),
             "ironic.image_worker.worker-1.example.org": (quorum, "image-worker-host-queues"),

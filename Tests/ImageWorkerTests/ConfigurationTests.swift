@@ -71,7 +71,7 @@ struct ConfigurationTests {
         #expect(configuration.logFormat == .text)
     }
 
-    @Test("operations options: metrics address, dead-letter exchange, attempts follow the quorum delivery limit")
+    @Test("operations options: metrics address, dead-letter exchange, attempts apart from the quorum delivery limit")
     func operationsOptions() throws {
         let configuration = try load("""
             [DEFAULT]
@@ -87,7 +87,10 @@ struct ConfigurationTests {
         #expect(configuration.metricsAddress == MetricsAddress(host: "::1", port: 9464))
         #expect(configuration.metricsAddress?.description == "[::1]:9464")
         #expect(configuration.deadLetterExchange == "ironic.image_worker.dead_letter")
-        #expect(configuration.maxTaskAttempts == 3, "the worker gives up when the broker would drop the message")
+        #expect(configuration.maxTaskAttempts == 5, "runs that died, counted by the worker, not the broker's returns")
+        #expect(configuration.workQueueDeliveryLimit == 3, "the worker gives up on the broker's last delivery")
+        #expect(try load("[DEFAULT]\nhost = w\n[oslo_messaging_rabbit]\nrabbit_quorum_delivery_limit = 3").workQueueDeliveryLimit == nil,
+                "a limit only quorum queues have")
         #expect(configuration.logFormat == .json)
         #expect(try load("[DEFAULT]\nhost = w\n[image_worker]\nmetrics_address = 0.0.0.0:0\nmax_task_attempts = 9").maxTaskAttempts == 9)
     }

@@ -56,8 +56,14 @@ class MonitoredWorkerTests(unittest.TestCase):
                                 instance_info={"image_source": "file://" + self.sources + "/missing.img"})
         with self.assertRaises(Exception):
             self.conductor.call("no_such_method_%s" % uuid.uuid4().hex[:4])
-        after = harness.scrape(self.port)
-        moved = lambda name: after.get(name, 0) - before.get(name, 0)
+        # A task is counted when it settles: after its reply, with its event's commit.
+        deadline = time.monotonic() + 10
+        while True:
+            after = harness.scrape(self.port)
+            moved = lambda name: after.get(name, 0) - before.get(name, 0)
+            if (moved(ok), moved(failed), moved(refused)) == (2, 1, 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         print("\n  metrics moved: success %d, failure %d, refused %d, images placed %d" % (
             moved(ok), moved(failed), moved(refused), moved('image_worker_images_total{transfer="hardlink"}')))
         self.assertEqual(moved(ok), 2)

@@ -92,8 +92,13 @@ public struct WorkerConfiguration: Sendable {
     /// `dead_letter_exchange`: where malformed and given-up requests are copied (none by default).
     public var deadLetterExchange: String?
     /// `max_task_attempts`: runs of one request (started and never finished) before the worker
-    /// gives up on it; defaults to `rabbit_quorum_delivery_limit` when that is set, else 5.
+    /// gives up on it (default 5).
     public var maxTaskAttempts: Int
+    /// The work queue's `x-delivery-limit` (`rabbit_quorum_delivery_limit` on quorum queues): the
+    /// worker gives up on the last delivery the broker will make, before the broker drops it.
+    public var workQueueDeliveryLimit: Int? {
+        queueOptions.quorumQueues ? queueOptions.quorumDeliveryLimit : nil
+    }
     /// `journal_size`: outcomes kept in `<state_dir>/journal` for duplicate requests.
     public var journalSize: Int
     /// `metrics_address`: `host:port` of the `/metrics`, `/healthz` and `/readyz` endpoint; off
@@ -220,7 +225,7 @@ public struct WorkerConfiguration: Sendable {
             logLevel: logLevel,
             logFormat: logFormat,
             deadLetterExchange: deadLetterExchange,
-            maxTaskAttempts: try sources.integer(O.maxTaskAttempts, default: deliveryLimit > 0 ? deliveryLimit : 5),
+            maxTaskAttempts: try sources.integer(O.maxTaskAttempts),
             journalSize: try sources.integer(O.journalSize),
             metricsAddress: metricsAddress)
         configuration.secretFiles = [sources.optionalString(O.netrcFile), http.clientKeyFile, glanceHTTP.clientKeyFile, tls?.keyFile].compactMap { $0 }

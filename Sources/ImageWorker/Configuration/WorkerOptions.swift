@@ -118,8 +118,8 @@ public enum WorkerOptions {
     public static let deadLetterExchange = ConfigurationOption(
         section, "dead_letter_exchange", .text, defaultDescription: "empty (none)", help: "where malformed and given-up requests are copied")
     public static let maxTaskAttempts = ConfigurationOption(
-        section, "max_task_attempts", .integer(1...1000), defaultDescription: "`rabbit_quorum_delivery_limit`, else 5",
-        help: "runs of one request that never finished (the worker died) before it is given up on")
+        section, "max_task_attempts", .integer(1...1000), default: "5",
+        help: "runs of one request that never finished (the worker died) before it is given up on (and on a quorum queue's last delivery)")
     public static let journalSize = ConfigurationOption(
         section, "journal_size", .integer(100...10_000_000), default: "10000", help: "outcomes kept in `<state_dir>/journal` to answer duplicates")
     public static let requireHTTPChecksum = ConfigurationOption(

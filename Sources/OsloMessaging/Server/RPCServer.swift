@@ -38,22 +38,28 @@ public final class RPCServer: Service {
         public var maximumConcurrentRequests: Int
         /// How long running requests may take to finish after a shutdown signal.
         public var gracefulShutdownTimeout: Duration
-        /// How many times a request may be started (counted by the journal, or by the broker's
-        /// `x-delivery-count`) before the server gives up on it: set it to the quorum queue's
-        /// delivery limit, so that the worker reports the failure before the broker drops the
-        /// message.
+        /// How many runs of a request may die (counted by the journal; without a journal entry, by
+        /// the broker's `x-delivery-count` or redelivered flag) before the server gives up on it.
         public var maximumAttempts: Int
+        /// The work queue's `x-delivery-limit`, if it has one: the server gives up on the last
+        /// delivery the queue will make (`x-delivery-count` equal to the limit), so that the
+        /// caller hears of the failure before the broker drops the message. Without a limit, the
+        /// broker's count is not the server's business: a prefetched request returned unstarted
+        /// with its lost connection (a rolling restart returns it again and again) is not a run
+        /// that failed.
+        public var deliveryLimit: Int?
         /// Bounds on request JSON.
         public var parser: JSONParser
         /// The prefix of the server's metrics (see ``RPCServerMetrics``).
         public var metricsPrefix: String
 
         /// Creates a configuration.
-        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), maximumAttempts: Int = 5, parser: JSONParser = JSONParser(),
-                    metricsPrefix: String = "oslo_rpc_server") {
+        public init(maximumConcurrentRequests: Int = 20, gracefulShutdownTimeout: Duration = .seconds(60), maximumAttempts: Int = 5, deliveryLimit: Int? = nil,
+                    parser: JSONParser = JSONParser(), metricsPrefix: String = "oslo_rpc_server") {
             self.maximumConcurrentRequests = max(1, maximumConcurrentRequests)
             self.gracefulShutdownTimeout = gracefulShutdownTimeout
             self.maximumAttempts = max(1, maximumAttempts)
+            self.deliveryLimit = deliveryLimit.flatMap { $0 > 0 ? $0 : nil }
             self.parser = parser
             self.metricsPrefix = metricsPrefix
         }
@@ -215,15 +221,18 @@ public final class RPCServer: Service {
                 return await refuse(conflicting, delivery: delivery, info: info)
             }
         }
-        let limit = configuration.maximumAttempts
-        let started = max(info.journalAttempt ?? 1, info.previousDeliveries.map { $0 + 1 } ?? 1)
-        if started > limit {
-            let outcome = endpoint.gaveUp(request, attempts: started - 1, delivery: info)
+        // Runs started, counted by the journal (a run that died leaves its mark); a request the
+        // journal does not follow has only the broker's count.
+        let started = info.journalAttempt ?? info.attempt
+        let lastDelivery = configuration.deliveryLimit.map { (info.previousDeliveries ?? 0) >= $0 } ?? false
+        if started > configuration.maximumAttempts || lastDelivery {
+            let attempts = max(started, (info.previousDeliveries ?? 0) + 1) - 1
+            let outcome = endpoint.gaveUp(request, attempts: attempts, delivery: info)
             logger.error("a request was started too often without finishing; giving up on it", metadata: [
-                "method": "\(request.method)", "attempts": "\(started - 1)", "request_id": "\(request.context.requestID ?? "-")",
+                "method": "\(request.method)", "attempts": "\(attempts)", "request_id": "\(request.context.requestID ?? "-")",
             ])
             let held = await record(outcome, of: journaled)
-            let reason = DeadLetterReason(code: outcome.failureClass ?? "ImageDownloadFailed", message: "started \(started - 1) times without finishing")
+            let reason = DeadLetterReason(code: outcome.failureClass ?? "ImageDownloadFailed", message: "started \(attempts) times without finishing")
             let acknowledged = await settle(delivery, request: request, outcome: outcome, held: held, deadLetter: reason)
             return Settled(method: request.method, .gaveUp, code: outcome.failureClass, acknowledged: acknowledged)
         }
@@ -257,11 +266,12 @@ public final class RPCServer: Service {
         }
     }
 
-    /// Makes an outcome durable and final: publishes its notification (confirmed), replies to a
-    /// call, then acknowledges the request (or dead-letters it). If any step fails the request is
-    /// requeued; its redelivery finds the outcome in the journal and repeats the steps not known
-    /// to be done. `held` is the journal's hold on the request, ended once the event is published
-    /// (or not); `publishEvent` is false when the broker already confirmed the event.
+    /// Makes an outcome durable and final: replies to a call, dead-letters the request if asked,
+    /// then publishes its notification and acknowledges the request as one unit (one transaction
+    /// on the request's own channel: both or neither). If any step fails the request is requeued;
+    /// its redelivery finds the outcome in the journal and repeats the steps not known to be
+    /// done. `held` is the journal's hold on the request, ended once the event is published (or
+    /// not); `publishEvent` is false when the broker already has the event.
     /// Returns whether the request was acknowledged (`false`: requeued).
     private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, held: String?, publishEvent: Bool = true,
                         deadLetter reason: DeadLetterReason?) async -> Bool {
@@ -271,45 +281,29 @@ public final class RPCServer: Service {
 
     // A step that fails here is a broker condition (a connection lost, a queue whose node is
     // stopping: NOT_FOUND "process is stopped by supervisor") that the redelivery gets past:
-    // nothing is lost, so it is logged as a warning, not an error.
+    // nothing is lost, so it is logged as a warning, not an error. The reply and the dead-letter
+    // copy go first: both are harmless to repeat, and the event is the one thing a listener
+    // counts.
     private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, held: String? = nil, taskID: String?, messageID: String?, replyQueue: String?,
                         reply: RPCReply, deadLetter reason: DeadLetterReason?) async -> Bool {
+        let endHold = { (eventPublished: Bool) in if let held { await self.journal.end(uniqueID: held, eventPublished: eventPublished) } }
         if let notification {
-            // The publisher reconnecting (its node stopped) would hold the publish for a while,
-            // during which the request's own connection may go too: wait first, then decide.
+            // The publisher reconnecting (its node stopped) would hold the queue declarations for
+            // a while, during which the request's own connection may go too: wait first, then decide.
             try? await transport.waitUntilReadyToPublish()
             guard transport.canSettle(delivery) else {
                 // The connection that brought the request is gone, so the broker redelivers it (to
-                // this worker or another): that delivery publishes the event. Publishing it here
-                // too would publish it twice whenever the redelivery goes to another host.
-                if let held { await journal.end(uniqueID: held, eventPublished: false) }
+                // this worker or another): that delivery publishes the event.
+                await endHold(false)
                 logger.notice("the request's connection was lost before its outcome went out; its redelivery will publish it", metadata: [
                     "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
                 ])
                 return false
             }
-            do {
-                try await transport.sendNotification(notification)
-            } catch {
-                if let held { await journal.end(uniqueID: held, eventPublished: false) }
-                logger.warning("could not publish an outcome event; the request will be redelivered", metadata: [
-                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")", "error": "\(error)",
-                ])
-                await transport.reject(delivery, requeue: true)
-                return false
-            }
-            if !transport.canSettle(delivery) {
-                // The one window left open: the event is out, but the acknowledgement cannot be
-                // sent. A redelivery here is answered from the journal; one on another host runs
-                // the request again and publishes its own event.
-                logger.warning("the request's connection was lost after its outcome event went out; a redelivery to another host would publish it again", metadata: [
-                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
-                ])
-            }
         }
-        if let held { await journal.end(uniqueID: held, eventPublished: notification != nil) }
         if messageID != nil, let replyQueue {
             guard await send(reply, to: replyQueue) else {
+                await endHold(false)
                 await transport.reject(delivery, requeue: true)
                 return false
             }
@@ -318,12 +312,30 @@ public final class RPCServer: Service {
             do {
                 _ = try await transport.deadLetter(delivery, reason: reason)
             } catch {
+                await endHold(false)
                 logger.warning("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
                 await transport.reject(delivery, requeue: true)
                 return false
             }
         }
-        await transport.acknowledge(delivery)
+        guard let notification else {
+            await endHold(false)
+            await transport.acknowledge(delivery)
+            return true
+        }
+        do {
+            try await transport.acknowledge(delivery, publishing: notification)
+        } catch {
+            await endHold(false)
+            // Lost before the commit: the broker applied neither and redelivers the request. Lost
+            // during it: the broker may have committed both; then there is no redelivery.
+            logger.warning("the outcome event and the request's acknowledgement were not confirmed together; unless the broker committed both, it redelivers the request", metadata: [
+                "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")", "error": "\(error)",
+            ])
+            await transport.reject(delivery, requeue: true)
+            return false
+        }
+        await endHold(true)
         return true
     }
 
