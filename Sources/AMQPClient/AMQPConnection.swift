@@ -169,17 +169,6 @@ public final class AMQPConnection: Sendable {
         await settle(delivery, .ack)
     }
 
-    /// Publishes `messages` and acknowledges `delivery` in one transaction (a connection made with
-    /// ``AMQPConfiguration/transactional``): returns once the broker committed both. Throws when
-    /// the connection that received the delivery is lost before that: the broker applies
-    /// neither and requeues the delivery. (Lost during the commit itself, it cannot be known
-    /// whether the broker committed: it throws.)
-    public func ack(_ delivery: AMQPDelivery, publishing messages: [AMQPOutgoingMessage]) async throws {
-        precondition(configuration.transactional || messages.isEmpty, "publishing with an acknowledgement needs a transactional connection")
-        let settlement = Machine.Settlement(generation: delivery.connectionGeneration, deliveryTag: delivery.deliveryTag, kind: .ack, publishing: messages)
-        try await submitWaiting { .void($0) } operation: { .settle(settlement) }
-    }
-
     /// Rejects a delivery; without requeue it is dead-lettered (if the queue has a dead-letter
     /// exchange) or dropped.
     public func reject(_ delivery: AMQPDelivery, requeue: Bool) async {
@@ -377,41 +366,16 @@ public final class AMQPConnection: Sendable {
 
     private func runQueuedCommands(on live: LibRabbitMQConnection) throws {
         let commands = machine.withLock { $0.takeCommands() }
-        // On a transactional channel settlements take effect at the commit after the batch (one
-        // commit for all of them: one round trip, one disk sync), and their callers hear then.
-        var uncommitted: [Machine.Command] = []
         for (index, command) in commands.enumerated() {
             let result = run(command, on: live)
             var unrun: [Machine.Command] = []
-            if case .succeeded = result {
-                if configuration.transactional, case .settle = command.operation {
-                    uncommitted.append(command)
-                    continue
-                }
-            } else {
-                unrun = Array(commands[(index + 1)...])
-                // The connection goes: what it did not commit, the broker discards.
-                finish(uncommitted, .connectionBroke(AMQPError(.connectionLost, "the connection failed before the transaction was committed")))
-                uncommitted = []
-            }
+            if case .succeeded = result {} else { unrun = Array(commands[(index + 1)...]) }
             let actions = machine.withLock { $0.commandRan(command, result, unrun: unrun) }
             perform(actions)
             if actions.dropConnection {
                 throw AMQPError(.connectionLost, "the connection cannot go on after a failed command")
             }
         }
-        guard !uncommitted.isEmpty else { return }
-        do {
-            try live.commit()
-        } catch {
-            finish(uncommitted, .connectionBroke(error as? AMQPError ?? AMQPError(.connectionLost, "\(error)")))
-            throw error
-        }
-        finish(uncommitted, .succeeded(publishTag: nil))
-    }
-
-    private func finish(_ commands: [Machine.Command], _ result: Machine.RunResult) {
-        for command in commands { perform(machine.withLock { $0.commandRan(command, result) }) }
     }
 
     private func run(_ command: Machine.Command, on live: LibRabbitMQConnection) -> Machine.RunResult {
@@ -426,7 +390,6 @@ public final class AMQPConnection: Sendable {
             case .publish(let message):
                 return .succeeded(publishTag: try live.publish(message))
             case .settle(let settlement):
-                for message in settlement.publishing { _ = try live.publish(message) }
                 switch settlement.kind {
                 case .ack: try live.ack(deliveryTag: settlement.deliveryTag)
                 case .reject(let requeue): try live.reject(deliveryTag: settlement.deliveryTag, requeue: requeue)

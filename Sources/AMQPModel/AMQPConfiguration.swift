@@ -40,11 +40,6 @@ public struct AMQPConfiguration: Sendable {
     public var reconnect: AMQPReconnectPolicy
     /// Put the channel in confirm mode: every publish then waits for the broker's `basic.ack`.
     public var publisherConfirms: Bool
-    /// Put the channel in transaction mode (`tx.select`; not with ``publisherConfirms``): every
-    /// settlement, and the messages published with it, takes effect at the `tx.commit` the
-    /// connection sends after each batch of commands, and none of it if the connection is lost
-    /// first.
-    public var transactional: Bool
     /// A name for the connection, shown by the broker's management tools.
     public var connectionName: String
     /// The prefix of the connection's metrics (swift-metrics): `<prefix>_broker_reconnects_total`
@@ -62,7 +57,6 @@ public struct AMQPConfiguration: Sendable {
         rpcTimeout: Duration = .seconds(30),
         reconnect: AMQPReconnectPolicy = AMQPReconnectPolicy(),
         publisherConfirms: Bool = true,
-        transactional: Bool = false,
         connectionName: String = "image-worker",
         metricsPrefix: String = "amqp"
     ) {
@@ -74,7 +68,6 @@ public struct AMQPConfiguration: Sendable {
         self.rpcTimeout = rpcTimeout
         self.reconnect = reconnect
         self.publisherConfirms = publisherConfirms
-        self.transactional = transactional && !publisherConfirms
         self.connectionName = connectionName
         self.metricsPrefix = metricsPrefix
     }

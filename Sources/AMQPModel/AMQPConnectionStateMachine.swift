@@ -33,17 +33,11 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         public var generation: UInt64
         public var deliveryTag: UInt64
         public var kind: Kind
-        /// Messages published with the settlement, in the same transaction (a transactional
-        /// channel only): the broker applies them and the settlement together at the commit, and
-        /// neither if the connection is lost before it. The caller is told when that happened
-        /// (a failure, where a plain settlement is simply done: the broker requeued the delivery).
-        public var publishing: [AMQPOutgoingMessage]
 
-        public init(generation: UInt64, deliveryTag: UInt64, kind: Kind, publishing: [AMQPOutgoingMessage] = []) {
+        public init(generation: UInt64, deliveryTag: UInt64, kind: Kind) {
             self.generation = generation
             self.deliveryTag = deliveryTag
             self.kind = kind
-            self.publishing = publishing
         }
     }
 
@@ -190,10 +184,10 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         }
         if case .settle(let settlement) = operation, settlement.generation != generation || phase != .connected {
             // From an earlier connection: the broker requeued the delivery when it dropped.
-            actions.completions.append(Completion(waiter: waiter, outcome: Self.lostOutcome(settlement)))
+            actions.completions.append(Completion(waiter: waiter, outcome: .done))
             return (command.id, actions)
         }
-        if let message = Self.messages(of: operation).first(where: { $0.validationProblem != nil }), let problem = message.validationProblem {
+        if case .publish(let message) = operation, let problem = message.validationProblem {
             let error = AMQPError(.invalidArgument, "a message to '\(message.exchange)' cannot be published: \(problem)")
             actions.completions.append(Completion(waiter: waiter, outcome: .failed(error)))
             actions.dropped.append(error)
@@ -324,9 +318,9 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
                 forgetConsumer(tag)
                 actions.completions.append(Completion(waiter: command.waiter, outcome: .done))
                 actions.completions += requeue(unrun)
-            case .settle(let settlement):
-                // The broker requeues what the dropped connection held.
-                actions.completions.append(Completion(waiter: command.waiter, outcome: settlement.publishing.isEmpty ? .done : .failed(error)))
+            case .settle:
+                _ = error  // the broker requeues what the dropped connection held
+                actions.completions.append(Completion(waiter: command.waiter, outcome: .done))
                 actions.completions += requeue(unrun)
             }
             actions.dropConnection = true
@@ -335,24 +329,8 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
     }
 
     private func failureOutcome(_ command: Command, _ error: AMQPError) -> Outcome {
-        if case .settle(let settlement) = command.operation, settlement.publishing.isEmpty { return .done }
+        if case .settle = command.operation { return .done }
         return .failed(error)
-    }
-
-    /// A settlement whose connection is gone: done (the broker requeued the delivery), but one
-    /// that publishes fails: nothing was published.
-    private static func lostOutcome(_ settlement: Settlement) -> Outcome {
-        guard !settlement.publishing.isEmpty else { return .done }
-        return .failed(AMQPError(.connectionLost, "the connection that received the delivery is gone: nothing was published, the broker requeues it"))
-    }
-
-    /// The messages a command publishes.
-    private static func messages(of operation: Operation) -> [AMQPOutgoingMessage] {
-        switch operation {
-        case .publish(let message): [message]
-        case .settle(let settlement): settlement.publishing
-        case .topology, .cancelConsumer: []
-        }
     }
 
     /// The broker confirmed (or, `rejected`, refused) publishes up to `tag`.
@@ -399,10 +377,9 @@ public struct AMQPConnectionStateMachine<Waiter: Sendable>: Sendable {
         pendingConfirms = []
         var completions = requeue(unconfirmed)
         for command in unconfirmed { settled(command.id) }
-        for command in queue {
-            if case .settle(let settlement) = command.operation { completions.append(Completion(waiter: command.waiter, outcome: Self.lostOutcome(settlement))) }
-        }
+        let stale = queue.filter { if case .settle = $0.operation { true } else { false } }
         queue.removeAll { if case .settle = $0.operation { true } else { false } }
+        completions += stale.map { Completion(waiter: $0.waiter, outcome: .done) }
         return completions
     }
 

@@ -41,9 +41,6 @@ public final class AMQPOsloTransport: OsloTransport {
         self.logger = logger
         var consumerConfiguration = configuration
         consumerConfiguration.publisherConfirms = false
-        // Outcome events go out with their request's acknowledgement, in one transaction on the
-        // request's own channel (see acknowledge(_:publishing:)).
-        consumerConfiguration.transactional = true
         consumerConfiguration.connectionName = "\(configuration.connectionName):consumer"
         var publisherConfiguration = configuration
         publisherConfiguration.publisherConfirms = true
@@ -150,30 +147,13 @@ public final class AMQPOsloTransport: OsloTransport {
     }
 
     public func sendNotification(_ notification: OsloNotification) async throws {
-        for message in try await messages(for: notification) {
-            _ = try await publisher.publish(message)
-        }
-    }
-
-    /// AMQP 0-9-1 has no confirmed acknowledgement: an event published on the publisher
-    /// connection, then an acknowledgement lost with the consumer connection, would let a second
-    /// host run the request again and publish a second event. Published on the request's own
-    /// channel in the transaction that acknowledges it, the event and the acknowledgement take
-    /// effect together at the commit, or not at all.
-    public func acknowledge(_ delivery: AMQPDelivery, publishing notification: OsloNotification) async throws {
-        try await consumer.ack(delivery, publishing: messages(for: notification))
-    }
-
-    /// The messages of a notification, one per notification topic, each queue declared first.
-    private func messages(for notification: OsloNotification) async throws -> [AMQPOutgoingMessage] {
         let body = notification.encodedBody()
-        var messages: [AMQPOutgoingMessage] = []
         for topic in notificationTopics {
             let routingKey = notification.routingKey(topic: topic)
             try await declareNotificationQueue(routingKey)
-            messages.append(AMQPOutgoingMessage(exchange: topology.exchange, routingKey: routingKey, body: body, properties: .oslo()))
+            let message = AMQPOutgoingMessage(exchange: topology.exchange, routingKey: routingKey, body: body, properties: .oslo())
+            _ = try await publisher.publish(message)
         }
-        return messages
     }
 
     public func deadLetter(_ delivery: AMQPDelivery, reason: DeadLetterReason) async throws -> Bool {

@@ -10,7 +10,7 @@ import TestSupport
 struct AMQPConnectionIntegrationTests {
     let logger = Logger(label: "amqp-test")
 
-    func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil, transactional: Bool = false,
+    func connection(url: String, label: String = "test", heartbeat: Int = 60, vhost: String? = nil,
                     through proxy: FaultInjectingTCPProxy? = nil, metrics: TestMetrics? = nil) throws -> AMQPConnection {
         var endpoints = try TransportURL(parsing: url).endpoints
         if let vhost { for index in endpoints.indices { endpoints[index].virtualHost = vhost } }
@@ -22,7 +22,6 @@ struct AMQPConnectionIntegrationTests {
         let configuration = AMQPConfiguration(
             endpoints: endpoints, heartbeatSeconds: heartbeat,
             reconnect: AMQPReconnectPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1)),
-            publisherConfirms: !transactional, transactional: transactional,
             connectionName: "amqp-test-\(label)")
         let connection = AMQPConnection(configuration: configuration, label: label, logger: logger, metricsFactory: metrics)
         connection.start()
@@ -245,46 +244,6 @@ struct AMQPConnectionIntegrationTests {
             #expect(delivery.body == Array("again".utf8))
             #expect(delivery.connectionGeneration == connection.generation)
             await connection.ack(delivery)
-        }
-    }
-
-    @Test("a transactional channel: an acknowledgement and the message published with it are committed together; one for a lost connection publishes nothing")
-    func acknowledgementWithPublish() async throws {
-        try await withCleanup { cleanup in
-            let url = try IntegrationEnvironment.amqpURL()
-            let proxy = try FaultInjectingTCPProxy(targetPort: try TransportURL(parsing: url).endpoints[0].port)
-            cleanup.add { proxy.close() }
-            let publisher = try connection(url: url, label: "tx-publisher")
-            cleanup.add { await publisher.close() }
-            let consumer = try connection(url: url, label: "tx-consumer", transactional: true, through: proxy)
-            cleanup.add { await consumer.close() }
-            let work = "tx-work-\(uniqueHex())", events = "tx-events-\(uniqueHex())"
-            for queue in [work, events] {
-                try await publisher.declareQueue(AMQPQueueDeclaration(name: queue, durable: true, arguments: ["x-expires": .int32(60_000)]))
-            }
-            try await consumer.consume(queue: work)
-            for body in [Array("task-1".utf8), Array("task-2".utf8)] {
-                _ = try await publisher.publish(AMQPOutgoingMessage(exchange: "", routingKey: work, body: body))
-            }
-            let first = try await nextDelivery(consumer)
-            let second = try await nextDelivery(consumer)
-            #expect(first.body == Array("task-1".utf8) && second.body == Array("task-2".utf8))
-            try await consumer.ack(first, publishing: [AMQPOutgoingMessage(exchange: "", routingKey: events, body: Array("event-1".utf8))])
-
-            // The connection drops with task-2 unacknowledged: the broker redelivers task-2 only
-            // (task-1's acknowledgement was committed), and a settlement for the old connection
-            // publishes nothing.
-            proxy.dropConnections()
-            let redelivered = try await nextDelivery(consumer, within: .seconds(20))
-            #expect(redelivered.body == Array("task-2".utf8))
-            #expect(redelivered.redelivered)
-            await #expect(throws: AMQPError.self) {
-                try await consumer.ack(second, publishing: [AMQPOutgoingMessage(exchange: "", routingKey: events, body: Array("stale".utf8))])
-            }
-            try await consumer.ack(redelivered, publishing: [AMQPOutgoingMessage(exchange: "", routingKey: events, body: Array("event-2".utf8))])
-            try await publisher.consume(queue: events)
-            #expect(try await nextDelivery(publisher).body == Array("event-1".utf8))
-            #expect(try await nextDelivery(publisher).body == Array("event-2".utf8), "the stale settlement published nothing")
         }
     }
 

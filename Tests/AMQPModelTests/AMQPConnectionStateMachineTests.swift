@@ -57,36 +57,6 @@ struct AMQPConnectionStateMachineTests {
         #expect(!late.wakeThread)
     }
 
-    @Test("a settlement that publishes (one transaction) fails when its connection is gone, where a plain one is done")
-    func publishingSettlement() {
-        var machine = connectedMachine(confirms: false)
-        let event = Machine.Settlement(generation: 1, deliveryTag: 7, kind: .ack, publishing: [message("notifications.info")])
-        let plain = Machine.Settlement(generation: 1, deliveryTag: 8, kind: .ack)
-        // Run and committed: done.
-        _ = machine.enqueue(.settle(event), waiter: 1)
-        let ran = machine.takeCommands()
-        #expect(outcomes(machine.commandRan(ran[0], .succeeded(publishTag: nil)).completions) == [1: "done"])
-        // Broken while running (or at the commit): the caller learns nothing was published.
-        _ = machine.enqueue(.settle(event), waiter: 2)
-        _ = machine.enqueue(.settle(plain), waiter: 3)
-        let broken = machine.takeCommands()
-        let lost = AMQPError(.connectionLost, "gone")
-        #expect(outcomes(machine.commandRan(broken[0], .connectionBroke(lost)).completions) == [2: "failed connectionLost"])
-        #expect(outcomes(machine.commandRan(broken[1], .connectionBroke(lost)).completions) == [3: "done"])
-        // Queued when the connection drops: failed too, and never run on the next connection.
-        _ = machine.enqueue(.settle(event), waiter: 4)
-        #expect(outcomes(machine.connectionLost()) == [4: "failed connectionLost"])
-        guard case .use = machine.connected() else { Issue.record("no reconnect"); return }
-        #expect(machine.takeCommands().isEmpty)
-        // Arriving for a delivery of the old connection: failed at once.
-        #expect(outcomes(machine.enqueue(.settle(event), waiter: 5).actions.completions) == [5: "failed connectionLost"])
-        // A message it can never publish: refused before anything is sent.
-        let unpublishable = Machine.Settlement(generation: 2, deliveryTag: 1, kind: .ack, publishing: [message(String(repeating: "k", count: 300))])
-        let refused = machine.enqueue(.settle(unpublishable), waiter: 6).actions
-        #expect(outcomes(refused.completions) == [6: "failed invalidArgument"])
-        #expect(!refused.wakeThread && machine.queuedCount == 0)
-    }
-
     @Test("hosts: the first attempt goes to the chosen host, failures and lost connections move round the list in order")
     func endpointOrder() {
         var machine = Machine(publisherConfirms: true, endpointCount: 3, firstEndpoint: 2)

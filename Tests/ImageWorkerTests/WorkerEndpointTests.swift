@@ -73,7 +73,7 @@ struct WorkerEndpointTests {
                    uniqueID: "task-1", context: RPCContext(fields: ["request_id": "req-abc", "auth_token": "SECRET"]))
     }
 
-    @Test("a fetch sends start, then the reply, then end with the ack")
+    @Test("a fetch sends start, then end, then the reply, then the ack")
     func fetchOrder() async throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
@@ -89,7 +89,7 @@ struct WorkerEndpointTests {
             case .deadLettered: "dead-letter"
             }
         }
-        #expect(kinds == ["baremetal.image.fetch.start", "reply", "baremetal.image.fetch.end", "ack"])
+        #expect(kinds == ["baremetal.image.fetch.start", "baremetal.image.fetch.end", "reply", "ack"])
         let end = notifications(events)[1]
         #expect(end.publisherID == "image-worker.test")
         #expect(end.priority == .info)
@@ -102,7 +102,7 @@ struct WorkerEndpointTests {
         #expect(FileManager.default.fileExists(atPath: fixture.images.appending("\(node)/disk")))
     }
 
-    @Test("a refused reference sends start, the failure reply, then error with the ack")
+    @Test("a refused reference sends start, error, the failure reply, then the ack")
     func refusedReference() async throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
@@ -114,7 +114,7 @@ struct WorkerEndpointTests {
         #expect(error["code"] == "ImageRefValidationFailed")
         #expect(error["http_status"] == 500)
         #expect(error["retryable"] == false)
-        guard case .reply(let reply, _) = events[1] else { Issue.record("expected the reply second: \(events)"); return }
+        guard case .reply(let reply, _) = events[2] else { Issue.record("expected the reply third: \(events)"); return }
         #expect(reply.failure?.className == "ImageRefValidationFailed")
         guard case .acknowledged = events[3] else { Issue.record("expected the ack last"); return }
     }

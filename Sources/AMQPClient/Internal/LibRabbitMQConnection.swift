@@ -110,10 +110,6 @@ final class LibRabbitMQConnection {
             _ = amqp_confirm_select(state, channel)
             try check(amqp_get_rpc_reply(state), "selecting publisher confirms", code: .connectionFailed)
         }
-        if configuration.transactional {
-            _ = amqp_tx_select(state, channel)
-            try check(amqp_get_rpc_reply(state), "selecting transactions", code: .connectionFailed)
-        }
     }
 
     /// The socket, for `poll(2)`.
@@ -184,12 +180,6 @@ final class LibRabbitMQConnection {
                   code: unencodable ? .invalidArgument : .connectionLost)
         defer { nextPublishTag += 1 }
         return nextPublishTag
-    }
-
-    /// `tx.commit`: the publishes and settlements since the last commit take effect.
-    func commit() throws {
-        _ = amqp_tx_commit(state, channel)
-        try check(amqp_get_rpc_reply(state), "committing a transaction")
     }
 
     /// `basic.ack`.

@@ -266,12 +266,11 @@ public final class RPCServer: Service {
         }
     }
 
-    /// Makes an outcome durable and final: replies to a call, dead-letters the request if asked,
-    /// then publishes its notification and acknowledges the request as one unit (one transaction
-    /// on the request's own channel: both or neither). If any step fails the request is requeued;
-    /// its redelivery finds the outcome in the journal and repeats the steps not known to be
-    /// done. `held` is the journal's hold on the request, ended once the event is published (or
-    /// not); `publishEvent` is false when the broker already has the event.
+    /// Makes an outcome durable and final: publishes its notification (confirmed), replies to a
+    /// call, then acknowledges the request (or dead-letters it). If any step fails the request is
+    /// requeued; its redelivery finds the outcome in the journal and repeats the steps not known
+    /// to be done. `held` is the journal's hold on the request, ended once the event is published
+    /// (or not); `publishEvent` is false when the broker already confirmed the event.
     /// Returns whether the request was acknowledged (`false`: requeued).
     private func settle(_ delivery: AMQPDelivery, request: RPCRequest, outcome: RPCOutcome, held: String?, publishEvent: Bool = true,
                         deadLetter reason: DeadLetterReason?) async -> Bool {
@@ -281,29 +280,45 @@ public final class RPCServer: Service {
 
     // A step that fails here is a broker condition (a connection lost, a queue whose node is
     // stopping: NOT_FOUND "process is stopped by supervisor") that the redelivery gets past:
-    // nothing is lost, so it is logged as a warning, not an error. The reply and the dead-letter
-    // copy go first: both are harmless to repeat, and the event is the one thing a listener
-    // counts.
+    // nothing is lost, so it is logged as a warning, not an error.
     private func settle(_ delivery: AMQPDelivery, notification: OsloNotification?, held: String? = nil, taskID: String?, messageID: String?, replyQueue: String?,
                         reply: RPCReply, deadLetter reason: DeadLetterReason?) async -> Bool {
-        let endHold = { (eventPublished: Bool) in if let held { await self.journal.end(uniqueID: held, eventPublished: eventPublished) } }
         if let notification {
-            // The publisher reconnecting (its node stopped) would hold the queue declarations for
-            // a while, during which the request's own connection may go too: wait first, then decide.
+            // The publisher reconnecting (its node stopped) would hold the publish for a while,
+            // during which the request's own connection may go too: wait first, then decide.
             try? await transport.waitUntilReadyToPublish()
             guard transport.canSettle(delivery) else {
                 // The connection that brought the request is gone, so the broker redelivers it (to
-                // this worker or another): that delivery publishes the event.
-                await endHold(false)
+                // this worker or another): that delivery publishes the event. Publishing it here
+                // too would publish it twice whenever the redelivery goes to another host.
+                if let held { await journal.end(uniqueID: held, eventPublished: false) }
                 logger.notice("the request's connection was lost before its outcome went out; its redelivery will publish it", metadata: [
                     "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
                 ])
                 return false
             }
+            do {
+                try await transport.sendNotification(notification)
+            } catch {
+                if let held { await journal.end(uniqueID: held, eventPublished: false) }
+                logger.warning("could not publish an outcome event; the request will be redelivered", metadata: [
+                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")", "error": "\(error)",
+                ])
+                await transport.reject(delivery, requeue: true)
+                return false
+            }
+            if !transport.canSettle(delivery) {
+                // The one window left open: the event is out, but the acknowledgement cannot be
+                // sent. A redelivery here is answered from the journal; one on another host runs
+                // the request again and publishes its own event.
+                logger.warning("the request's connection was lost after its outcome event went out; a redelivery to another host would publish it again", metadata: [
+                    "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")",
+                ])
+            }
         }
+        if let held { await journal.end(uniqueID: held, eventPublished: notification != nil) }
         if messageID != nil, let replyQueue {
             guard await send(reply, to: replyQueue) else {
-                await endHold(false)
                 await transport.reject(delivery, requeue: true)
                 return false
             }
@@ -312,30 +327,12 @@ public final class RPCServer: Service {
             do {
                 _ = try await transport.deadLetter(delivery, reason: reason)
             } catch {
-                await endHold(false)
                 logger.warning("could not dead-letter a request; it will be redelivered", metadata: ["error": "\(error)"])
                 await transport.reject(delivery, requeue: true)
                 return false
             }
         }
-        guard let notification else {
-            await endHold(false)
-            await transport.acknowledge(delivery)
-            return true
-        }
-        do {
-            try await transport.acknowledge(delivery, publishing: notification)
-        } catch {
-            await endHold(false)
-            // Lost before the commit: the broker applied neither and redelivers the request. Lost
-            // during it: the broker may have committed both; then there is no redelivery.
-            logger.warning("the outcome event and the request's acknowledgement were not confirmed together; unless the broker committed both, it redelivers the request", metadata: [
-                "event_type": "\(notification.eventType)", "task_id": "\(taskID ?? "-")", "error": "\(error)",
-            ])
-            await transport.reject(delivery, requeue: true)
-            return false
-        }
-        await endHold(true)
+        await transport.acknowledge(delivery)
         return true
     }
 

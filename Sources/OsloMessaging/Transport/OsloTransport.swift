@@ -18,13 +18,6 @@ public protocol OsloTransport: Sendable {
     /// The request is done with.
     func acknowledge(_ delivery: AMQPDelivery) async
 
-    /// Publishes a request's outcome event (as ``sendNotification(_:)``) and acknowledges the
-    /// request as one unit: both take effect, or, when the connection that received the request
-    /// is lost first, neither (the broker redelivers the request, and that delivery publishes
-    /// the event). So no second host ever runs a request whose event is out. Throws when it
-    /// cannot say that both took effect. The default publishes, then acknowledges.
-    func acknowledge(_ delivery: AMQPDelivery, publishing notification: OsloNotification) async throws
-
     /// Waits until notifications can be published right away (the publisher is connected), so
     /// that the time between deciding to publish an outcome and its confirm stays short.
     func waitUntilReadyToPublish() async throws
@@ -65,12 +58,5 @@ public struct DeadLetterReason: Sendable, Hashable {
     public init(code: String, message: String) {
         self.code = code
         self.message = message
-    }
-}
-
-extension OsloTransport {
-    public func acknowledge(_ delivery: AMQPDelivery, publishing notification: OsloNotification) async throws {
-        try await sendNotification(notification)
-        await acknowledge(delivery)
     }
 }
