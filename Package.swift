@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "image-worker", targets: ["ImageWorkerCLI"]),
         .executable(name: "image-worker-bench", targets: ["ImageWorkerBench"]),
+        .executable(name: "image-worker-fuzz", targets: ["ImageWorkerFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -131,6 +132,13 @@ let package = Package(
             "ImageServices", "ImageWorker", "Primitives",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+
+        // libFuzzer's driver, declared for Swift (deploy/fuzz.sh links it with -sanitize=fuzzer).
+        .target(name: "CLibFuzzer"),
+        // The parsers of hostile bytes under libFuzzer (deploy/fuzz.sh), or their corpus replayed.
+        .executableTarget(name: "ImageWorkerFuzz", dependencies: [
+            "AMQPModel", "CLibFuzzer", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging",
         ], swiftSettings: strict),
 
         // MARK: Tests

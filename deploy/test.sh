@@ -16,7 +16,8 @@
 # Each phase's wall time is printed when it ends.
 #
 # For work on one part (not for CI):
-#   TEST_ONLY=swift,interop,faults,deploy,quickstart   run only these phases (servers start anyway)
+#   TEST_ONLY=swift,fuzz,interop,faults,deploy,quickstart   run only these phases (servers start anyway)
+#   FUZZ_SECONDS=5             how long the fuzz phase runs each harness under libFuzzer
 #   SANITIZER=address|thread   build into .build-SANITIZER with the sanitizer and run the Swift suites
 #                              and the interop suites' worker binary from there
 #   SWIFT_TEST_ARGS="..."      more arguments for `swift test` (--filter X)
@@ -38,7 +39,7 @@ ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx gl
   python3-oslo.messaging python3-pika python3-ironic python3-yaml
 cd "$REPO_ROOT"
 
-PHASES=swift,interop,faults,deploy,quickstart
+PHASES=swift,fuzz,interop,faults,deploy,quickstart
 TEST_ONLY=${TEST_ONLY:-$PHASES}
 for wanted in ${TEST_ONLY//,/ }; do
   [[ ",$PHASES," == *",$wanted,"* ]] || die "TEST_ONLY: '$wanted' is not one of $PHASES"
@@ -128,6 +129,17 @@ if wants swift; then
   [ "${SWIFT_TEST_PARALLEL:-0}" = 1 ] && SERIAL_FLAG=()
   # shellcheck disable=SC2086
   swift test --skip-build "${BUILD_FLAGS[@]}" "${SERIAL_FLAG[@]}" ${SWIFT_TEST_ARGS:-}
+fi
+
+if wants fuzz; then
+  phase "fuzz: the corpus replayed through every parser's harness, then each under libFuzzer for ${FUZZ_SECONDS:-5} s"
+  harnesses=$("$BIN_DIR/image-worker-fuzz" list)
+  for harness in $harnesses; do
+    "$BIN_DIR/image-worker-fuzz" replay "$harness" "Tests/Fuzz/corpus/$harness"
+  done
+  # New inputs go to a scratch folder: a test run leaves the repository's corpus as it is. The
+  # first fuzzing build (.build-fuzz) takes about ten minutes on two cores.
+  FUZZ_SEED=1 FUZZ_SCRATCH_CORPUS=$WORK_DIR/fuzz-corpus "$REPO_ROOT/deploy/fuzz.sh" "${FUZZ_SECONDS:-5}"
 fi
 
 if wants interop; then

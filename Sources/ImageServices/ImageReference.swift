@@ -89,13 +89,31 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
                 let name = String(parts[0])
                 let lowered = name.lowercased()
                 let secret = lowered.hasPrefix("x-amz-") || secretParameterMarkers.contains { lowered.contains($0) }
-                guard parts.count == 2 else { return name }
-                return secret ? "\(name)=***" : String(item)
+                guard parts.count == 2 else { return maskNestedCredential(String(item)) }
+                if secret { return "\(name)=***" }
+                return "\(name)=\(maskNestedCredential(String(parts[1])))"
             }
             result += "?" + items.joined(separator: "&")
         }
         if let fragment = components.fragment { result += fragment.isEmpty ? "#" : "#***" }
         return result
+    }
+
+    /// A URL inside a query item or value (`?next=https://user:pass@host/`, `?next=//u:p@host/`)
+    /// with everything from its authority's start to its last `@` masked: `https://***@host/`.
+    /// One level, no recursion, so a hostile query costs linear time (found by the
+    /// image-reference fuzz harness; a percent-encoded URL is not recognised).
+    static func maskNestedCredential(_ value: String) -> String {
+        guard let at = value.lastIndex(of: "@") else { return value }
+        var index = value.startIndex
+        while index < at {
+            let next = value.index(after: index)
+            if value[index] == "/", next < at, value[next] == "/" {
+                return value[...next] + "***" + value[at...]
+            }
+            index = next
+        }
+        return value
     }
 
     /// The last `@` of `text` when it ends a credential the URL parser would not remove:

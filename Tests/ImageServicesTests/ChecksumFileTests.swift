@@ -39,6 +39,13 @@ struct ChecksumFileTests {
         #expect(try find("\(sha256.uppercased())  image.qcow2").value == sha256)
     }
 
+    @Test("only ASCII hex digits make a checksum (full-width digits are digits to Swift, not to a hash)")
+    func asciiHexOnly() {
+        let fullWidth = String(sha256.dropLast()) + "\u{FF11}"
+        #expect(throws: IronicError.self) { _ = try find("\(fullWidth)  image.qcow2") }
+        #expect(throws: IronicError.self) { _ = try ImageChecksum(algorithm: .sha256, value: fullWidth) }
+    }
+
     @Test("a single bare hash is the checksum; comments are skipped")
     func bareAndComments() throws {
         #expect(try find(sha256 + "\n").value == sha256)
@@ -138,6 +145,11 @@ struct HTTPHelperTests {
         #expect(unknownTotal.start == 10 && unknownTotal.end == 19 && unknownTotal.total == nil)
         #expect(ContentRange("bytes 19-10/100") == nil)
         #expect(ContentRange("items 1-2/3") == nil)
+        // Found by fuzzing: signs and a complete length that ends before the range.
+        #expect(ContentRange("bytes 0-1/-23") == nil)
+        #expect(ContentRange("bytes +0-1/100") == nil)
+        #expect(ContentRange("bytes 0-99/99") == nil)
+        #expect(ContentRange("bytes 0-99/100")?.total == 100)
     }
 
     @Test("Location headers resolve against the current URL")

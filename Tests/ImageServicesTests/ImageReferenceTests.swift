@@ -60,6 +60,10 @@ struct ImageReferenceTests {
         ("file:/srv/images/disk@2.img", "file:/srv/images/disk@2.img"),
         ("oci://[fe80::1%25eth0]:5000/r@sha256:0a1b", "oci://[fe80::1%25eth0]:5000/r@sha256:0a1b"),
         ("http://h/i.img?email=a@b.example&x=1", "http://h/i.img?email=a@b.example&x=1"),
+        // A URL in a query value or item (found by fuzzing) keeps no credential either.
+        ("http://h/i.img?next=https://u:pw@mirror.example/i.img&x=1", "http://h/i.img?next=https://***@mirror.example/i.img&x=1"),
+        ("http://h/i.img?next=//u:pw@mirror.example/&n=a@b.example", "http://h/i.img?next=//***@mirror.example/&n=a@b.example"),
+        ("http://h/i.img?http://u:pw@m.example/&n=a@b.example", "http://h/i.img?http://***@m.example/&n=a@b.example"),
     ])
     func redaction(text: String, expected: String) throws {
         let reference = try ImageReference(text)

@@ -12,7 +12,7 @@ public struct ImageChecksum: Sendable, Hashable, CustomStringConvertible {
         guard !lowered.isEmpty else {
             throw IronicError(.imageChecksumError, "The \(algorithm) checksum is empty.")
         }
-        guard lowered.count == algorithm.hexLength, lowered.allSatisfy({ $0.isHexDigit }) else {
+        guard lowered.count == algorithm.hexLength, lowered.allSatisfy({ $0.isASCII && $0.isHexDigit }) else {
             throw IronicError.invalidParameter("The \(algorithm) checksum '\(value.prefix(160))' is not \(algorithm.hexLength) hex digits.")
         }
         self.algorithm = algorithm

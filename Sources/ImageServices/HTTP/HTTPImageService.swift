@@ -112,8 +112,9 @@ public struct HTTPImageService: ImageService {
     /// Metadata from response headers (a 206's size comes from `Content-Range`'s total).
     static func metadata(_ headers: HTTPHeaders, status: UInt) -> ImageMetadata {
         var size: Int64? = nil
-        if status == 206, let range = headers.first(name: "Content-Range").flatMap(ContentRange.init) {
-            size = range.total
+        if status == 206 {
+            // Its Content-Length is the range's (1 for the `bytes=0-0` probe), never the image's.
+            size = headers.first(name: "Content-Range").flatMap(ContentRange.init)?.total
         } else if let length = headers.first(name: "Content-Length").flatMap({ Int64($0.trimmingCharacters(in: .whitespaces)) }) {
             size = length
         }
@@ -126,22 +127,33 @@ public struct HTTPImageService: ImageService {
 }
 
 /// `Content-Range: bytes START-END/TOTAL`.
-struct ContentRange: Hashable {
-    var start: Int64
-    var end: Int64
-    var total: Int64?
+public struct ContentRange: Hashable, Sendable {
+    /// The first byte's offset.
+    public var start: Int64
+    /// The last byte's offset (inclusive).
+    public var end: Int64
+    /// The whole size, when the server knows it (`*` otherwise).
+    public var total: Int64?
 
-    init?(_ text: String) {
+    /// Parses a `Content-Range` header's value; nil when it is not a satisfied byte range.
+    public init?(_ text: String) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard trimmed.hasPrefix("bytes ") else { return nil }
         let spec = trimmed.dropFirst(6)
         let parts = spec.split(separator: "/", maxSplits: 1)
         guard parts.count == 2 else { return nil }
         let bounds = parts[0].split(separator: "-", maxSplits: 1)
-        guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), start <= end else { return nil }
+        // Digits only (`Int64` would take a sign), and a complete length past the last byte
+        // (RFC 9110 §14.4): `bytes 0-1/-23` is no range (found by the content-range fuzz harness).
+        let digits = { (text: Substring) in !text.isEmpty && text.allSatisfy { $0.isASCII && $0.isNumber } }
+        guard bounds.count == 2, digits(bounds[0]), digits(bounds[1]), let start = Int64(bounds[0]), let end = Int64(bounds[1]), start <= end else { return nil }
         self.start = start
         self.end = end
-        total = parts[1] == "*" ? nil : Int64(parts[1])
-        if parts[1] != "*" && total == nil { return nil }
+        if parts[1] == "*" {
+            total = nil
+        } else {
+            guard digits(parts[1]), let total = Int64(parts[1]), total > end else { return nil }
+            self.total = total
+        }
     }
 }
