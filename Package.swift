@@ -138,7 +138,7 @@ let package = Package(
         .target(name: "CLibFuzzer"),
         // The parsers of hostile bytes under libFuzzer (deploy/fuzz.sh), or their corpus replayed.
         .executableTarget(name: "ImageWorkerFuzz", dependencies: [
-            "AMQPModel", "CLibFuzzer", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging",
+            "AMQPModel", "CLibFuzzer", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives",
         ], swiftSettings: strict),
 
         // MARK: Tests

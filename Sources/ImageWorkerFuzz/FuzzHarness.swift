@@ -3,6 +3,7 @@ import ImageServices
 import ImageWorker
 import OsloJSON
 import OsloMessaging
+import Primitives
 
 /// One parser of hostile bytes, with the invariants it must keep whatever it is fed. A broken
 /// invariant stops the process (`fatalError`), which libFuzzer reports as a crash with the input
@@ -97,7 +98,7 @@ struct FuzzHarness: Sendable {
         for name in ["image.img", "disk (1).qcow2", ""] {
             guard let checksum = try? ChecksumFile.checksum(in: text, for: name, reference: "http://example.invalid/" + name, allowMD5: true) else { continue }
             check(checksum.value.count == checksum.algorithm.hexLength, "a \(checksum.algorithm) checksum has \(checksum.algorithm.hexLength) digits")
-            check(checksum.value.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) || ($0 >= 0x41 && $0 <= 0x46) }, "a checksum is hex")
+            check(Hex.isDigits(checksum.value), "a checksum is hex")
         }
     }
 
@@ -118,8 +119,9 @@ struct FuzzHarness: Sendable {
     /// and password found is text of the file.
     static func netrc(_ text: String) {
         guard let file = try? NetrcFile(text: text) else { return }
-        let found = [file.credentials(forMachine: "example.invalid"), file.defaultCredentials].compactMap { $0 }
-        if file.credentials(forMachine: "example.invalid") != nil {
+        let machine = file.credentials(forMachine: "example.invalid")
+        let found = [machine, file.defaultCredentials].compactMap { $0 }
+        if machine != nil {
             check(text.lowercased().contains("example.invalid"), "credentials for a machine the file does not name")
         }
         for (user, password) in found {

@@ -15,4 +15,10 @@ public enum Hex {
         output.append(digits[Int(byte >> 4)])
         output.append(digits[Int(byte & 0xF)])
     }
+
+    /// Whether every character of `text` is an ASCII hex digit, in either case. (`Character`'s
+    /// `isHexDigit` also takes full-width digits, U+FF10 and on, which no digest holds.)
+    public static func isDigits(_ text: some StringProtocol) -> Bool {
+        text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) || ($0 >= 0x41 && $0 <= 0x46) }
+    }
 }

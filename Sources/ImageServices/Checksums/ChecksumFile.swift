@@ -67,7 +67,7 @@ public enum ChecksumFile {
             default: algorithm = nil
             }
         }
-        guard let algorithm, hex.count == algorithm.hexLength, hex.allSatisfy({ $0.isASCII && $0.isHexDigit }) else {
+        guard let algorithm, hex.count == algorithm.hexLength, Hex.isDigits(hex) else {
             throw IronicError(.imageDownloadFailed, "Failed to download image \(reference), reason: Invalid checksum file (No valid checksum found)")
         }
         if algorithm == .md5 && !allowMD5 {

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// An expected digest of an image.
 public struct ImageChecksum: Sendable, Hashable, CustomStringConvertible {
@@ -12,7 +13,7 @@ public struct ImageChecksum: Sendable, Hashable, CustomStringConvertible {
         guard !lowered.isEmpty else {
             throw IronicError(.imageChecksumError, "The \(algorithm) checksum is empty.")
         }
-        guard lowered.count == algorithm.hexLength, lowered.allSatisfy({ $0.isASCII && $0.isHexDigit }) else {
+        guard lowered.count == algorithm.hexLength, Hex.isDigits(lowered) else {
             throw IronicError.invalidParameter("The \(algorithm) checksum '\(value.prefix(160))' is not \(algorithm.hexLength) hex digits.")
         }
         self.algorithm = algorithm

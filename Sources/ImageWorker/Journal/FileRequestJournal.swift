@@ -308,7 +308,7 @@ public final class FileRequestJournal: RequestJournal {
     }
 
     private static func isDigest(_ text: String) -> Bool {
-        text.utf8.count == 64 && text.allSatisfy({ $0.isASCII && $0.isHexDigit })
+        text.utf8.count == 64 && Hex.isDigits(text)
     }
 
     /// The fingerprint digest in the file of a run another process holds, read without the lock:
