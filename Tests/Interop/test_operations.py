@@ -56,7 +56,7 @@ class MonitoredWorkerTests(unittest.TestCase):
                                 instance_info={"image_source": "file://" + self.sources + "/missing.img"})
         with self.assertRaises(Exception):
             self.conductor.call("no_such_method_%s" % uuid.uuid4().hex[:4])
-        # A task is counted when it settles: after its reply, with its event's commit.
+        # A task is counted when it settles, after its reply: when it is acknowledged.
         deadline = time.monotonic() + 10
         while True:
             after = harness.scrape(self.port)
