@@ -22,6 +22,7 @@
 #                              and the interop suites' worker binary from there
 #   SWIFT_TEST_ARGS="..."      more arguments for `swift test` (--filter X)
 #   SWIFT_TEST_PARALLEL=1      run the Swift tests in parallel (by default one at a time; see below)
+#   INTEROP_TESTS="test_cache.CacheTests.test_x"   the interop phase runs only these (unittest names)
 #   CLUSTER_SCENARIOS="spread frozen"   the fault phase runs these scenarios of the cluster suite
 #                              (and not fault_suite.py): spread, consumer, leader, frozen, rolling, hosts
 #                              (the cluster suite runs only when asked)
@@ -145,8 +146,9 @@ fi
 if wants interop; then
   phase "interop suites (real oslo.messaging client and listener, /usr/bin/python3)"
   # The operations and broker-loss suites restart the shared broker, so they run last.
-  (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v \
-    test_fetch_interop test_bad_input test_egress test_cache test_connections test_topology test_tls test_operations test_broker_loss)
+  # shellcheck disable=SC2086  # INTEROP_TESTS is a list of names
+  (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v ${INTEROP_TESTS:-\
+    test_fetch_interop test_bad_input test_egress test_cache test_connections test_topology test_tls test_operations test_broker_loss})
 fi
 
 if wants faults && [ -z "${CLUSTER_SCENARIOS:-}" ]; then

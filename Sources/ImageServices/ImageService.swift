@@ -135,16 +135,21 @@ public struct ImageFetchRequest: Sendable {
     /// The size the service described before the download (HEAD's `Content-Length`), which free
     /// space was checked against: a transfer without a length of its own must not go past it.
     public var announcedSize: Int64?
+    /// The space reserved for the destination's bytes (see ``DiskSpaceLedger``): a service that
+    /// writes them covers each write with it, so that a download that outgrows what it announced,
+    /// or finds the space taken by concurrent ones, stops with `InsufficientDiskSpace`.
+    public var diskReservation: DiskReservation?
 
     /// Creates a request.
     public init(reference: ImageReference, destination: StagingFile, digestAlgorithms: Set<HashAlgorithm>, context: ImageRequestContext,
-                progress: @escaping TransferProgressHandler = { _ in }, announcedSize: Int64? = nil) {
+                progress: @escaping TransferProgressHandler = { _ in }, announcedSize: Int64? = nil, diskReservation: DiskReservation? = nil) {
         self.reference = reference
         self.destination = destination
         self.digestAlgorithms = digestAlgorithms
         self.context = context
         self.progress = progress
         self.announcedSize = announcedSize
+        self.diskReservation = diskReservation
     }
 }
 

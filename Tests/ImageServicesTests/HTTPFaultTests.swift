@@ -222,6 +222,20 @@ struct HTTPFaultTests {
         }
     }
 
+    @Test("a body with its own Content-Length above the size announced before it (HEAD's) is refused before a byte is stored")
+    func longerThanAnnounced() async throws {
+        try await withCleanup { cleanup in
+            let server = try await FaultServer { _, _ in .init(headers: [("Content-Length", "\(Self.image.count)")], body: Self.image) }
+            cleanup.add { await server.stop() }
+            await #expect {
+                _ = try await fetch(server, announcedSize: 1 << 20)
+            } throws: { error in
+                let error = error as? IronicError
+                return error?.code == .imageDownloadFailed && error?.message.contains("more than the 1048576 bytes it announced (\(Self.image.count))") == true
+            }
+        }
+    }
+
     @Test("an empty body is refused: the image contains no data")
     func emptyBody() async throws {
         try await withCleanup { cleanup in

@@ -223,9 +223,9 @@ struct MasterImageCacheTests {
     func insufficientSpace() async throws {
         let fixture = try Fixture(service: ScriptedImageService(content: randomBytes(1000)))
         defer { fixture.root.remove() }
-        #expect(throws: Never.self) { try fixture.cache.ensureSpace(for: 1) }
+        #expect(throws: Never.self) { try fixture.cache.reserveSpace(for: 1) }
         #expect {
-            try fixture.cache.ensureSpace(for: Int64.max / 2)
+            try fixture.cache.reserveSpace(for: Int64.max / 2)
         } throws: { error in
             let error = error as? IronicError
             return error?.code == .insufficientDiskSpace && error?.message.contains(fixture.root.appending("masters")) == true
@@ -242,7 +242,7 @@ struct MasterImageCacheTests {
             try fixture.store.deleteNode(node)  // unlinked: evictable
         }
         #expect(fixture.masters.count == 3)
-        #expect(throws: IronicError.self) { try fixture.cache.ensureSpace(for: 1_000_000_000_000_000) }
+        #expect(throws: IronicError.self) { try fixture.cache.reserveSpace(for: 1_000_000_000_000_000) }
         #expect(fixture.masters.count == 3, "the masters were evicted for a download that could never fit")
     }
 

@@ -163,6 +163,35 @@ class CacheTests(unittest.TestCase):
         finally:
             subprocess.run(["umount", mount], check=False)
 
+    def test_concurrent_downloads_reserve_their_space_on_a_small_file_system(self):
+        # 40 MiB free, two 24 MiB images at 16 MB/s each: both fit alone, not together. Each
+        # download reserves its size while it runs, so the second one is refused at once with
+        # InsufficientDiskSpace, and the first completes (without the reservations both would start,
+        # and both would fail on a full disk midway).
+        mount = tempfile.mkdtemp(prefix="iw-small-", dir=self.shared)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mount], check=True)
+        try:
+            worker = self.worker(os.path.join(mount, "masters"), os.path.join(mount, "images"))
+            images = [self.image(folder="slow", size=24 << 20) for _ in range(2)]
+            nodes = [str(uuid.uuid4()) for _ in images]
+            for node, (name, _, sha) in zip(nodes, images):
+                self.conductor.cast("fetch_image", node_uuid=node, instance_info={
+                    "image_source": "%s/slow/%s" % (harness.HTTP_URL, name), "image_checksum": sha})
+            outcomes = {}
+            for node in nodes:
+                event = self.events.wait_for(lambda e, node=node: data_of(e).get("node_uuid") == node and e["event_type"] in (
+                    "baremetal.image.fetch.end", "baremetal.image.fetch.error"), timeout=120)
+                outcomes[node] = (event["event_type"], data_of(event).get("error", {}).get("code"))
+            self.assertEqual(sorted(outcomes.values()), [("baremetal.image.fetch.end", None),
+                                                         ("baremetal.image.fetch.error", "InsufficientDiskSpace")], outcomes)
+            refused = next(node for node, outcome in outcomes.items() if outcome[1])
+            self.assertFalse(os.path.exists(os.path.join(mount, "images", refused, "disk")))
+            staging = [f for _, _, files in os.walk(mount) for f in files if f.startswith(".staging-")]
+            self.assertEqual(staging, [])
+            worker.stop()
+        finally:
+            subprocess.run(["umount", mount], check=False)
+
     def test_clean_up_cache_removes_only_unlinked_masters(self):
         masters = tempfile.mkdtemp(prefix="iw-masters-", dir=self.shared)
         self.worker(masters)

@@ -59,8 +59,18 @@ public struct FileImageService: ImageService {
             } catch let error as SystemCallError where Self.linkFailuresThatMeanCopy.contains(error.errno) {
                 request.context.logger.debug("hard link not possible, copying", metadata: ["reason": "\(error.reason)"])
             }
-            let (copied, digests) = try Self.copy(file, to: request.destination, known: known, algorithms: request.digestAlgorithms,
-                                                 chunkSize: chunkSize, memo: memo, cancellation: cancellation, progress: request.progress)
+            do {
+                try request.diskReservation?.cover(upTo: size)
+            } catch let overrun as DiskReservation.Overrun {
+                throw IronicError(.imageDownloadFailed, "The image file \(request.reference.redacted) changed: \(overrun).")
+            }
+            let copied: Int64, digests: [HashAlgorithm: String]
+            do {
+                (copied, digests) = try Self.copy(file, to: request.destination, known: known, algorithms: request.digestAlgorithms,
+                                                  chunkSize: chunkSize, memo: memo, cancellation: cancellation, progress: request.progress)
+            } catch {
+                throw DiskSpace.explainingFull(error, in: request.destination.directory.path)
+            }
             return FetchedImage(size: copied, digests: digests, transfer: .copy, bytesTransferred: copied, metadata: file.metadata)
         }
     }

@@ -24,6 +24,8 @@ final class DownloadSink: @unchecked Sendable {
     /// Buffers held at most: each pins its whole backing storage (up to a receive buffer, 1 MiB),
     /// however few bytes of it are readable.
     private let capacityBuffers: Int
+    /// Covers every write before it is made (nil: nothing reserved, as in tests).
+    private let reservation: DiskReservation?
     private let lock = ConditionLock()
 
     /// Chunks not yet both written and hashed, oldest first.
@@ -48,9 +50,12 @@ final class DownloadSink: @unchecked Sendable {
     /// Bytes written between two write-back starts.
     private static let writeBackInterval: Int64 = 32 << 20
 
-    /// Starts the writer and hasher threads for `file`, computing `algorithms` over what is written.
-    init(file: OwnedDescriptor, algorithms: Set<HashAlgorithm>, capacityBytes: Int = 8 << 20, capacityBuffers: Int = 8) throws {
+    /// Starts the writer and hasher threads for `file`, computing `algorithms` over what is written;
+    /// each write is covered by `reservation` first (on the writer thread: growing it may `statvfs`).
+    init(file: OwnedDescriptor, algorithms: Set<HashAlgorithm>, reservation: DiskReservation? = nil,
+         capacityBytes: Int = 8 << 20, capacityBuffers: Int = 8) throws {
         self.file = file
+        self.reservation = reservation
         self.algorithms = algorithms
         self.capacityBytes = capacityBytes
         self.capacityBuffers = capacityBuffers
@@ -129,6 +134,7 @@ final class DownloadSink: @unchecked Sendable {
         _ = try await BlockingWork.run { [file] _ in
             try SystemCallError.check(ftruncate(file.rawValue, 0), "truncate", "the staging file")
         }
+        try reservation?.cover(upTo: 0)
         let fresh = try MultiDigest(algorithms)
         lock.withLock {
             writtenBytes = 0
@@ -191,6 +197,7 @@ final class DownloadSink: @unchecked Sendable {
                     switch role {
                     case .writer:
                         do {
+                            try reservation?.cover(upTo: offset + Int64(bytes.count))
                             try writeAll(file.rawValue, bytes, offset: offset)
                         } catch let caught {
                             error = caught

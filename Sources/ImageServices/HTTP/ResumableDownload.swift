@@ -60,7 +60,7 @@ struct ResumableDownload {
 
     func run() async throws -> FetchedImage {
         let output = try request.destination.create()
-        let sink = try DownloadSink(file: output, algorithms: request.digestAlgorithms)
+        let sink = try DownloadSink(file: output, algorithms: request.digestAlgorithms, reservation: request.diskReservation)
         // The overall deadline counts from the first request's connection slot, not from the
         // time spent waiting for it; every later attempt keeps it (their waits count).
         let deadline = RequestDeadline.download(DownloadDeadline(settings.overallTimeout))
@@ -95,7 +95,7 @@ struct ResumableDownload {
                                 metadata: entity?.metadata ?? ImageMetadata(size: size))
         } catch {
             sink.abandon()
-            throw error
+            throw DiskSpace.explainingFull(error, in: request.destination.directory.path)
         }
     }
 
@@ -164,6 +164,9 @@ struct ResumableDownload {
         // Where this answer's first byte goes: 0 for a full answer, the resume offset for a 206.
         let base: Int64 = status == 200 ? 0 : offset
         let expectedEnd = entity?.total
+        if let announced = request.announcedSize, let expectedEnd, expectedEnd > announced {
+            throw IronicError.downloadFailed(reference.redacted, "the server sent more than the \(announced) bytes it announced (\(expectedEnd)).")
+        }
         var position = base
         do {
             for try await chunk in response.body {
@@ -173,9 +176,10 @@ struct ResumableDownload {
                 if let expectedEnd, position > expectedEnd {
                     throw IronicError.downloadFailed(reference.redacted, "the server sent more bytes than its Content-Length (\(expectedEnd)).")
                 }
-                // No length of its own: the size announced before (which free space was checked
-                // against) bounds it, so a body without end cannot fill the disk.
-                if expectedEnd == nil, let announced = request.announcedSize, position > announced {
+                // The size announced before (which space was reserved for) bounds the body, with
+                // or without a length of its own: a body without end cannot fill the disk, and
+                // one longer than announced is not what was described.
+                if let announced = request.announcedSize, position > announced {
                     throw IronicError.downloadFailed(reference.redacted, "the server sent more than the \(announced) bytes it announced.")
                 }
                 try await sink.write(chunk)
@@ -194,6 +198,8 @@ struct ResumableDownload {
     /// A transport error as a retryable ``Transient`` or a final Ironic error.
     private func classify(_ error: any Error) throws -> any Error {
         if error is CancellationError { throw error }
+        if let overrun = error as? DiskReservation.Overrun { return IronicError.downloadFailed(reference.redacted, "\(overrun).") }
+        if case let full as IronicError = DiskSpace.explainingFull(error, in: request.destination.directory.path) { return full }
         if let client = error as? HTTPClientError, client == .deadlineExceeded {
             return IronicError(.temporaryFailure, "Failed to download image \(reference.redacted): it took longer than \(Int(settings.overallTimeout.seconds)) s.", retryable: true)
         }

@@ -20,4 +20,11 @@ public enum DiskSpace {
         IronicError(.insufficientDiskSpace, "Disk volume where '\(directory)' is located doesn't have enough disk space. "
             + "Required \(required >> 20) MiB, only \(available >> 20) MiB available space present.")
     }
+
+    /// `error` as Ironic's `InsufficientDiskSpace` when it is a write that found the disk or the
+    /// quota full (`ENOSPC`, `EDQUOT`: another process took the space), else `error` itself.
+    public static func explainingFull(_ error: any Error, in directory: String) -> any Error {
+        guard let call = error as? SystemCallError, call.errno == ENOSPC || call.errno == EDQUOT else { return error }
+        return IronicError(.insufficientDiskSpace, "Disk volume where '\(directory)' is located ran out of space while the image was written: \(call.reason).")
+    }
 }

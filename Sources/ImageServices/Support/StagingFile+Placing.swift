@@ -18,6 +18,11 @@ extension StagingFile {
             // Another file system, or links not allowed: a reflink or a copy instead.
             guard [EXDEV, EPERM, EACCES, EMLINK, EOPNOTSUPP, ENOTSUP].contains(error.errno) else { throw error }
         }
+        // A copy takes the source's size on this file system: reserved like a download's.
+        var info = stat()
+        _ = try SystemCallError.check(fstat(source.rawValue, &info), "stat", "the image to place")
+        let reservation = try DiskSpaceLedger.shared.reserve(Int64(info.st_size), limit: nil, in: directory)
+        defer { reservation.release() }
         let output = try create()
         if ioctl(output.rawValue, Self.ficlone, source.rawValue) == 0 {
             try output.sync()
@@ -30,6 +35,7 @@ extension StagingFile {
             if cancellation?.isCancelled == true { throw CancellationError() }
             let count = try readRetrying(source.rawValue, buffer, offset: offset)
             if count == 0 { break }
+            try reservation.cover(upTo: offset + Int64(count))
             try writeAll(output.rawValue, UnsafeRawBufferPointer(rebasing: buffer[..<count]))
             offset += Int64(count)
         }

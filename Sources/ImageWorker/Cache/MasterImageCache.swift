@@ -61,11 +61,14 @@ public final class MasterImageCache: Sendable {
     private let locks: DirectoryHandle
     private let keyLock = KeyedLock()
     private let logger: Logger
+    /// Where downloads into the cache reserve their space.
+    private let ledger: DiskSpaceLedger
 
     /// Opens (creating it) the cache folder and removes what dead processes left in it.
-    public init(settings: Settings, logger: Logger) throws {
+    public init(settings: Settings, logger: Logger, ledger: DiskSpaceLedger = .shared) throws {
         self.settings = settings
         self.logger = logger
+        self.ledger = ledger
         directory = try DirectoryHandle(makingPath: settings.directory)
         locks = try directory.subdirectory(".locks", create: true)
         var abandoned = 0
@@ -137,17 +140,19 @@ public final class MasterImageCache: Sendable {
                       into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler,
                       logger: Logger) async throws -> Outcome {
         // Every step that can free or flush a large file runs off the cooperative pool.
-        try await BlockingWork.run { [directory] _ in
-            if let size = current?.size { try self.ensureSpace(for: size) }
+        let reservation = try await BlockingWork.run { [directory] _ in
             try directory.remove(key)
             try directory.remove("\(key).json")
+            return try self.reserveSpace(for: current?.size)
         }
+        defer { reservation.release() }
         let staging = StagingFile(in: directory, finalName: key, mode: settings.imageFileMode)
         let algorithm = expected?.algorithm ?? .sha256
         var fetched: FetchedImage
         do {
             fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
-                                                                context: context, progress: progress, announcedSize: current?.size))
+                                                                context: context, progress: progress, announcedSize: current?.size,
+                                                                diskReservation: reservation))
             try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
             try await staging.commitOffPool()
         } catch {
@@ -178,25 +183,28 @@ public final class MasterImageCache: Sendable {
         return Outcome(fetched: fetched, cache: .miss)
     }
 
-    /// Makes room for `size` bytes: cleans the cache when short, else `InsufficientDiskSpace`.
-    /// A size that would not fit even with every unused master gone (a HEAD that claims 10^15
-    /// bytes) fails at once and evicts nothing: eviction is only for a request that can fit.
-    public func ensureSpace(for size: Int64) throws {
-        var available = try DiskSpace.available(at: directory)
-        if available >= size { return }
-        let evictable = try unlinkedMasters().reduce(Int64(0)) { $0 + $1.size }
-        guard available + evictable >= size else {
-            logger.notice("a download larger than the disk could ever hold; nothing evicted for it", metadata: [
-                "needed_bytes": "\(size)", "available_bytes": "\(available)", "evictable_bytes": "\(evictable)",
+    /// Reserves space for a download of `size` bytes (nil: unknown, the reservation grows as bytes
+    /// arrive) in the cache's folder, less what downloads under way still need (``DiskSpaceLedger``).
+    /// When short, it evicts unused masters, only as many as the download needs and only when it
+    /// can fit at all (a HEAD that claims 10^15 bytes evicts nothing); else `InsufficientDiskSpace`.
+    /// Blocking: call it off the cooperative pool.
+    public func reserveSpace(for size: Int64?) throws -> DiskReservation {
+        guard let size else { return try ledger.reserve(0, limit: nil, in: directory) }
+        let available = try ledger.unreserved(in: directory)
+        if available < size {
+            let evictable = try unlinkedMasters().reduce(Int64(0)) { $0 + $1.size }
+            guard available + evictable >= size else {
+                logger.notice("a download larger than the disk could hold; nothing evicted for it", metadata: [
+                    "needed_bytes": "\(size)", "available_bytes": "\(available)", "evictable_bytes": "\(evictable)",
+                ])
+                throw DiskSpace.insufficient(directory.path, required: size, available: max(available, 0))
+            }
+            logger.notice("short of disk space for a download; cleaning the image cache", metadata: [
+                "needed_bytes": "\(size)", "available_bytes": "\(available)",
             ])
-            throw DiskSpace.insufficient(directory.path, required: size, available: available)
+            _ = try cleanUp(amount: size - available)
         }
-        logger.notice("short of disk space for a download; cleaning the image cache", metadata: [
-            "needed_bytes": "\(size)", "available_bytes": "\(available)",
-        ])
-        _ = try cleanUp(amount: size - available)
-        available = try DiskSpace.available(at: directory)
-        guard available >= size else { throw DiskSpace.insufficient(directory.path, required: size, available: available) }
+        return try ledger.reserve(size, limit: size, in: directory)
     }
 
     // MARK: Eviction

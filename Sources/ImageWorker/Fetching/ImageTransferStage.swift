@@ -38,14 +38,12 @@ struct ImageTransferStage: Sendable {
                                                     into: staging, context: context, progress: progress)
                 return (outcome.fetched, outcome.cache)
             }
-            if let size = current?.size {
-                // statvfs: on a network file system it waits for the server.
-                let directory = staging.directory
-                let available = try await BlockingWork.run { _ in try DiskSpace.available(at: directory) }
-                if available < size { throw DiskSpace.insufficient(staging.directory.path, required: size, available: available) }
-            }
+            // statvfs: on a network file system it waits for the server.
+            let size = current?.size, directory = staging.directory
+            let reservation = try await BlockingWork.run { _ in try DiskSpaceLedger.shared.reserve(size ?? 0, limit: size, in: directory) }
+            defer { reservation.release() }
             let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],
-                                            context: context, progress: progress, announcedSize: current?.size)
+                                            context: context, progress: progress, announcedSize: size, diskReservation: reservation)
             do {
                 return (try await service.fetch(request), .bypass)
             } catch {
