@@ -61,6 +61,9 @@ let package = Package(
         .target(name: "AMQPModel", dependencies: ["Primitives"], swiftSettings: strict),
         // Python-compatible JSON, as oslo.messaging writes and reads it.
         .target(name: "OsloJSON", dependencies: ["Primitives"], swiftSettings: strict),
+        // Disk image formats from a stream, as oslo.utils' format inspector reads them, with its
+        // safety checks. Pure Swift, no I/O.
+        .target(name: "ImageFormats", swiftSettings: strict),
         // oslo.messaging's wire format, RPC server and notifier over an abstract transport.
         .target(name: "OsloMessaging", dependencies: [
             "AMQPModel", "OsloJSON", "Primitives",
@@ -118,7 +121,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "ImageWorkerCLI", dependencies: [
-            "AMQPClient", "AMQPModel", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
+            "AMQPClient", "AMQPModel", "ImageFormats", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -138,7 +141,7 @@ let package = Package(
         .target(name: "CLibFuzzer"),
         // The parsers of hostile bytes under libFuzzer (deploy/fuzz.sh), or their corpus replayed.
         .executableTarget(name: "ImageWorkerFuzz", dependencies: [
-            "AMQPModel", "CLibFuzzer", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives",
+            "AMQPModel", "CLibFuzzer", "ImageFormats", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives",
         ], swiftSettings: strict),
 
         // MARK: Tests
@@ -150,6 +153,7 @@ let package = Package(
         ], path: "Tests/TestSupport", swiftSettings: strict),
         // Unit suites: no server, no librabbitmq (`swift test --filter Unit` is not needed: these
         // targets never need a server).
+        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "AMQPModelTests", dependencies: ["AMQPModel", "Primitives"], swiftSettings: strict),
         .testTarget(name: "OsloMessagingTests", dependencies: [
             "AMQPModel", "OsloJSON", "OsloMessaging", "TestSupport",

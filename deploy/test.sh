@@ -5,8 +5,10 @@
 #   3. starts, on free loopback ports, a private RabbitMQ node (plain and TLS), nginx (HTTP and
 #      HTTPS with a CA made by openssl), glance-api (sqlite, file store, no Keystone) and a
 #      forward proxy (tinyproxy), all stopped again on exit,
-#   4. runs the Swift suites (unit and integration) and the Python interop suites, which drive the
-#      real worker binary with the real oslo.messaging client and notification listener,
+#   4. runs the Swift suites (unit and integration), the format inspector beside oslo.utils' own on
+#      images made by qemu-img and friends (Tests/Formats), the fuzz harnesses briefly, and the
+#      Python interop suites, which drive the real worker binary with the real oslo.messaging
+#      client and notification listener,
 #   5. runs the fault-injection suites (Tests/Faults: SIGKILLs, a broker restart and fuzzed bodies
 #      under load; the cluster suite, when CLUSTER_SCENARIOS asks for it: a private three-node
 #      RabbitMQ cluster whose nodes are stopped, frozen and restarted under load; both print their
@@ -16,7 +18,7 @@
 # Each phase's wall time is printed when it ends.
 #
 # For work on one part (not for CI):
-#   TEST_ONLY=swift,fuzz,interop,faults,deploy,quickstart   run only these phases (servers start anyway)
+#   TEST_ONLY=swift,formats,fuzz,interop,faults,deploy,quickstart   run only these phases (servers start anyway)
 #   FUZZ_SECONDS=5             how long the fuzz phase runs each harness under libFuzzer
 #   SANITIZER=address|thread   build into .build-SANITIZER with the sanitizer and run the Swift suites
 #                              and the interop suites' worker binary from there
@@ -37,10 +39,11 @@ source "$REPO_ROOT/deploy/lib/tinyproxy.sh"
 
 require_swift
 ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api tinyproxy \
-  python3-oslo.messaging python3-pika python3-ironic python3-yaml
+  python3-oslo.messaging python3-pika python3-ironic python3-yaml \
+  qemu-utils gdisk xorriso dosfstools python3-venv
 cd "$REPO_ROOT"
 
-PHASES=swift,fuzz,interop,faults,deploy,quickstart
+PHASES=swift,formats,fuzz,interop,faults,deploy,quickstart
 TEST_ONLY=${TEST_ONLY:-$PHASES}
 for wanted in ${TEST_ONLY//,/ }; do
   [[ ",$PHASES," == *",$wanted,"* ]] || die "TEST_ONLY: '$wanted' is not one of $PHASES"
@@ -130,6 +133,17 @@ if wants swift; then
   [ "${SWIFT_TEST_PARALLEL:-0}" = 1 ] && SERIAL_FLAG=()
   # shellcheck disable=SC2086
   swift test --skip-build "${BUILD_FLAGS[@]}" "${SERIAL_FLAG[@]}" ${SWIFT_TEST_ARGS:-}
+fi
+
+if wants formats; then
+  phase "format inspector against oslo.utils' own (differential; fixtures made by qemu-img, qemu-io, sgdisk, xorriso)"
+  # oslo.utils >= 8 has the inspector (Debian's 6.0 does not): from PyPI, in a venv kept in .build.
+  OSLO_VENV=$REPO_ROOT/.build/oslo-utils-venv
+  if ! "$OSLO_VENV/bin/python" -c 'import oslo_utils.imageutils.format_inspector' 2>/dev/null; then
+    python3 -m venv "$OSLO_VENV"
+    "$OSLO_VENV/bin/pip" install --quiet "oslo.utils>=8" cryptography
+  fi
+  "$OSLO_VENV/bin/python" Tests/Formats/differential.py "$BIN_DIR/image-worker"
 fi
 
 if wants fuzz; then

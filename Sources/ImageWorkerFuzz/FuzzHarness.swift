@@ -1,4 +1,5 @@
 import AMQPModel
+import ImageFormats
 import ImageServices
 import ImageWorker
 import OsloJSON
@@ -24,6 +25,7 @@ struct FuzzHarness: Sendable {
         FuzzHarness(name: "netrc", run: { netrc(text($0)) }),
         FuzzHarness(name: "http-date", run: { httpDate(text($0)) }),
         FuzzHarness(name: "content-range", run: { contentRange(text($0)) }),
+        FuzzHarness(name: "format-inspector", run: formatInspector),
     ]
 
     static func named(_ name: String) -> FuzzHarness? {
@@ -40,6 +42,23 @@ struct FuzzHarness: Sendable {
     }
 
     // MARK: Harnesses
+
+    /// The disk image format inspector: the verdict does not depend on how the stream is cut; a
+    /// safe verdict has a format, no problem and a virtual size; the stream's length is counted.
+    static func formatInspector(_ bytes: [UInt8]) {
+        let whole = FormatDetector()
+        whole.feed(bytes)
+        let verdict = whole.finish()
+        let pieces = FormatDetector()
+        var start = 0
+        while start < bytes.count {
+            pieces.feed(Array(bytes[start..<min(start + 777, bytes.count)]))
+            start += 777
+        }
+        check(pieces.finish() == verdict, "the verdict depends on how the stream is cut")
+        check(verdict.streamLength == Int64(bytes.count), "the stream's length is miscounted")
+        if verdict.isSafe { check(verdict.format != nil && verdict.problem == nil && verdict.virtualSize != nil, "a safe verdict without a format or size") }
+    }
 
     /// Python-compatible JSON: whatever parses is written back, and the written text parses to
     /// the same text again (writing is a fixed point).
