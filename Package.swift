@@ -85,7 +85,7 @@ let package = Package(
         // The worker itself: instance_info rules, the fetch pipeline, the cache, the journal,
         // events, configuration, monitoring.
         .target(name: "ImageWorker", dependencies: [
-            "AMQPModel", "ImageServices", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
+            "AMQPModel", "ImageFormats", "ImageServices", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -172,7 +172,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], swiftSettings: strict),
         .testTarget(name: "ImageWorkerTests", dependencies: [
-            "AMQPModel", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport", "TestSupport",
+            "AMQPModel", "ImageFormats", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),

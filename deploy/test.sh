@@ -162,7 +162,7 @@ if wants interop; then
   # The operations and broker-loss suites restart the shared broker, so they run last.
   # shellcheck disable=SC2086  # INTEROP_TESTS is a list of names
   (cd Tests/Interop && /usr/bin/python3 -W ignore::DeprecationWarning -m unittest -v ${INTEROP_TESTS:-\
-    test_fetch_interop test_bad_input test_egress test_cache test_connections test_topology test_tls test_operations test_broker_loss})
+    test_fetch_interop test_bad_input test_egress test_formats test_cache test_connections test_topology test_tls test_operations test_broker_loss})
 fi
 
 if wants faults && [ -z "${CLUSTER_SCENARIOS:-}" ]; then

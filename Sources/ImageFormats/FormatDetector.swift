@@ -78,6 +78,13 @@ public final class FormatDetector {
         }
     }
 
+    /// Counts `count` bytes of the stream without showing them: for a reader that stops reading
+    /// once the format is decided (``isDecided``) and knows how long the rest is.
+    public func skip(_ count: Int64) {
+        precondition(decision != nil, "bytes skipped before the format was decided")
+        streamLength += count
+    }
+
     /// Convenience for byte arrays.
     public func feed(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { feed($0) }

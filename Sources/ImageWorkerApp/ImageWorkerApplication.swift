@@ -39,7 +39,7 @@ public struct ImageWorkerApplication: Sendable {
         let journal = try FileRequestJournal(path: configuration.stateDirectory + "/journal", capacity: configuration.journalSize, logger: logger)
         let cache = try configuration.cache.map { try MasterImageCache(settings: $0, logger: logger) }
         let fetcher = ImageFetcher(registry: imageServices.registry, checksums: configuration.checksumPolicy, cache: cache,
-                                   imageFileMode: configuration.imageFileMode)
+                                   transforms: configuration.transformStages, imageFileMode: configuration.imageFileMode)
         let endpoint = WorkerEndpoint(fetcher: fetcher, store: store, events: ImageEventPublisher(transport: transport, publisherID: configuration.publisherID),
                                       progressInterval: configuration.progressInterval, logger: logger)
         server = RPCServer(transport: transport, endpoint: endpoint, journal: journal,

@@ -54,7 +54,8 @@ struct FetchCommand: AsyncParsableCommand {
         let progress: @Sendable (ImageRole, TransferProgress) -> Void = { display.report($0, $1) }
         do {
             let result: JSONObject
-            let fetcher = ImageFetcher(registry: services.registry, checksums: configuration.checksumPolicy, imageFileMode: configuration.imageFileMode)
+            let fetcher = ImageFetcher(registry: services.registry, checksums: configuration.checksumPolicy, transforms: configuration.transformStages,
+                                       imageFileMode: configuration.imageFileMode)
             if let node {
                 let store = try NodeImageStore(path: configuration.imagesDirectory, locksPath: configuration.nodeLocksDirectory)
                 let arguments = try FetchImageArguments(nodeUUID: node, instanceInfo: info)

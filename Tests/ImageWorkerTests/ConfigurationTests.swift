@@ -1,5 +1,6 @@
 import AMQPModel
 import ImageServices
+import ImageFormats
 import Testing
 import TestSupport
 @testable import ImageWorker
@@ -46,6 +47,18 @@ struct ConfigurationTests {
     ])
     func iniErrors(text: String, expected: String) {
         #expect { _ = try INIFile(text: text, file: "f") } throws: { "\($0)" == expected }
+    }
+
+    @Test("permitted image formats: Ironic's default (raw permits gpt), a list of names the inspector knows, inspection can be turned off")
+    func formatPolicy() throws {
+        let defaults = try load("[DEFAULT]\nhost = w1\n").formatPolicy
+        #expect(defaults.permittedFormats == ["raw", "gpt", "qcow2", "iso"] && !defaults.inspectionDisabled)
+        #expect(defaults.permits(.gpt) && defaults.permits(.qcow2) && !defaults.permits(.vhd) && !defaults.permits(.qed))
+        let narrow = try load("[DEFAULT]\nhost = w1\n[conductor]\npermitted_image_formats = RAW\ndisable_deep_image_inspection = true\n").formatPolicy
+        #expect(narrow.permittedFormats == ["raw"] && narrow.permits(.gpt) && !narrow.permits(.qcow2) && narrow.inspectionDisabled)
+        #expect { _ = try load("[DEFAULT]\nhost = w1\n[conductor]\npermitted_image_formats = raw, vhdx2\n") } throws: {
+            "\($0)".contains("'vhdx2' is not a format the inspector knows")
+        }
     }
 
     @Test("defaults are Ironic's and oslo's")

@@ -61,7 +61,7 @@ class FetchInteropTests(harness.WorkerSuite):
         self.assertEqual(result["image_type"], "whole-disk")
         image = result["images"]["image"]
         self.assertEqual(set(image), {"href", "service", "path", "size", "disk_format", "updated_at", "checksum", "verified",
-                                      "cache", "transfer", "bytes_transferred", "duration_ms"})
+                                      "cache", "transfer", "bytes_transferred", "duration_ms", "virtual_size", "source"})
         self.assertEqual(image["service"], "file")
         self.assertEqual(image["path"], self.node_path(node, "disk"))
         self.assertEqual(image["disk_format"], "raw")

@@ -1,5 +1,6 @@
 import AMQPModel
 import Foundation
+import ImageFormats
 import ImageServices
 import Logging
 import OsloMessaging
@@ -38,6 +39,8 @@ public struct WorkerConfiguration: Sendable {
     // [conductor]
     /// `disable_support_for_checksum_files`: refuse checksum-file URLs in `image_checksum`.
     public var checksumFilesDisabled: Bool
+    /// `permitted_image_formats` and `disable_deep_image_inspection`.
+    public var formatPolicy: FormatPolicy
 
     /// Outgoing HTTP(S) to image servers: `[DEFAULT] webserver_verify_ca`,
     /// `webserver_connection_timeout`; `[deploy] image_server_*`; `[image_worker] http_*`, `netrc_file`,
@@ -210,6 +213,7 @@ public struct WorkerConfiguration: Sendable {
             fileURLAllowedPaths: allowedPaths,
             allowMD5Checksum: try sources.bool(O.allowMD5),
             checksumFilesDisabled: try sources.bool(O.checksumFilesDisabled),
+            formatPolicy: try formatPolicy(sources),
             http: http,
             requireHTTPChecksum: try sources.bool(O.requireHTTPChecksum),
             glance: glance,
@@ -245,6 +249,21 @@ public struct WorkerConfiguration: Sendable {
     /// The queues this worker declares and consumes, as an oslo RPC server for `topic` would.
     public func rpcTopology() -> RPCServerTopology {
         RPCServerTopology(exchange: controlExchange, topic: topic, server: host, options: queueOptions)
+    }
+
+    /// `[conductor] permitted_image_formats` (names the inspector knows) and
+    /// `disable_deep_image_inspection`.
+    static func formatPolicy(_ sources: ConfigurationSources) throws(ConfigurationError) -> FormatPolicy {
+        let permitted = sources.list(WorkerOptions.permittedImageFormats, default: ["raw", "gpt", "qcow2", "iso"]).map { $0.lowercased() }
+        for name in permitted where DiskFormat(rawValue: name) == nil {
+            throw ConfigurationError(WorkerOptions.permittedImageFormats, "'\(name)' is not a format the inspector knows (\(DiskFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return FormatPolicy(permittedFormats: Set(permitted), inspectionDisabled: try sources.bool(WorkerOptions.deepInspectionDisabled))
+    }
+
+    /// What the fetcher does to a verified disk image before it is placed (contract §3.3).
+    public var transformStages: [any ImageTransformStage] {
+        [FormatInspectionStage(policy: formatPolicy)]
     }
 
     /// The checksum rules for the fetcher.

@@ -41,6 +41,12 @@ public enum WorkerOptions {
     public static let checksumFilesDisabled = ConfigurationOption(
         "conductor", "disable_support_for_checksum_files", .boolean, default: "false", help: "refuse checksum-file URLs in `image_checksum`")
     public static let allowMD5 = ConfigurationOption("agent", "allow_md5_checksum", .boolean, default: "true", help: "accept md5 checksums")
+    public static let permittedImageFormats = ConfigurationOption(
+        "conductor", "permitted_image_formats", .list, default: "raw, gpt, qcow2, iso",
+        help: "formats a disk image may have, as inspected (`raw` permits `gpt`); others are `ImageUnacceptable`")
+    public static let deepInspectionDisabled = ConfigurationOption(
+        "conductor", "disable_deep_image_inspection", .boolean, default: "false",
+        help: "do not inspect disk images' formats (nor check them against the declared format)")
 
     // MARK: Image servers
 
@@ -152,7 +158,7 @@ public enum WorkerOptions {
         transportURL, controlExchange, host,
         durableQueues, autoDelete, quorumQueues, quorumDeliveryLimit, heartbeat, ssl, sslCAFile, sslCertFile, sslKeyFile,
         notificationTopics,
-        fileURLAllowedPaths, checksumFilesDisabled, allowMD5,
+        fileURLAllowedPaths, checksumFilesDisabled, allowMD5, permittedImageFormats, deepInspectionDisabled,
         verifyCA, connectionTimeout, adminBypass, accessViaAuthToken, imageServerAuthStrategy, imageServerUser, imageServerPassword,
         glanceEndpoint, glanceAuthType, glanceToken, glanceAuthURL, glanceUsername, glancePassword, glanceUserDomain, glanceProjectName,
         glanceProjectID, glanceProjectDomain, glanceRegion, glanceInterface, glanceValidInterfaces, glanceRetries, glanceCAFile,

@@ -10,6 +10,9 @@ public struct ImagePlan: Sendable {
     public var expectedChecksum: ImageChecksum?
     /// What the service said of the image while planning (when it describes images), if asked.
     public var shown: ImageMetadata?
+    /// The format the request declares (`image_disk_format`), else the service's (Glance's
+    /// `disk_format`): the detected format must agree with it.
+    public var declaredFormat: String?
 }
 
 /// The plan and resolve stages: Ironic's `instance_info` rules. Each reference goes to the service
@@ -44,10 +47,12 @@ struct FetchPlanner: Sendable {
 
     /// The disk image's plan alone (what `image-worker fetch --output` needs).
     func diskPlan(_ info: InstanceInfo, context: ImageRequestContext) async throws -> ImagePlan {
-        try await plan(.image, info.imageSource, context: context) {
+        var plan = try await plan(.image, info.imageSource, context: context) {
             try ChecksumSource.parse(imageChecksum: info.imageChecksum, osHashAlgorithm: info.osHashAlgorithm,
                                      osHashValue: info.osHashValue, allowMD5: checksums.allowMD5)
         }
+        plan.declaredFormat = info.diskFormat ?? plan.shown?.diskFormat
+        return plan
     }
 
     /// One reference: its service, what the service says of it (when it describes images), and
@@ -65,7 +70,7 @@ struct FetchPlanner: Sendable {
         let shown = service.describesImages
             ? try await RoleError.attributed(to: role, reference) { try await service.show(reference, context: context) } : nil
         let expected = try await expectedChecksum(role, reference, service: service, shown: shown, context: context, requested: requested)
-        return ImagePlan(role: role, reference: reference, service: service, expectedChecksum: expected, shown: shown)
+        return ImagePlan(role: role, reference: reference, service: service, expectedChecksum: expected, shown: shown, declaredFormat: nil)
     }
 
     /// What the image must hash to, from where its service says the checksum comes from.

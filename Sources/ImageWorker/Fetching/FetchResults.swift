@@ -1,3 +1,4 @@
+import ImageFormats
 import ImageServices
 
 /// An error while handling one of a node's images, with which one it was.
@@ -33,6 +34,8 @@ public struct ResolvedImage: Sendable {
     /// How the image cache was involved (nil when nothing was fetched).
     public var cache: CacheOutcome?
     public var duration: Duration
+    /// What the format inspection found (the disk image, when inspection ran).
+    public var inspection: FormatInspection? = nil
 }
 
 /// What fetching (or validating) a node's images produced.

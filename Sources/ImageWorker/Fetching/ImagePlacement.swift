@@ -42,6 +42,7 @@ enum ImagePlacement {
     static func resolved(_ image: StagedImage, path: String) -> ResolvedImage {
         ResolvedImage(role: image.plan.role, reference: image.plan.reference, serviceName: image.plan.service.name,
                       metadata: image.fetched.metadata, path: path, fetched: image.fetched, checksum: image.checksum,
-                      verified: image.verified, cache: image.cache, duration: ContinuousClock.now - image.started)
+                      verified: image.verified, cache: image.cache, duration: ContinuousClock.now - image.started,
+                      inspection: image.inspection)
     }
 }

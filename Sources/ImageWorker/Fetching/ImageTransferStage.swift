@@ -1,3 +1,4 @@
+import ImageFormats
 import ImageServices
 import SystemSupport
 
@@ -15,6 +16,8 @@ public struct StagedImage: Sendable {
     public var cache: CacheOutcome
     /// When the work on this image began.
     public var started: ContinuousClock.Instant
+    /// What the format inspection found (nil until it ran, or when it is turned off).
+    public var inspection: FormatInspection? = nil
 }
 
 /// The transfer and verify stage: the bytes into a staging file — through the master image cache

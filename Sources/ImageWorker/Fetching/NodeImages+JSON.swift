@@ -1,3 +1,4 @@
+import ImageFormats
 import Primitives
 import OsloJSON
 import ImageServices
@@ -32,7 +33,12 @@ extension NodeImages {
             info["image_os_hash_algo"] = .string(checksum.algorithm.rawValue)
             info["image_os_hash_value"] = .string(checksum.value)
         }
-        if let format = instanceInfo.diskFormat ?? image.metadata.diskFormat { info["image_disk_format"] = .string(format) }
+        if let detected = image.inspection?.format {
+            // Ironic writes raw for a raw disk that carries a GPT too.
+            info["image_disk_format"] = .string(detected.isRaw ? "raw" : detected.rawValue)
+        } else if let format = instanceInfo.diskFormat ?? image.metadata.diskFormat {
+            info["image_disk_format"] = .string(format)
+        }
         if let size = image.fetched?.size ?? image.metadata.size { info["image_size"] = .integer(size) }
         return info
     }
@@ -41,7 +47,7 @@ extension NodeImages {
 extension ResolvedImage {
     /// The image's part of the result (contract §3.1: `href`, `service`, `path`, `size`, …).
     public func json(diskFormat: String?) -> JSONObject {
-        [
+        var object: JSONObject = [
             "href": .string(reference.redacted),
             "service": .string(serviceName),
             "path": .string(orNull: path),
@@ -55,6 +61,18 @@ extension ResolvedImage {
             "bytes_transferred": fetched.map { .integer($0.bytesTransferred) } ?? .null,
             "duration_ms": .integer(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000),
         ]
+        if let inspection, let detected = inspection.format {
+            // §3.3: the detected format of the file at `path`, its virtual size, and where it came
+            // from (the same as the top level while nothing converts it).
+            let checksumObject = object["checksum"] ?? .null
+            object["disk_format"] = .string(detected.rawValue)
+            object["virtual_size"] = .integer(orNull: inspection.virtualSize)
+            object["source"] = .object([
+                "disk_format": .string(detected.rawValue), "compression": .null,
+                "size": .integer(orNull: fetched?.size ?? metadata.size), "checksum": checksumObject,
+            ])
+        }
+        return object
     }
 }
 

@@ -1,0 +1,93 @@
+import ImageFormats
+import ImageServices
+import Logging
+import Primitives
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which formats the worker accepts, and whether it looks at all: Ironic's
+/// `[conductor] permitted_image_formats` and `disable_deep_image_inspection` (contract §3.3).
+public struct FormatPolicy: Sendable {
+    /// Formats an image may have; `raw` permits `gpt` too (Ironic's `RAW_IMAGE_FORMATS`).
+    public var permittedFormats: Set<String>
+    /// Skips inspection, and the comparison with the declared format.
+    public var inspectionDisabled: Bool
+
+    public init(permittedFormats: Set<String> = ["raw", "gpt", "qcow2", "iso"], inspectionDisabled: Bool = false) {
+        self.permittedFormats = permittedFormats
+        self.inspectionDisabled = inspectionDisabled
+    }
+
+    /// Whether `format` is permitted.
+    public func permits(_ format: DiskFormat) -> Bool {
+        permittedFormats.contains(format.rawValue) || (format == .gpt && permittedFormats.contains("raw"))
+    }
+
+    /// Whether `detected` agrees with the declared format (Ironic's rule: declared raw accepts
+    /// gpt; aki and ari accept anything).
+    public static func agrees(declared: String, detected: DiskFormat) -> Bool {
+        let declared = declared.lowercased()
+        return declared == detected.rawValue || (declared == "raw" && detected == .gpt) || declared == "aki" || declared == "ari"
+    }
+}
+
+/// The inspect, permit and compare steps of contract §3.3 on the disk image in its staging file:
+/// the format as oslo.utils' inspector (``ImageFormats/FormatDetector``) decides it, its safety
+/// checks, the permitted formats, and the declared format. Anything refused is `ImageUnacceptable`
+/// and the staging file goes (the fetcher removes it). It reads only what the decision needs (the
+/// first 256 KiB for most images, from the page cache just written), never the whole file again,
+/// except for a VMDK whose footer must be read.
+public struct FormatInspectionStage: ImageTransformStage {
+    public let policy: FormatPolicy
+
+    public init(policy: FormatPolicy) {
+        self.policy = policy
+    }
+
+    public func transform(_ image: StagedImage, context: ImageRequestContext) async throws -> StagedImage {
+        guard !policy.inspectionDisabled else { return image }
+        let staging = image.staging
+        let started = ContinuousClock.now
+        let inspection = try await BlockingWork.run { cancellation in try Self.inspect(staging, cancellation: cancellation) }
+        let reference = image.plan.reference.redacted
+        context.logger.info("image format inspected", metadata: [
+            "format": "\(inspection.format?.rawValue ?? "none")", "virtual_size": "\(inspection.virtualSize.map(String.init) ?? "unknown")",
+            "safe": "\(inspection.isSafe)", "seconds": "\((ContinuousClock.now - started).seconds)",
+        ])
+        guard inspection.isSafe, let format = inspection.format else {
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its content failed inspection (\(inspection.reasons.joined(separator: "; "))).")
+        }
+        guard policy.permits(format) else {
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its format \(format.rawValue) is not permitted "
+                + "([conductor] permitted_image_formats: \(policy.permittedFormats.sorted().joined(separator: ", "))).")
+        }
+        if let declared = image.plan.declaredFormat, !FormatPolicy.agrees(declared: declared, detected: format) {
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: it is declared \(declared) but its content is \(format.rawValue).")
+        }
+        var inspected = image
+        inspected.inspection = inspection
+        return inspected
+    }
+
+    /// Reads the staged file through a detector until the format is decided; the rest is counted.
+    static func inspect(_ staging: StagingFile, cancellation: BlockingWork.CancellationFlag) throws -> FormatInspection {
+        let file = OwnedDescriptor(try SystemCallError.check(
+            openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
+        let size = try file.status().st_size
+        let detector = FormatDetector()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while !detector.isDecided {
+            if cancellation.isCancelled { throw CancellationError() }
+            let count = try readRetrying(file.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            detector.feed(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            offset += Int64(count)
+        }
+        if detector.isDecided && Int64(size) > offset { detector.skip(Int64(size) - offset) }
+        return detector.finish()
+    }
+}

@@ -1,0 +1,148 @@
+"""Format inspection through the real worker (contract §3.3 steps 3 and 4): images made here by
+qemu-img and served by the real nginx (and Glance), fetched with the real oslo.messaging client.
+Hostile and mismatched images end in ImageUnacceptable with nothing placed; safe ones are placed
+with their detected format, virtual size and source block; kernels are never inspected."""
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import uuid
+
+import harness
+from harness import data_of, for_node
+
+
+def qemu_img(folder, fmt, size, *options):
+    path = os.path.join(folder, "%s.%s" % (uuid.uuid4().hex[:8], fmt))
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *options, path, size], check=True)
+    return path
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def mbr_disk(boot_flag=0x00, size=1 << 20):
+    """A raw disk with a protective MBR (a GPT disk as the inspector sees it)."""
+    disk = bytearray(size)
+    disk[446:462] = struct.pack("<B3BB3BII", boot_flag, 0, 2, 0, 0xEE, 0xFF, 0xFF, 0xFF, 1, 0xFFFFFFFF)
+    disk[510:512] = b"\x55\xaa"
+    return bytes(disk)
+
+
+class FormatTests(harness.WorkerSuite):
+    vhost_prefix = "formats"
+
+    @classmethod
+    def setUpClass(cls):
+        harness.require_image_servers()
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp(prefix="iw-formats-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()
+
+    def serve(self, data):
+        name = "formats-%s.img" % uuid.uuid4().hex[:8]
+        harness.publish_http("images/" + name, data)
+        return "%s/images/%s" % (harness.HTTP_URL, name), hashlib.sha256(data).hexdigest()
+
+    def fetch(self, data, **info):
+        url, sha = self.serve(data)
+        node = str(uuid.uuid4())
+        return node, self.conductor.call("fetch_image", node_uuid=node, instance_info=dict({"image_source": url, "image_checksum": sha}, **info))
+
+    def refused(self, data, *words, **info):
+        url, sha = self.serve(data)
+        node = str(uuid.uuid4())
+        with self.assertRaises(Exception) as raised:
+            self.conductor.call("fetch_image", node_uuid=node, instance_info=dict({"image_source": url, "image_checksum": sha}, **info))
+        self.assertEqual(harness.remote_class_name(raised.exception), "ImageUnacceptable", str(raised.exception))
+        for word in words:
+            self.assertIn(word, str(raised.exception))
+        error = data_of(self.events.wait_for(for_node(node, "baremetal.image.fetch.error")))
+        self.assertEqual(error["error"]["code"], "ImageUnacceptable")
+        folder = os.path.join(self.worker.images_dir, node)
+        self.assertEqual(os.listdir(folder) if os.path.isdir(folder) else [], [], "a refused image left files")
+        return str(raised.exception)
+
+    def test_a_qcow2_with_a_backing_file_is_refused(self):
+        base = qemu_img(self.folder, "raw", "1M")
+        self.refused(read(qemu_img(self.folder, "qcow2", "64M", "-b", base, "-F", "raw")), "backing_file", "Image has a backing file")
+
+    def test_a_qcow2_with_an_external_data_file_is_refused(self):
+        data_file = os.path.join(self.folder, "data-%s.raw" % uuid.uuid4().hex[:6])
+        self.refused(read(qemu_img(self.folder, "qcow2", "64M", "-o", "data_file=" + data_file)), "data_file")
+
+    def test_a_flat_vmdk_descriptor_is_refused(self):
+        self.refused(read(qemu_img(self.folder, "vmdk", "8M", "-o", "subformat=monolithicFlat")), "Unsupported subformat")
+
+    def test_a_declared_raw_image_holding_a_qcow2_is_refused_naming_both(self):
+        self.refused(read(qemu_img(self.folder, "qcow2", "64M")), "declared raw", "qcow2", image_disk_format="raw")
+
+    def test_a_glance_image_declared_raw_holding_a_qcow2_is_refused(self):
+        image_id = harness.glance_image(read(qemu_img(self.folder, "qcow2", "64M")))
+        node = str(uuid.uuid4())
+        with self.assertRaises(Exception) as raised:
+            self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": image_id})
+        self.assertEqual(harness.remote_class_name(raised.exception), "ImageUnacceptable")
+        self.assertIn("declared raw but its content is qcow2", str(raised.exception))
+
+    def test_a_format_outside_the_permitted_list_is_refused(self):
+        self.refused(read(qemu_img(self.folder, "vpc", "16M")), "vhd is not permitted", "permitted_image_formats")
+
+    def test_a_safe_qcow2_is_placed_with_its_format_virtual_size_and_source(self):
+        data = read(qemu_img(self.folder, "qcow2", "64M"))
+        node, result = self.fetch(data)
+        image = result["images"]["image"]
+        self.assertEqual((image["disk_format"], image["virtual_size"], image["size"]), ("qcow2", 64 << 20, len(data)))
+        self.assertEqual(image["source"], {"disk_format": "qcow2", "compression": None, "size": len(data), "checksum": image["checksum"]})
+        self.assertEqual(result["instance_info"]["image_disk_format"], "qcow2")
+        self.assertEqual(read(image["path"]), data)
+
+    def test_a_gpt_disk_is_gpt_and_raw_in_instance_info(self):
+        node, result = self.fetch(mbr_disk(), image_disk_format="raw")
+        image = result["images"]["image"]
+        self.assertEqual((image["disk_format"], image["virtual_size"]), ("gpt", 1 << 20))
+        self.assertEqual(result["instance_info"]["image_disk_format"], "raw")
+
+    def test_a_kernel_that_looks_like_a_broken_gpt_is_left_alone(self):
+        kernel_url, _ = self.serve(mbr_disk(boot_flag=0x7F))
+        ramdisk_url, _ = self.serve(os.urandom(4096))
+        node, result = self.fetch(os.urandom(1 << 20), kernel=kernel_url, ramdisk=ramdisk_url)
+        self.assertEqual(result["image_type"], "partition")
+        self.assertNotIn("virtual_size", result["images"]["kernel"])
+        self.assertEqual(read(result["images"]["kernel"]["path"]), mbr_disk(boot_flag=0x7F))
+        # The same bytes as the disk image are refused: the kernel passed because it was not inspected.
+        self.refused(mbr_disk(boot_flag=0x7F), "mbr")
+
+
+class InspectionDisabledTests(harness.WorkerSuite):
+    vhost_prefix = "formats-off"
+    worker_extra = {"conductor": {"disable_deep_image_inspection": "true"}}
+
+    @classmethod
+    def setUpClass(cls):
+        harness.require_image_servers()
+        super().setUpClass()
+
+    def test_nothing_is_inspected_or_compared(self):
+        folder = tempfile.mkdtemp(prefix="iw-formats-")
+        try:
+            base = qemu_img(folder, "raw", "1M")
+            data = read(qemu_img(folder, "qcow2", "64M", "-b", base, "-F", "raw"))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        name = "formats-off-%s.img" % uuid.uuid4().hex[:8]
+        harness.publish_http("images/" + name, data)
+        result = self.conductor.call("fetch_image", node_uuid=str(uuid.uuid4()), instance_info={
+            "image_source": "%s/images/%s" % (harness.HTTP_URL, name), "image_checksum": hashlib.sha256(data).hexdigest(),
+            "image_disk_format": "raw"})
+        image = result["images"]["image"]
+        self.assertNotIn("virtual_size", image)
+        self.assertEqual(image["disk_format"], "raw", "the declared format, unchecked")
