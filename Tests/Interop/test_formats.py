@@ -33,8 +33,8 @@ def mbr_disk(boot_flag=0x00, size=1 << 20):
     return bytes(disk)
 
 
-class FormatTests(harness.WorkerSuite):
-    vhost_prefix = "formats"
+class FormatSuite(harness.WorkerSuite):
+    """A worker, a folder for images made by qemu-img, and ways to fetch them through nginx."""
 
     @classmethod
     def setUpClass(cls):
@@ -71,6 +71,13 @@ class FormatTests(harness.WorkerSuite):
         self.assertEqual(os.listdir(folder) if os.path.isdir(folder) else [], [], "a refused image left files")
         return str(raised.exception)
 
+
+
+class FormatTests(FormatSuite):
+    vhost_prefix = "formats"
+    # Ironic's default list and vmdk, so that a vmdk is converted; vhd stays outside.
+    worker_extra = {"conductor": {"permitted_image_formats": "raw, gpt, qcow2, iso, vmdk"}}
+
     def test_a_qcow2_with_a_backing_file_is_refused(self):
         base = qemu_img(self.folder, "raw", "1M")
         self.refused(read(qemu_img(self.folder, "qcow2", "64M", "-b", base, "-F", "raw")), "backing_file", "Image has a backing file")
@@ -94,16 +101,49 @@ class FormatTests(harness.WorkerSuite):
         self.assertIn("declared raw but its content is qcow2", str(raised.exception))
 
     def test_a_format_outside_the_permitted_list_is_refused(self):
-        self.refused(read(qemu_img(self.folder, "vpc", "16M")), "vhd is not permitted", "permitted_image_formats")
+        self.refused(read(qemu_img(self.folder, "vpc", "16M")), "vhd is not permitted", "permitted_image_formats: gpt, iso, qcow2, raw, vmdk")
 
-    def test_a_safe_qcow2_is_placed_with_its_format_virtual_size_and_source(self):
-        data = read(qemu_img(self.folder, "qcow2", "64M"))
+    def converted(self, fmt, *options):
+        """An image of `fmt` with known data (qemu-io), and what `qemu-img convert` makes of it."""
+        source = qemu_img(self.folder, fmt, "64M", *options)
+        subprocess.run(["qemu-io", "-f", fmt, "-c", "write -P 0xab 0 1M", "-c", "write -P 0xcd 30M 512k", source],
+                       check=True, stdout=subprocess.DEVNULL)
+        reference = source + ".raw"
+        subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", source, reference], check=True)
+        return read(source), read(reference)
+
+    def assert_converted(self, fmt, data, raw):
         node, result = self.fetch(data)
         image = result["images"]["image"]
-        self.assertEqual((image["disk_format"], image["virtual_size"], image["size"]), ("qcow2", 64 << 20, len(data)))
-        self.assertEqual(image["source"], {"disk_format": "qcow2", "compression": None, "size": len(data), "checksum": image["checksum"]})
-        self.assertEqual(result["instance_info"]["image_disk_format"], "qcow2")
-        self.assertEqual(read(image["path"]), data)
+        raw_sha = hashlib.sha256(raw).hexdigest()
+        self.assertEqual((image["disk_format"], image["virtual_size"], image["size"]), ("raw", len(raw), len(raw)))
+        self.assertEqual(image["checksum"], {"algo": "sha256", "value": raw_sha})
+        self.assertEqual(image["source"], {"disk_format": fmt, "compression": None, "size": len(data),
+                                           "checksum": {"algo": "sha256", "value": hashlib.sha256(data).hexdigest()}})
+        self.assertEqual(read(image["path"]), raw, "the bytes differ from qemu-img convert's")
+        self.assertLess(os.stat(image["path"]).st_blocks * 512, len(raw) // 4, "the converted image is not sparse")
+        info = result["instance_info"]
+        self.assertEqual((info["image_disk_format"], info["image_os_hash_algo"], info["image_os_hash_value"], info["image_size"]),
+                         ("raw", "sha256", raw_sha, len(raw)))
+        self.assertIn("image_checksum", info)
+        self.assertIsNone(info["image_checksum"])
+        self.assertEqual([f for f in os.listdir(os.path.dirname(image["path"])) if f.startswith(".")], [], "staging files left")
+
+    def test_a_qcow2_is_converted_to_raw_as_qemu_img_converts_it_sparse(self):
+        self.assert_converted("qcow2", *self.converted("qcow2"))
+
+    def test_a_vmdk_is_converted_to_raw_as_qemu_img_converts_it(self):
+        self.assert_converted("vmdk", *self.converted("vmdk", "-o", "subformat=monolithicSparse"))
+
+    def test_a_qcow2_of_1_pib_is_refused_at_once_with_nothing_left(self):
+        data = read(qemu_img(self.folder, "qcow2", "1P"))
+        url, sha = self.serve(data)
+        node = str(uuid.uuid4())
+        with self.assertRaises(Exception) as raised:
+            self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": url, "image_checksum": sha})
+        self.assertEqual(harness.remote_class_name(raised.exception), "InsufficientDiskSpace", str(raised.exception))
+        folder = os.path.join(self.worker.images_dir, node)
+        self.assertEqual(os.listdir(folder) if os.path.isdir(folder) else [], [])
 
     def test_a_gpt_disk_is_gpt_and_raw_in_instance_info(self):
         node, result = self.fetch(mbr_disk(), image_disk_format="raw")
@@ -122,27 +162,30 @@ class FormatTests(harness.WorkerSuite):
         self.refused(mbr_disk(boot_flag=0x7F), "mbr")
 
 
-class InspectionDisabledTests(harness.WorkerSuite):
+class NoConversionTests(FormatSuite):
+    vhost_prefix = "formats-asis"
+    worker_extra = {"DEFAULT": {"force_raw_images": "false"}}
+
+    def test_a_safe_qcow2_is_placed_as_served_with_its_format_virtual_size_and_source(self):
+        data = read(qemu_img(self.folder, "qcow2", "64M"))
+        node, result = self.fetch(data)
+        image = result["images"]["image"]
+        self.assertEqual((image["disk_format"], image["virtual_size"], image["size"]), ("qcow2", 64 << 20, len(data)))
+        self.assertEqual(image["source"], {"disk_format": "qcow2", "compression": None, "size": len(data), "checksum": image["checksum"]})
+        self.assertEqual(result["instance_info"]["image_disk_format"], "qcow2")
+        self.assertNotIn("image_checksum", result["instance_info"])
+        self.assertEqual(read(image["path"]), data)
+
+
+class InspectionDisabledTests(FormatSuite):
     vhost_prefix = "formats-off"
     worker_extra = {"conductor": {"disable_deep_image_inspection": "true"}}
 
-    @classmethod
-    def setUpClass(cls):
-        harness.require_image_servers()
-        super().setUpClass()
-
-    def test_nothing_is_inspected_or_compared(self):
-        folder = tempfile.mkdtemp(prefix="iw-formats-")
-        try:
-            base = qemu_img(folder, "raw", "1M")
-            data = read(qemu_img(folder, "qcow2", "64M", "-b", base, "-F", "raw"))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        name = "formats-off-%s.img" % uuid.uuid4().hex[:8]
-        harness.publish_http("images/" + name, data)
-        result = self.conductor.call("fetch_image", node_uuid=str(uuid.uuid4()), instance_info={
-            "image_source": "%s/images/%s" % (harness.HTTP_URL, name), "image_checksum": hashlib.sha256(data).hexdigest(),
-            "image_disk_format": "raw"})
+    def test_nothing_is_inspected_compared_or_converted(self):
+        base = qemu_img(self.folder, "raw", "1M")
+        data = read(qemu_img(self.folder, "qcow2", "64M", "-b", base, "-F", "raw"))
+        node, result = self.fetch(data, image_disk_format="raw")
         image = result["images"]["image"]
         self.assertNotIn("virtual_size", image)
         self.assertEqual(image["disk_format"], "raw", "the declared format, unchecked")
+        self.assertEqual(read(image["path"]), data, "converted although nothing was inspected")

@@ -152,6 +152,9 @@ public final class StagingFile: Sendable {
     /// The final path, for results.
     public var finalPath: String { "\(directory.path)/\(finalName)" }
 
+    /// The temporary file's path, for a child process that writes or reads it (`qemu-img`).
+    public var temporaryPath: String { "\(directory.path)/\(temporaryName)" }
+
     /// Creates the temporary file for writing (it must not exist), with ``mode`` exactly.
     public func create() throws(SystemCallError) -> OwnedDescriptor {
         let fd = try SystemCallError.check(openat(directory.descriptor.rawValue, temporaryName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode), "create", "\(directory.path)/\(temporaryName)")

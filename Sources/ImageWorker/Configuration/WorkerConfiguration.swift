@@ -41,6 +41,8 @@ public struct WorkerConfiguration: Sendable {
     public var checksumFilesDisabled: Bool
     /// `permitted_image_formats` and `disable_deep_image_inspection`.
     public var formatPolicy: FormatPolicy
+    /// `force_raw_images`, `[disk_utils] image_convert_memory_limit` and `image_convert_attempts`.
+    public var conversion: ConversionSettings
 
     /// Outgoing HTTP(S) to image servers: `[DEFAULT] webserver_verify_ca`,
     /// `webserver_connection_timeout`; `[deploy] image_server_*`; `[image_worker] http_*`, `netrc_file`,
@@ -214,6 +216,8 @@ public struct WorkerConfiguration: Sendable {
             allowMD5Checksum: try sources.bool(O.allowMD5),
             checksumFilesDisabled: try sources.bool(O.checksumFilesDisabled),
             formatPolicy: try formatPolicy(sources),
+            conversion: ConversionSettings(forceRaw: try sources.bool(O.forceRawImages), memoryLimitMiB: try sources.integer(O.convertMemoryLimit),
+                                           attempts: try sources.integer(O.convertAttempts)),
             http: http,
             requireHTTPChecksum: try sources.bool(O.requireHTTPChecksum),
             glance: glance,
@@ -263,7 +267,9 @@ public struct WorkerConfiguration: Sendable {
 
     /// What the fetcher does to a verified disk image before it is placed (contract §3.3).
     public var transformStages: [any ImageTransformStage] {
-        [FormatInspectionStage(policy: formatPolicy)]
+        // Conversion needs the inspection's verdict: without inspection nothing is converted
+        // (qemu-img never reads an image the inspector has not approved).
+        [FormatInspectionStage(policy: formatPolicy), ImageConversionStage(settings: conversion)]
     }
 
     /// The checksum rules for the fetcher.

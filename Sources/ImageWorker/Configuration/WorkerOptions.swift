@@ -44,6 +44,12 @@ public enum WorkerOptions {
     public static let permittedImageFormats = ConfigurationOption(
         "conductor", "permitted_image_formats", .list, default: "raw, gpt, qcow2, iso",
         help: "formats a disk image may have, as inspected (`raw` permits `gpt`); others are `ImageUnacceptable`")
+    public static let forceRawImages = ConfigurationOption(
+        "DEFAULT", "force_raw_images", .boolean, default: "true", help: "convert inspected qcow2, vmdk, vhd, vhdx and vdi images to raw with `qemu-img`")
+    public static let convertMemoryLimit = ConfigurationOption(
+        "disk_utils", "image_convert_memory_limit", .integer(64...1_048_576), default: "2048", help: "MiB of address space `qemu-img convert` may use")
+    public static let convertAttempts = ConfigurationOption(
+        "disk_utils", "image_convert_attempts", .integer(1...20), default: "3", help: "tries of one conversion")
     public static let deepInspectionDisabled = ConfigurationOption(
         "conductor", "disable_deep_image_inspection", .boolean, default: "false",
         help: "do not inspect disk images' formats (nor check them against the declared format)")
@@ -159,6 +165,7 @@ public enum WorkerOptions {
         durableQueues, autoDelete, quorumQueues, quorumDeliveryLimit, heartbeat, ssl, sslCAFile, sslCertFile, sslKeyFile,
         notificationTopics,
         fileURLAllowedPaths, checksumFilesDisabled, allowMD5, permittedImageFormats, deepInspectionDisabled,
+        forceRawImages, convertMemoryLimit, convertAttempts,
         verifyCA, connectionTimeout, adminBypass, accessViaAuthToken, imageServerAuthStrategy, imageServerUser, imageServerPassword,
         glanceEndpoint, glanceAuthType, glanceToken, glanceAuthURL, glanceUsername, glancePassword, glanceUserDomain, glanceProjectName,
         glanceProjectID, glanceProjectDomain, glanceRegion, glanceInterface, glanceValidInterfaces, glanceRetries, glanceCAFile,

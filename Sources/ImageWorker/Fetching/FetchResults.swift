@@ -36,6 +36,18 @@ public struct ResolvedImage: Sendable {
     public var duration: Duration
     /// What the format inspection found (the disk image, when inspection ran).
     public var inspection: FormatInspection? = nil
+    /// What was served, when the worker changed the bytes (converted them).
+    public var source: ImageSource? = nil
+}
+
+/// An image as it was served, before the worker changed its bytes (contract §3.3 `source`).
+public struct ImageSource: Sendable, Equatable {
+    public var diskFormat: DiskFormat?
+    /// `zstd`, `gzip`, `xz`, `bzip2`, or nil.
+    public var compression: String?
+    public var size: Int64
+    /// The checksum verified against the request (or computed when none was given).
+    public var checksum: ImageChecksum
 }
 
 /// What fetching (or validating) a node's images produced.

@@ -1,3 +1,4 @@
+import Foundation
 import ImageFormats
 import ImageServices
 import Logging

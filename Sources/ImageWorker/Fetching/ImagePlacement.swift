@@ -43,6 +43,6 @@ enum ImagePlacement {
         ResolvedImage(role: image.plan.role, reference: image.plan.reference, serviceName: image.plan.service.name,
                       metadata: image.fetched.metadata, path: path, fetched: image.fetched, checksum: image.checksum,
                       verified: image.verified, cache: image.cache, duration: ContinuousClock.now - image.started,
-                      inspection: image.inspection)
+                      inspection: image.inspection, source: image.source)
     }
 }

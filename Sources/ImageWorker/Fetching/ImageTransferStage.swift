@@ -18,6 +18,13 @@ public struct StagedImage: Sendable {
     public var started: ContinuousClock.Instant
     /// What the format inspection found (nil until it ran, or when it is turned off).
     public var inspection: FormatInspection? = nil
+    /// What was served, once a stage changed the bytes (converted them); nil while they are as served.
+    public var source: ImageSource? = nil
+
+    /// The image as it is now, described as a source.
+    public var served: ImageSource {
+        ImageSource(diskFormat: inspection?.format, compression: nil, size: fetched.size, checksum: checksum)
+    }
 }
 
 /// The transfer and verify stage: the bytes into a staging file — through the master image cache

@@ -33,7 +33,11 @@ extension NodeImages {
             info["image_os_hash_algo"] = .string(checksum.algorithm.rawValue)
             info["image_os_hash_value"] = .string(checksum.value)
         }
-        if let detected = image.inspection?.format {
+        if image.source != nil {
+            // The bytes changed (converted): what Ironic's conductor writes after a conversion.
+            info["image_disk_format"] = .string("raw")
+            info["image_checksum"] = .null
+        } else if let detected = image.inspection?.format {
             // Ironic writes raw for a raw disk that carries a GPT too.
             info["image_disk_format"] = .string(detected.isRaw ? "raw" : detected.rawValue)
         } else if let format = instanceInfo.diskFormat ?? image.metadata.diskFormat {
@@ -63,13 +67,18 @@ extension ResolvedImage {
         ]
         if let inspection, let detected = inspection.format {
             // §3.3: the detected format of the file at `path`, its virtual size, and where it came
-            // from (the same as the top level while nothing converts it).
-            let checksumObject = object["checksum"] ?? .null
+            // from (the same as the top level when nothing changed the bytes).
             object["disk_format"] = .string(detected.rawValue)
             object["virtual_size"] = .integer(orNull: inspection.virtualSize)
-            object["source"] = .object([
+            object["source"] = source.map { source in
+                .object([
+                    "disk_format": .string(orNull: source.diskFormat?.rawValue), "compression": .string(orNull: source.compression),
+                    "size": .integer(source.size),
+                    "checksum": .object(["algo": .string(source.checksum.algorithm.rawValue), "value": .string(source.checksum.value)]),
+                ])
+            } ?? .object([
                 "disk_format": .string(detected.rawValue), "compression": .null,
-                "size": .integer(orNull: fetched?.size ?? metadata.size), "checksum": checksumObject,
+                "size": .integer(orNull: fetched?.size ?? metadata.size), "checksum": object["checksum"] ?? .null,
             ])
         }
         return object

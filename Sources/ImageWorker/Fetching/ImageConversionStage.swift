@@ -1,0 +1,107 @@
+import Foundation
+import ImageFormats
+import ImageServices
+import Logging
+import Primitives
+import Subprocess
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `[DEFAULT] force_raw_images` and `[disk_utils] image_convert_memory_limit`,
+/// `image_convert_attempts` (Ironic's options and defaults).
+public struct ConversionSettings: Sendable {
+    /// Convert qcow2, vmdk, vhd, vhdx and vdi images to raw.
+    public var forceRaw: Bool
+    /// The address space `qemu-img` may use, in MiB.
+    public var memoryLimitMiB: Int
+    /// Tries of one conversion.
+    public var attempts: Int
+
+    public init(forceRaw: Bool = true, memoryLimitMiB: Int = 2048, attempts: Int = 3) {
+        self.forceRaw = forceRaw
+        self.memoryLimitMiB = memoryLimitMiB
+        self.attempts = attempts
+    }
+}
+
+/// The convert step of contract §3.3: an inspected qcow2, vmdk, vhd, vhdx or vdi image becomes
+/// raw with `qemu-img convert -f <detected> -O raw` (never a guessed format: CVE-2024-44082), run
+/// under an address-space limit (`prlimit --as`), after its virtual size was reserved on the
+/// disk. The output is sparse, inspected again (anything but raw or gpt is refused) and hashed;
+/// it replaces the staged image, which keeps what was served as its ``StagedImage/source``.
+/// Cancelling the task kills `qemu-img` (swift-subprocess's teardown) and removes its output.
+public struct ImageConversionStage: ImageTransformStage {
+    public let settings: ConversionSettings
+    private let ledger: DiskSpaceLedger
+
+    public init(settings: ConversionSettings, ledger: DiskSpaceLedger = .shared) {
+        self.settings = settings
+        self.ledger = ledger
+    }
+
+    public func transform(_ image: StagedImage, context: ImageRequestContext) async throws -> StagedImage {
+        guard settings.forceRaw, let inspection = image.inspection, let format = inspection.format, format.isConvertibleToRaw else { return image }
+        let reference = image.plan.reference.redacted
+        let directory = image.staging.directory, ledger = self.ledger
+        // The output is sparse, but may take every byte of the virtual size.
+        let reservation = try await BlockingWork.run { _ in try ledger.reserve(inspection.virtualSize ?? 0, limit: nil, in: directory) }
+        defer { reservation.release() }
+        let output = StagingFile(in: directory, finalName: image.staging.finalName, mode: image.staging.mode)
+        let started = ContinuousClock.now
+        do {
+            try await convert(image.staging, as: format, into: output, reference: reference, logger: context.logger)
+            let algorithm: HashAlgorithm = image.checksum.algorithm == .sha512 ? .sha512 : .sha256
+            let (converted, size, digest) = try await BlockingWork.run { cancellation in
+                try Self.finish(output, algorithm: algorithm, cancellation: cancellation)
+            }
+            guard converted.isSafe, let convertedFormat = converted.format, convertedFormat.isRaw else {
+                throw IronicError(.imageUnacceptable, "Image \(reference) was converted to raw, but its format is now \(converted.format?.rawValue ?? "unknown").")
+            }
+            context.logger.info("image converted to raw", metadata: [
+                "from": "\(format.rawValue)", "virtual_size": "\(inspection.virtualSize ?? 0)", "size": "\(size)",
+                "seconds": "\((ContinuousClock.now - started).seconds)",
+            ])
+            await image.staging.discardOffPool()
+            var result = image
+            result.source = image.served
+            result.staging = output
+            result.fetched.size = size
+            result.checksum = try ImageChecksum(algorithm: algorithm, value: digest)
+            result.inspection = converted
+            return result
+        } catch {
+            await output.discardOffPool()
+            throw error
+        }
+    }
+
+    /// `qemu-img convert`, tried up to `attempts` times.
+    private func convert(_ input: StagingFile, as format: DiskFormat, into output: StagingFile, reference: String, logger: Logger) async throws {
+        let arguments = ["--as=\(settings.memoryLimitMiB << 20)", "--", "qemu-img", "convert", "-q", "-f", format.rawValue, "-O", "raw",
+                         input.temporaryPath, output.temporaryPath]
+        var lastError = ""
+        for attempt in 1...max(settings.attempts, 1) {
+            let result = try await Subprocess.run(.name("prlimit"), arguments: Arguments(arguments), output: .discarded, error: .string(limit: 4096))
+            if result.terminationStatus.isSuccess { return }
+            lastError = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+            logger.warning("qemu-img convert failed", metadata: ["attempt": "\(attempt)", "status": "\(result.terminationStatus)", "error": "\(lastError)"])
+            await output.discardOffPool()
+        }
+        throw IronicError(.imageUnacceptable, "Image \(reference) could not be converted from \(format.rawValue) to raw after \(max(settings.attempts, 1)) attempts: \(lastError.prefix(500))")
+    }
+
+    /// Sets the output's mode, inspects it again and hashes it (one read).
+    private static func finish(_ output: StagingFile, algorithm: HashAlgorithm,
+                               cancellation: BlockingWork.CancellationFlag) throws -> (FormatInspection, Int64, String) {
+        let file = OwnedDescriptor(try SystemCallError.check(
+            openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", output.finalPath))
+        _ = try SystemCallError.check(fchmod(file.rawValue, output.mode), "chmod", output.finalPath)
+        let size = Int64(try file.status().st_size)
+        let inspection = try FormatInspectionStage.inspect(output, cancellation: cancellation)
+        let digests = try FileImageService.digests(of: file, algorithms: [algorithm], cancellation: cancellation)
+        try file.sync()
+        return (inspection, size, digests[algorithm] ?? "")
+    }
+}
