@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // NIOConcurrencyHelpers' NIOLockedValueBox guards shared state rather than Synchronization's
+        // Mutex: ThreadSanitizer sees pthread mutexes, not Mutex's futex (deploy/sanitize.sh thread).
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
@@ -68,6 +70,7 @@ let package = Package(
         // oslo.messaging's wire format, RPC server and notifier over an abstract transport.
         .target(name: "OsloMessaging", dependencies: [
             "AMQPModel", "OsloJSON", "Primitives",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -76,6 +79,7 @@ let package = Package(
         // Image references, the services by scheme, checksums, the HTTP stack.
         .target(name: "ImageServices", dependencies: [
             "CFileSystem", "COpenSSLCrypto", "Primitives", "SystemSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -87,6 +91,7 @@ let package = Package(
         // events, configuration, monitoring.
         .target(name: "ImageWorker", dependencies: [
             "AMQPModel", "ImageFormats", "ImageServices", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -103,6 +108,7 @@ let package = Package(
         // AMQPModel's state machine.
         .target(name: "AMQPClient", dependencies: [
             "AMQPModel", "CFileSystem", "CRabbitMQ", "Primitives", "SystemSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -110,6 +116,7 @@ let package = Package(
         // oslo's transport (and an RPC client) over AMQPClient.
         .target(name: "OsloAMQP", dependencies: [
             "AMQPClient", "AMQPModel", "OsloJSON", "OsloMessaging", "Primitives",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
 
@@ -124,6 +131,7 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "ImageWorkerCLI", dependencies: [
             "AMQPClient", "AMQPModel", "ImageFormats", "ImageServices", "ImageWorker", "ImageWorkerApp", "OsloAMQP", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -150,6 +158,7 @@ let package = Package(
 
         // Helpers shared by the suites: where the real servers are, temporary directories.
         .target(name: "TestSupport", dependencies: [
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
         ], path: "Tests/TestSupport", swiftSettings: strict),
@@ -159,12 +168,14 @@ let package = Package(
         .testTarget(name: "AMQPModelTests", dependencies: ["AMQPModel", "Primitives"], swiftSettings: strict),
         .testTarget(name: "OsloMessagingTests", dependencies: [
             "AMQPModel", "OsloJSON", "OsloMessaging", "TestSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .testTarget(name: "ImageServicesTests", dependencies: [
             "ImageServices", "Primitives", "SystemSupport", "TestSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
@@ -175,6 +186,7 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "ImageWorkerTests", dependencies: [
             "AMQPModel", "ImageFormats", "ImageServices", "ImageWorker", "OsloJSON", "OsloMessaging", "Primitives", "SystemSupport", "TestSupport",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),

@@ -4,7 +4,7 @@ import AMQPModel
 import Logging
 import CoreMetrics
 import Metrics
-import Synchronization
+import NIOConcurrencyHelpers
 import SystemSupport
 
 #if canImport(Glibc)
@@ -40,7 +40,7 @@ public final class AMQPConnection: Sendable {
     private let logger: Logger
     private let label: String
     private let wakeup = WakeupEvent()
-    private let machine: Mutex<Machine>
+    private let machine: NIOLockedValueBox<Machine>
     private let deliveryContinuation: AsyncStream<AMQPDelivery>.Continuation
     private let reconnects: Counter
     /// `<prefix>_broker_connected{connection, node}`, one per broker of the URL (`host:port`):
@@ -65,7 +65,7 @@ public final class AMQPConnection: Sendable {
         // As oslo: each connection starts at a random host of the URL, so that a fleet of workers
         // spreads over a cluster, and goes round the list in order from there after a failure.
         let count = configuration.endpoints.count
-        machine = Mutex(Machine(publisherConfirms: configuration.publisherConfirms, endpointCount: count, firstEndpoint: Int.random(in: 0..<count)))
+        machine = NIOLockedValueBox(Machine(publisherConfirms: configuration.publisherConfirms, endpointCount: count, firstEndpoint: Int.random(in: 0..<count)))
         (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: AMQPDelivery.self, bufferingPolicy: .unbounded)
         let factory = metricsFactory ?? MetricsSystem.factory
         let dimensions = [("connection", label)]
@@ -80,7 +80,7 @@ public final class AMQPConnection: Sendable {
 
     /// Starts the connection thread, which connects (and keeps reconnecting) in the background.
     public func start() {
-        guard machine.withLock({ $0.start() }) else { return }
+        guard machine.withLockedValue({ $0.start() }) else { return }
         do {
             try DetachedThread.start(name: "amqp-\(label)") { self.runThread() }
         } catch {
@@ -91,24 +91,24 @@ public final class AMQPConnection: Sendable {
 
     /// Whether a connection to a broker is up right now.
     public var isConnected: Bool {
-        machine.withLock { $0.phase == .connected }
+        machine.withLockedValue { $0.phase == .connected }
     }
 
     /// How many times a connection was established (1 after the first connect).
     public var generation: UInt64 {
-        machine.withLock { $0.generation }
+        machine.withLockedValue { $0.generation }
     }
 
     /// Whether `delivery` came on the connection that is up now, so that settling it reaches the
     /// broker (a delivery of an earlier connection was requeued when that connection dropped).
     public func canSettle(_ delivery: AMQPDelivery) -> Bool {
-        machine.withLock { $0.phase == .connected && $0.generation == delivery.connectionGeneration }
+        machine.withLockedValue { $0.phase == .connected && $0.generation == delivery.connectionGeneration }
     }
 
     /// Waits until a connection is up; throws ``AMQPError/Code/closed`` once the connection is closed.
     public func waitUntilConnected() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            if let completion = machine.withLock({ $0.waitUntilConnected(.void(continuation)) }) {
+            if let completion = machine.withLockedValue({ $0.waitUntilConnected(.void(continuation)) }) {
                 resume(completion)
             }
         }
@@ -194,7 +194,7 @@ public final class AMQPConnection: Sendable {
     /// and ``deliveries`` finishes. Returns when the connection thread has stopped.
     public func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            switch machine.withLock({ $0.close(.signal(continuation)) }) {
+            switch machine.withLockedValue({ $0.close(.signal(continuation)) }) {
             case .finishedNow(let completions):
                 deliveryContinuation.finish()
                 for completion in completions { resume(completion) }
@@ -211,7 +211,7 @@ public final class AMQPConnection: Sendable {
     /// Queues a command (or completes it at once) and returns its id.
     @discardableResult
     private func submit(_ operation: Machine.Operation, _ waiter: Waiter) -> UInt64 {
-        let (id, actions) = machine.withLock { $0.enqueue(operation, waiter: waiter) }
+        let (id, actions) = machine.withLockedValue { $0.enqueue(operation, waiter: waiter) }
         perform(actions)
         return id
     }
@@ -233,16 +233,16 @@ public final class AMQPConnection: Sendable {
     }
 
     private func cancelCommand(_ id: UInt64) {
-        if let completion = machine.withLock({ $0.cancel(id) }) { resume(completion) }
+        if let completion = machine.withLockedValue({ $0.cancel(id) }) { resume(completion) }
     }
 
     /// Ties a queued command's id to its task's cancellation, whichever comes first.
     private final class CommandHandle: Sendable {
-        private let state = Mutex<(id: UInt64?, cancelled: Bool)>((nil, false))
+        private let state = NIOLockedValueBox<(id: UInt64?, cancelled: Bool)>((nil, false))
 
         /// The task was cancelled: the id to cancel, if the command is queued already.
         func cancel() -> UInt64? {
-            state.withLock { state in
+            state.withLockedValue { state in
                 state.cancelled = true
                 return state.id
             }
@@ -250,7 +250,7 @@ public final class AMQPConnection: Sendable {
 
         /// The command was queued as `id`; true when the task was cancelled before.
         func enqueued(_ id: UInt64) -> Bool {
-            state.withLock { state in
+            state.withLockedValue { state in
                 state.id = id
                 return state.cancelled
             }
@@ -274,7 +274,7 @@ public final class AMQPConnection: Sendable {
 
     private func runThread() {
         var live: LibRabbitMQConnection? = nil
-        while !machine.withLock({ $0.isClosing }) {
+        while !machine.withLockedValue({ $0.isClosing }) {
             guard let connection = live else {
                 live = connect()
                 if live == nil { waitBeforeReconnecting() }
@@ -298,7 +298,7 @@ public final class AMQPConnection: Sendable {
         recordConnected(to: nil)
         deliveryContinuation.finish()
         logger.info("closed the broker connection")
-        for completion in machine.withLock({ $0.threadFinished() }) { resume(completion) }
+        for completion in machine.withLockedValue({ $0.threadFinished() }) { resume(completion) }
     }
 
     /// How long the thread sleeps in `poll(2)` when nothing happens; bounded so that heartbeats are
@@ -310,7 +310,7 @@ public final class AMQPConnection: Sendable {
 
     private func connect() -> LibRabbitMQConnection? {
         let endpoints = configuration.endpoints
-        let (endpointIndex, topology, failedAttempts) = machine.withLock { ($0.endpointIndex, $0.topology, $0.failedAttempts) }
+        let (endpointIndex, topology, failedAttempts) = machine.withLockedValue { ($0.endpointIndex, $0.topology, $0.failedAttempts) }
         let endpoint = endpoints[endpointIndex % endpoints.count]
         do {
             let live = try LibRabbitMQConnection(endpoint: endpoint, configuration: configuration)
@@ -322,7 +322,7 @@ public final class AMQPConnection: Sendable {
                     throw error
                 }
             }
-            switch machine.withLock({ $0.connected() }) {
+            switch machine.withLockedValue({ $0.connected() }) {
             case .closeIt:
                 live.closeGracefully()
                 return nil
@@ -338,7 +338,7 @@ public final class AMQPConnection: Sendable {
                 return live
             }
         } catch {
-            let attempt = machine.withLock { $0.connectFailed() }
+            let attempt = machine.withLockedValue { $0.connectFailed() }
             logger.warning("could not connect to the broker", metadata: ["endpoint": "\(endpoint)", "error": "\(error)", "attempt": "\(attempt)"])
             return nil
         }
@@ -349,11 +349,11 @@ public final class AMQPConnection: Sendable {
     }
 
     private func waitBeforeReconnecting() {
-        let attempts = machine.withLock { $0.failedAttempts }
+        let attempts = machine.withLockedValue { $0.failedAttempts }
         let delay = configuration.reconnect.delay(beforeAttempt: attempts, random: Double.random(in: 0...1))
         logger.debug("waiting before reconnecting", metadata: ["delay_seconds": "\(delay.seconds)"])
         let deadline = ContinuousClock.now + delay
-        while !machine.withLock({ $0.isClosing }), ContinuousClock.now < deadline {
+        while !machine.withLockedValue({ $0.isClosing }), ContinuousClock.now < deadline {
             _ = wakeup.wait(socket: nil, timeout: min(ContinuousClock.now.duration(to: deadline), .milliseconds(500)))
         }
     }
@@ -361,16 +361,16 @@ public final class AMQPConnection: Sendable {
     private func connectionLost(_ error: any Error) {
         logger.warning("lost the connection to the broker; reconnecting", metadata: ["error": "\(error)"])
         recordConnected(to: nil)
-        for completion in machine.withLock({ $0.connectionLost() }) { resume(completion) }
+        for completion in machine.withLockedValue({ $0.connectionLost() }) { resume(completion) }
     }
 
     private func runQueuedCommands(on live: LibRabbitMQConnection) throws {
-        let commands = machine.withLock { $0.takeCommands() }
+        let commands = machine.withLockedValue { $0.takeCommands() }
         for (index, command) in commands.enumerated() {
             let result = run(command, on: live)
             var unrun: [Machine.Command] = []
             if case .succeeded = result {} else { unrun = Array(commands[(index + 1)...]) }
-            let actions = machine.withLock { $0.commandRan(command, result, unrun: unrun) }
+            let actions = machine.withLockedValue { $0.commandRan(command, result, unrun: unrun) }
             perform(actions)
             if actions.dropConnection {
                 throw AMQPError(.connectionLost, "the connection cannot go on after a failed command")
@@ -412,7 +412,7 @@ public final class AMQPConnection: Sendable {
             delivery.connectionGeneration = generation
             deliveryContinuation.yield(delivery)
         case .returned(let returned):
-            let matched = machine.withLock {
+            let matched = machine.withLockedValue {
                 $0.publishReturned(exchange: returned.exchange, routingKey: returned.routingKey, body: returned.body,
                                    replyCode: returned.replyCode, replyText: returned.replyText)
             }
@@ -420,9 +420,9 @@ public final class AMQPConnection: Sendable {
                 logger.warning("the broker returned a message that is not pending", metadata: ["routing_key": "\(returned.routingKey)"])
             }
         case .publishAcknowledged(let tag, let multiple):
-            for completion in machine.withLock({ $0.publishConfirmed(tag: tag, multiple: multiple, rejected: false) }) { resume(completion) }
+            for completion in machine.withLockedValue({ $0.publishConfirmed(tag: tag, multiple: multiple, rejected: false) }) { resume(completion) }
         case .publishRejected(let tag, let multiple):
-            for completion in machine.withLock({ $0.publishConfirmed(tag: tag, multiple: multiple, rejected: true) }) { resume(completion) }
+            for completion in machine.withLockedValue({ $0.publishConfirmed(tag: tag, multiple: multiple, rejected: true) }) { resume(completion) }
         case .consumerCancelled(let tag):
             // The queue went away under us; declaring everything again brings it back.
             throw AMQPError(.connectionLost, "the broker cancelled consumer '\(tag)'")

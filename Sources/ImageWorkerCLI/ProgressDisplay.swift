@@ -2,13 +2,13 @@ import Primitives
 import Foundation
 import ImageServices
 import ImageWorker
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Shows transfer progress on standard error: a redrawn bar on a terminal, a plain line every few
 /// seconds otherwise (logs and CI output stay readable).
 final class ProgressDisplay: Sendable {
     private let isTerminal = isatty(STDERR_FILENO) == 1
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let started = ContinuousClock.now
 
     private struct State {
@@ -20,7 +20,7 @@ final class ProgressDisplay: Sendable {
     func report(_ role: ImageRole, _ progress: TransferProgress) {
         let now = ContinuousClock.now
         let interval: Duration = isTerminal ? .milliseconds(100) : .seconds(5)
-        let shouldDraw = state.withLock { state -> Bool in
+        let shouldDraw = state.withLockedValue { state -> Bool in
             if let last = state.lastDraw, now - last < interval, progress.bytes != progress.total { return false }
             state.lastDraw = now
             state.drewBar = isTerminal
@@ -46,7 +46,7 @@ final class ProgressDisplay: Sendable {
 
     /// Ends the bar's line (on a terminal).
     func finish() {
-        if state.withLock({ $0.drewBar }) { FileHandle.standardError.write(Data("\n".utf8)) }
+        if state.withLockedValue({ $0.drewBar }) { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 
     static func size(_ bytes: Int64) -> String {

@@ -2,7 +2,7 @@ import AMQPClient
 import AMQPModel
 import OsloMessaging
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The oslo transport over RabbitMQ: a consumer connection for requests and a publisher
 /// connection (in confirm mode) for replies and notifications, as oslo keeps listening and
@@ -23,7 +23,7 @@ public final class AMQPOsloTransport: OsloTransport {
     private let consumer: AMQPConnection
     private let publisher: AMQPConnection
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct State {
         var declaredNotificationKeys: Set<String> = []
@@ -69,7 +69,7 @@ public final class AMQPOsloTransport: OsloTransport {
     public var readiness: (ready: Bool, reason: String) {
         if !consumer.isConnected { return (false, "the consumer connection to the broker is down") }
         if !publisher.isConnected { return (false, "the publisher connection to the broker is down") }
-        if state.withLock({ $0.consumerTags.isEmpty }) { return (false, "not consuming (starting, or shutting down)") }
+        if state.withLockedValue({ $0.consumerTags.isEmpty }) { return (false, "not consuming (starting, or shutting down)") }
         return (true, "consuming")
     }
 
@@ -89,14 +89,14 @@ public final class AMQPOsloTransport: OsloTransport {
             try await consumer.setPrefetch(count)
             tags.append(try await consumer.consume(queue: queue, consumerTag: "image-worker:\(queue)"))
         }
-        state.withLock { $0.consumerTags = tags }
+        state.withLockedValue { $0.consumerTags = tags }
         logger.info("consuming requests", metadata: [
             "queues": "\(topology.consumedQueues.joined(separator: ", "))", "exchange": "\(topology.exchange)", "prefetch": "\(prefetch)",
         ])
     }
 
     public func stopConsuming() async {
-        let tags = state.withLock { state -> [String] in
+        let tags = state.withLockedValue { state -> [String] in
             defer { state.consumerTags = [] }
             return state.consumerTags
         }
@@ -167,11 +167,11 @@ public final class AMQPOsloTransport: OsloTransport {
     /// oslo declares the `<topic>.<priority>` queue and binds it before it publishes there, so
     /// that notifications are kept until a listener comes.
     private func declareNotificationQueue(_ routingKey: String) async throws {
-        guard !state.withLock({ $0.declaredNotificationKeys.contains(routingKey) }) else { return }
+        guard !state.withLockedValue({ $0.declaredNotificationKeys.contains(routingKey) }) else { return }
         let options = topology.options
         try await publisher.declareExchange(options.controlExchange(topology.exchange))
         try await publisher.declareQueue(options.topicQueue(routingKey))
         try await publisher.bindQueue(AMQPQueueBinding(queue: routingKey, exchange: topology.exchange, routingKey: routingKey))
-        _ = state.withLock { $0.declaredNotificationKeys.insert(routingKey) }
+        _ = state.withLockedValue { $0.declaredNotificationKeys.insert(routingKey) }
     }
 }

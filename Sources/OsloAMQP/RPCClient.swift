@@ -4,7 +4,7 @@ import AMQPClient
 import AMQPModel
 import OsloMessaging
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An oslo.messaging RPC client over an ``AMQPConnection``: casts and calls exactly as
 /// `oslo_messaging.RPCClient` puts them on the wire (a conductor in a command, for the CLI, the
@@ -25,7 +25,7 @@ public final class RPCClient: Sendable {
     private let options: RPCServerTopology.Options
     private let replyQueue: String
     private let logger: Logger
-    private let pendingCalls = Mutex([String: PendingCall]())
+    private let pendingCalls = NIOLockedValueBox([String: PendingCall]())
 
     /// A call's slot: registered before the request is published, so that a reply arriving
     /// before the caller waits is kept.
@@ -72,7 +72,7 @@ public final class RPCClient: Sendable {
             guard delivery.routingKey == replyQueue, let reply = try? RPCReply.decode(body: delivery.body) else { continue }
             let isHeartbeat = !reply.ending && reply.result.isNull && reply.failure == nil
             guard !isHeartbeat else { continue }
-            let continuation = pendingCalls.withLock { calls -> CheckedContinuation<RPCReply, any Error>? in
+            let continuation = pendingCalls.withLockedValue { calls -> CheckedContinuation<RPCReply, any Error>? in
                 guard case .waiting(let continuation) = calls[reply.messageID] else { return nil }
                 if let continuation {
                     calls[reply.messageID] = nil
@@ -100,11 +100,11 @@ public final class RPCClient: Sendable {
         let request = RPCRequest(method: method, args: args, version: version, messageID: messageID, replyQueue: replyQueue,
                                  callMonitorTimeout: callMonitorTimeout.map(Double.init), uniqueID: OsloIdentifiers.uuid4Hex(), context: context)
         let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        pendingCalls.withLock { $0[messageID] = .waiting(nil) }
+        pendingCalls.withLockedValue { $0[messageID] = .waiting(nil) }
         do {
             try await publish(request, topic: topic, server: server, fanout: false, expiration: String(milliseconds))
         } catch {
-            _ = pendingCalls.withLock { $0.removeValue(forKey: messageID) }
+            _ = pendingCalls.withLockedValue { $0.removeValue(forKey: messageID) }
             throw error
         }
         let reply = try await withThrowingTaskGroup(of: RPCReply?.self) { group in
@@ -115,7 +115,7 @@ public final class RPCClient: Sendable {
             }
             defer { group.cancelAll() }
             if let reply = try await group.next() ?? nil { return reply }
-            let pending = pendingCalls.withLock { $0.removeValue(forKey: messageID) }
+            let pending = pendingCalls.withLockedValue { $0.removeValue(forKey: messageID) }
             if case .waiting(let continuation?) = pending {
                 continuation.resume(throwing: TimeoutError(method: method, timeout: timeout))
             }
@@ -127,7 +127,7 @@ public final class RPCClient: Sendable {
 
     private func waitForReply(_ messageID: String) async throws -> RPCReply {
         try await withCheckedThrowingContinuation { continuation in
-            let early = pendingCalls.withLock { calls -> Result<RPCReply, any Error>? in
+            let early = pendingCalls.withLockedValue { calls -> Result<RPCReply, any Error>? in
                 switch calls[messageID] {
                 case .replied(let reply):
                     calls[messageID] = nil

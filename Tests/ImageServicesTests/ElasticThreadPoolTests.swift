@@ -1,5 +1,6 @@
 import SystemSupport
 import Foundation
+import NIOConcurrencyHelpers
 import Synchronization
 import Testing
 @testable import ImageServices
@@ -31,12 +32,12 @@ struct ElasticThreadPoolTests {
     @Test("idle threads are reused: one job after another runs on the same few threads")
     func reusesIdleThreads() async throws {
         let pool = ElasticThreadPool(name: "test", maximumIdle: 4)
-        let threads = Mutex<Set<UInt>>([])
+        let threads = NIOLockedValueBox<Set<UInt>>([])
         for _ in 0..<100 {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 do {
                     try pool.submit {
-                        threads.withLock { _ = $0.insert(UInt(pthread_self())) }  // pthread_t is an integer on Linux
+                        threads.withLockedValue { _ = $0.insert(UInt(pthread_self())) }  // pthread_t is an integer on Linux
                         continuation.resume()
                     }
                 } catch {
@@ -48,7 +49,7 @@ struct ElasticThreadPoolTests {
         // A job may be handed to a new thread while the previous one is still on its way back
         // to idle, and on a busy machine that race is won now and then (5 threads were seen in a
         // loaded run); a thread per job would give 100.
-        let count = threads.withLock { $0.count }
+        let count = threads.withLockedValue { $0.count }
         #expect(count >= 1 && count <= 20, "\(count) threads for 100 jobs in sequence")
     }
 }

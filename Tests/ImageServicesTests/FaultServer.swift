@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An HTTP server in the test process whose answers are scripted, for the failures a real server
 /// will not produce on demand: a connection dropped mid-body, a stall, a lying Content-Length, a
@@ -38,7 +38,7 @@ final class FaultServer: Sendable {
             var requests: [Seen] = []
             var bodyBytesSent = 0
         }
-        let state = Mutex(State())
+        let state = NIOLockedValueBox(State())
     }
 
     /// The server's base URL (`http://127.0.0.1:PORT`).
@@ -59,9 +59,9 @@ final class FaultServer: Sendable {
     }
 
     /// Requests seen so far.
-    var requests: [Seen] { recorder.state.withLock { $0.requests } }
+    var requests: [Seen] { recorder.state.withLockedValue { $0.requests } }
     /// Body bytes written to clients so far, all requests together.
-    var bodyBytesSent: Int { recorder.state.withLock { $0.bodyBytesSent } }
+    var bodyBytesSent: Int { recorder.state.withLockedValue { $0.bodyBytesSent } }
 
     func stop() async {
         try? await channel.close()
@@ -88,7 +88,7 @@ final class FaultServer: Sendable {
             case .end:
                 guard let head else { return }
                 let seen = Seen(method: head.method, uri: head.uri, headers: head.headers)
-                let index = recorder.state.withLock { state -> Int in
+                let index = recorder.state.withLockedValue { state -> Int in
                     state.requests.append(seen)
                     return state.requests.count - 1
                 }
@@ -109,7 +109,7 @@ final class FaultServer: Sendable {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
             let sent = method == .HEAD ? [] : Array(answer.body.prefix(answer.cutAfter ?? answer.body.count))
             if !sent.isEmpty {
-                recorder.state.withLock { $0.bodyBytesSent += sent.count }
+                recorder.state.withLockedValue { $0.bodyBytesSent += sent.count }
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: sent)))), promise: nil)
             }
             if answer.cutAfter != nil, method != .HEAD {

@@ -2,7 +2,7 @@ import Primitives
 import SystemSupport
 import Foundation
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 @testable import ImageServices
@@ -356,7 +356,7 @@ struct StagingFileTests {
 
 /// The progress phases a fetch reported.
 private final class Phases: Sendable {
-    private let seen = Mutex<[TransferProgress.Phase]>([])
-    func add(_ phase: TransferProgress.Phase) { seen.withLock { $0.append(phase) } }
-    func take() -> [TransferProgress.Phase] { seen.withLock { seen in defer { seen = [] }; return seen } }
+    private let seen = NIOLockedValueBox<[TransferProgress.Phase]>([])
+    func add(_ phase: TransferProgress.Phase) { seen.withLockedValue { $0.append(phase) } }
+    func take() -> [TransferProgress.Phase] { seen.withLockedValue { seen in defer { seen = [] }; return seen } }
 }

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 @testable import ImageServices
@@ -168,6 +168,6 @@ struct GlanceImageServiceIntegrationTests {
 
 /// Counts tokens handed out by the fake Keystone.
 final class TokenCounter: Sendable {
-    private let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    private let value = NIOLockedValueBox(0)
+    func next() -> Int { value.withLockedValue { $0 += 1; return $0 } }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOConcurrencyHelpers
 import Synchronization
 import Testing
 @testable import ImageServices
@@ -7,8 +8,8 @@ import Testing
 struct OriginConnectionSlotsTests {
     /// What the requests of the first test saw, shared by their tasks.
     final class Observations: Sendable {
-        let inFlight = Mutex((now: 0, peak: 0))
-        let order = Mutex([Int]())
+        let inFlight = NIOLockedValueBox((now: 0, peak: 0))
+        let order = NIOLockedValueBox([Int]())
         let waited = Atomic<Int>(0)
     }
 
@@ -23,10 +24,10 @@ struct OriginConnectionSlotsTests {
             for index in 0..<10 {
                 group.addTask {
                     let slot = try await slots.acquire("http://a:80") { seen.waited.add(1, ordering: .relaxed) }
-                    seen.order.withLock { $0.append(index) }
-                    seen.inFlight.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+                    seen.order.withLockedValue { $0.append(index) }
+                    seen.inFlight.withLockedValue { $0.now += 1; $0.peak = max($0.peak, $0.now) }
                     try await Task.sleep(for: .milliseconds(10))
-                    seen.inFlight.withLock { $0.now -= 1 }
+                    seen.inFlight.withLockedValue { $0.now -= 1 }
                     slot.release()
                 }
                 while slots.waiting("http://a:80") < index + 1 { try await Task.sleep(for: .milliseconds(1)) }
@@ -34,12 +35,12 @@ struct OriginConnectionSlotsTests {
             for slot in held { slot.release() }
             try await group.waitForAll()
         }
-        #expect(seen.inFlight.withLock { $0.peak } == limit)
+        #expect(seen.inFlight.withLockedValue { $0.peak } == limit)
         if limit == 1 {
-            #expect(seen.order.withLock { $0 } == Array(0..<10), "first come, first served")
+            #expect(seen.order.withLockedValue { $0 } == Array(0..<10), "first come, first served")
         } else {
             // Slots are handed on in order, but two tasks woken at once may record in either order.
-            #expect(seen.order.withLock { $0 }.sorted() == Array(0..<10))
+            #expect(seen.order.withLockedValue { $0 }.sorted() == Array(0..<10))
         }
         #expect(seen.waited.load(ordering: .relaxed) == 10, "every request was told it waits")
         #expect(slots.inFlight("http://a:80") == 0)

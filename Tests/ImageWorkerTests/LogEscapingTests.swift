@@ -1,12 +1,12 @@
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 @testable import ImageWorker
 
 /// Records what reaches it, as a text handler would write it.
 struct RecordingLogHandler: LogHandler {
     final class Records: Sendable {
-        let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
+        let lines = NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>([])
     }
     let records = Records()
     var logLevel = Logger.Level.trace
@@ -22,7 +22,7 @@ struct RecordingLogHandler: LogHandler {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
-        records.lines.withLock { $0.append((event.message.description, merged)) }
+        records.lines.withLockedValue { $0.append((event.message.description, merged)) }
     }
 }
 
@@ -35,7 +35,7 @@ struct LogEscapingTests {
         logger[metadataKey: "request_id"] = "req-1\n2026-12-01T00:00:00+0000 critical forged"
         logger.warning("image fetch failed: Invalid image href http://h/a\r\n\u{1B}[2Jx\u{85}y\u{2028}z",
                        metadata: ["reason": "bad\tref", "nested": .array([.string("a\u{7F}b")]), "plain": "fine"])
-        let record = recorder.records.lines.withLock { $0 }.first
+        let record = recorder.records.lines.withLockedValue { $0 }.first
         #expect(record?.message == #"image fetch failed: Invalid image href http://h/a\r\n\u{1B}[2Jx\u{85}y\u{2028}z"#)
         #expect(record?.metadata["request_id"] == .string(#"req-1\n2026-12-01T00:00:00+0000 critical forged"#))
         #expect(record?.metadata["reason"] == .string(#"bad\tref"#))
@@ -56,7 +56,7 @@ struct LogEscapingTests {
         let recorder = RecordingLogHandler()
         let logger = Logger(label: "t") { _ in ControlCharacterEscapingLogHandler(recorder) }
         logger.error("failed", error: Forged())
-        #expect(recorder.records.lines.withLock { $0 }.first?.metadata["error"] == .string(#"bad\nforged line"#))
+        #expect(recorder.records.lines.withLockedValue { $0 }.first?.metadata["error"] == .string(#"bad\nforged line"#))
     }
 
     @Test("a metadata provider's values are escaped too")
@@ -66,6 +66,6 @@ struct LogEscapingTests {
         inner.metadataProvider = Logger.MetadataProvider { ["task_id": "t\n1"] }
         let logger = Logger(label: "t") { _ in ControlCharacterEscapingLogHandler(inner) }
         logger.info("x")
-        #expect(recorder.records.lines.withLock { $0 }.first?.metadata["task_id"] == .string(#"t\n1"#))
+        #expect(recorder.records.lines.withLockedValue { $0 }.first?.metadata["task_id"] == .string(#"t\n1"#))
     }
 }

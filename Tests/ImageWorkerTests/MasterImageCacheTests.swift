@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 import ImageServices
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 @testable import ImageWorker
@@ -14,7 +14,7 @@ final class ScriptedImageService: ImageService, Sendable {
     let name = "scripted"
     let schemes = ["scripted"]
     let caching: ImageCaching
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private struct State {
         var content: [UInt8]
         var entityTag: String?
@@ -22,19 +22,19 @@ final class ScriptedImageService: ImageService, Sendable {
     }
 
     init(content: [UInt8], entityTag: String? = "\"v1\"", caching: ImageCaching = .revalidate) {
-        state = Mutex(State(content: content, entityTag: entityTag))
+        state = NIOLockedValueBox(State(content: content, entityTag: entityTag))
         self.caching = caching
     }
 
-    var downloads: Int { state.withLock { $0.downloads } }
-    func replace(content: [UInt8], entityTag: String?) { state.withLock { $0.content = content; $0.entityTag = entityTag } }
+    var downloads: Int { state.withLockedValue { $0.downloads } }
+    func replace(content: [UInt8], entityTag: String?) { state.withLockedValue { $0.content = content; $0.entityTag = entityTag } }
 
     func show(_ reference: ImageReference, context: ImageRequestContext) async throws -> ImageMetadata {
-        state.withLock { ImageMetadata(size: Int64($0.content.count), entityTag: $0.entityTag) }
+        state.withLockedValue { ImageMetadata(size: Int64($0.content.count), entityTag: $0.entityTag) }
     }
 
     func fetch(_ request: ImageFetchRequest) async throws -> FetchedImage {
-        let (content, tag) = state.withLock { state -> ([UInt8], String?) in
+        let (content, tag) = state.withLockedValue { state -> ([UInt8], String?) in
             state.downloads += 1
             return (state.content, state.entityTag)
         }

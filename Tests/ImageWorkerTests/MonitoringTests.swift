@@ -5,7 +5,7 @@ import Metrics
 import NIOCore
 import OsloMessaging
 import Prometheus
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 @testable import ImageWorker
 import NIOHTTP1
@@ -16,17 +16,17 @@ struct MonitoringTests {
     func endpoints() async throws {
         let registry = PrometheusCollectorRegistry()
         let factory = WorkerMetrics.metricsFactory(registry: registry)
-        let ready = Mutex(false)
-        let port = Mutex<Int?>(nil)
+        let ready = NIOLockedValueBox(false)
+        let port = NIOLockedValueBox<Int?>(nil)
         let server = MonitoringServer(address: MetricsAddress(host: "127.0.0.1", port: 0), registry: registry,
-                                      readiness: { ready.withLock { $0 } ? (true, "consuming") : (false, "the consumer connection to the broker is down") },
-                                      logger: Logger(label: "test"), onListening: { bound in port.withLock { $0 = bound } })
+                                      readiness: { ready.withLockedValue { $0 } ? (true, "consuming") : (false, "the consumer connection to the broker is down") },
+                                      logger: Logger(label: "test"), onListening: { bound in port.withLockedValue { $0 = bound } })
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
             defer { group.cancelAll() }
             var waited = 0
-            while port.withLock({ $0 }) == nil, waited < 200 { try await Task.sleep(for: .milliseconds(25)); waited += 1 }
-            let base = "http://127.0.0.1:\(try #require(port.withLock { $0 }))"
+            while port.withLockedValue({ $0 }) == nil, waited < 200 { try await Task.sleep(for: .milliseconds(25)); waited += 1 }
+            let base = "http://127.0.0.1:\(try #require(port.withLockedValue { $0 }))"
             let client = HTTPClient(eventLoopGroupProvider: .singleton)
             defer { _ = client.shutdown() }
             func get(_ path: String) async throws -> (Int, String) {
@@ -38,7 +38,7 @@ struct MonitoringTests {
             let unready = try await get("/readyz")
             #expect(unready.0 == 503)
             #expect(unready.1.contains("consumer connection"))
-            ready.withLock { $0 = true }
+            ready.withLockedValue { $0 = true }
             #expect(try await get("/readyz").0 == 200)
             Counter(label: "image_worker_tasks_total", dimensions: [("method", "fetch_image"), ("outcome", "success"), ("code", "")], factory: factory)
                 .increment(by: 3)

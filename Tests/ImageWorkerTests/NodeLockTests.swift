@@ -2,7 +2,7 @@ import Foundation
 import ImageServices
 import Logging
 import Primitives
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 @testable import ImageWorker
@@ -24,21 +24,21 @@ struct NodeLockTests {
         let holding = AsyncStream<Void>.makeStream()
         let holder = Task {
             try await first.withNodeLock(node) {
-                order.entries.withLock { $0.append("first in") }
+                order.entries.withLockedValue { $0.append("first in") }
                 holding.continuation.yield()
-                while !order.entries.withLock({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(10)) }
-                order.entries.withLock { $0.append("first out") }
+                while !order.entries.withLockedValue({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(10)) }
+                order.entries.withLockedValue { $0.append("first out") }
             }
         }
         for await _ in holding.stream { break }
-        try await second.withNodeLock(other) { order.entries.withLock { $0.append("other node") } }
-        let waiter = Task { try await second.withNodeLock(node) { order.entries.withLock { $0.append("second in") } } }
+        try await second.withNodeLock(other) { order.entries.withLockedValue { $0.append("other node") } }
+        let waiter = Task { try await second.withNodeLock(node) { order.entries.withLockedValue { $0.append("second in") } } }
         try await Task.sleep(for: .milliseconds(200))
-        #expect(!order.entries.withLock { $0 }.contains("second in"), "the second holder did not wait")
-        order.entries.withLock { $0.append("release") }
+        #expect(!order.entries.withLockedValue { $0 }.contains("second in"), "the second holder did not wait")
+        order.entries.withLockedValue { $0.append("release") }
         try await holder.value
         try await waiter.value
-        #expect(order.entries.withLock { $0 } == ["first in", "other node", "release", "first out", "second in"])
+        #expect(order.entries.withLockedValue { $0 } == ["first in", "other node", "release", "first out", "second in"])
         #expect(FileManager.default.fileExists(atPath: root.appending("locks/\(node).lock")))
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.appending("images")).isEmpty, "no lock file among the node folders")
     }
@@ -54,19 +54,19 @@ struct NodeLockTests {
         let holder = Task {
             try await store.withNodeLock(node) {
                 holding.continuation.yield()
-                while !order.entries.withLock({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(5)) }
+                while !order.entries.withLockedValue({ $0.contains("release") }) { try await Task.sleep(for: .milliseconds(5)) }
             }
         }
         for await _ in holding.stream { break }
         var waiters: [Task<Void, any Error>] = []
         for name in ["delete", "fetch", "delete again", "fetch again"] {
-            waiters.append(Task { try await store.withNodeLock(node) { order.entries.withLock { $0.append(name) } } })
+            waiters.append(Task { try await store.withNodeLock(node) { order.entries.withLockedValue { $0.append(name) } } })
             try await Task.sleep(for: .milliseconds(30))  // each is in line before the next asks
         }
-        order.entries.withLock { $0.append("release") }
+        order.entries.withLockedValue { $0.append("release") }
         try await holder.value
         for waiter in waiters { try await waiter.value }
-        #expect(order.entries.withLock { $0 } == ["release", "delete", "fetch", "delete again", "fetch again"])
+        #expect(order.entries.withLockedValue { $0 } == ["release", "delete", "fetch", "delete again", "fetch again"])
     }
 
     @Test("a request waiting for a node's lock can be cancelled; a holder that throws releases it")
@@ -115,5 +115,5 @@ struct NodeLockTests {
 
 /// What happened, in order, shared by the test's tasks.
 private final class OrderLog: Sendable {
-    let entries = Mutex<[String]>([])
+    let entries = NIOLockedValueBox<[String]>([])
 }

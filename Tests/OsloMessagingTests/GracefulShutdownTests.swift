@@ -3,7 +3,7 @@ import Logging
 import ServiceLifecycleTestKit
 import Testing
 @testable import OsloMessaging
-import Synchronization
+import NIOConcurrencyHelpers
 import OsloJSON
 
 @Suite("RPC server graceful shutdown")
@@ -39,7 +39,7 @@ struct GracefulShutdownTests {
                 group.addTask { for await event in transport.events { await settlements.record(event) } }
                 for _ in 0..<3 { transport.deliver(body: cast("slow")) }
                 group.addTask {
-                    while endpoint.running.withLock({ $0.now }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
+                    while endpoint.running.withLockedValue({ $0.now }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
                     trigger.triggerGracefulShutdown()
                 }
                 elapsed = try await clock.measure { try await server.run() }
@@ -47,7 +47,7 @@ struct GracefulShutdownTests {
                 try await group.waitForAll()
             }
         }
-        #expect(endpoint.running.withLock { $0.peak } == 2, "the third request must not start after the shutdown signal")
+        #expect(endpoint.running.withLockedValue { $0.peak } == 2, "the third request must not start after the shutdown signal")
         return (settlements, elapsed)
     }
 

@@ -1,7 +1,7 @@
 import OsloJSON
 import AMQPModel
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 @testable import OsloMessaging
 
@@ -10,10 +10,10 @@ import Testing
 final class TestEndpoint: RPCEndpoint {
     let version = RPCVersion(major: 1, minor: 3)
     let methods: Set<String> = ["echo", "fail", "slow", "crash"]
-    let refusals = Mutex<[RPCRefusal]>([])
+    let refusals = NIOLockedValueBox<[RPCRefusal]>([])
     /// The attempt number of every run.
-    let runs = Mutex<[Int]>([])
-    let running = Mutex((now: 0, peak: 0))
+    let runs = NIOLockedValueBox<[Int]>([])
+    let running = NIOLockedValueBox((now: 0, peak: 0))
     let slowDuration: Duration
 
     init(slowDuration: Duration = .milliseconds(300)) {
@@ -21,9 +21,9 @@ final class TestEndpoint: RPCEndpoint {
     }
 
     func dispatch(_ request: RPCRequest, delivery: RequestDelivery) async throws -> RPCOutcome {
-        running.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
-        defer { running.withLock { $0.now -= 1 } }
-        runs.withLock { $0.append(delivery.attempt) }
+        running.withLockedValue { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+        defer { running.withLockedValue { $0.now -= 1 } }
+        runs.withLockedValue { $0.append(delivery.attempt) }
         switch request.method {
         case "echo": return outcome(.success(.object(request.args)))
         case "fail": return outcome(.failure(.ironic("ImageNotFound", message: "Image x could not be found.", httpStatus: 404)))
@@ -40,7 +40,7 @@ final class TestEndpoint: RPCEndpoint {
     }
 
     func refused(_ refusal: RPCRefusal, delivery: RequestDelivery) -> OsloNotification? {
-        refusals.withLock { $0.append(refusal) }
+        refusals.withLockedValue { $0.append(refusal) }
         return OsloNotification(publisherID: "test", eventType: "test.refused", priority: .error, payload: .null)
     }
 
@@ -176,8 +176,8 @@ struct RPCServerTests {
         let failure = try #require(reply(events[1])?.failure)
         #expect(failure.className == expected)
         #expect(failure.module == "oslo_messaging.rpc.dispatcher")
-        #expect(endpoint.refusals.withLock { $0.count } == 1)
-        #expect(endpoint.refusals.withLock { $0.first?.malformed } == false)
+        #expect(endpoint.refusals.withLockedValue { $0.count } == 1)
+        #expect(endpoint.refusals.withLockedValue { $0.first?.malformed } == false)
     }
 
     @Test("a malformed message is reported and acknowledged")
@@ -185,7 +185,7 @@ struct RPCServerTests {
         let endpoint = TestEndpoint()
         let events = try await run([Array("{nope".utf8)], endpoint: endpoint, expecting: 2)
         #expect(kinds(events) == ["test.refused", "ack"])
-        let refusal = try #require(endpoint.refusals.withLock { $0.first })
+        let refusal = try #require(endpoint.refusals.withLockedValue { $0.first })
         #expect(refusal.malformed)
         #expect(refusal.failure.className == "InvalidParameterValue")
         #expect(refusal.failure.kwargs["code"] == 400)
@@ -243,7 +243,7 @@ struct RPCServerTests {
         let endpoint = TestEndpoint()
         let events = try await run([call("crash"), call("crash")], endpoint: endpoint, expecting: 2)
         #expect(kinds(events) == ["requeue", "requeue"])
-        #expect(endpoint.runs.withLock { $0 } == [1, 1], "an abandoned run is not a failed attempt")
+        #expect(endpoint.runs.withLockedValue { $0 } == [1, 1], "an abandoned run is not a failed attempt")
     }
 
     @Test("no more requests run at once than the limit")
@@ -252,7 +252,7 @@ struct RPCServerTests {
         let requests = (0..<9).map { cast("slow", uniqueID: "u\($0)") }
         let events = try await run(requests, endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 3), expecting: 18)
         #expect(kinds(events).filter { $0 == "ack" }.count == 9)
-        #expect(endpoint.running.withLock { $0.peak } == 3)
+        #expect(endpoint.running.withLockedValue { $0.peak } == 3)
     }
 
     // MARK: Duplicates
@@ -262,7 +262,7 @@ struct RPCServerTests {
         let endpoint = TestEndpoint()
         let events = try await run([call("echo", args: ["n": 1]), call("echo", args: ["n": 1])], endpoint: endpoint, expecting: 6)
         #expect(kinds(events) == ["test.end", "reply", "ack", "test.end", "reply", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 1)
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1)
         let first = try #require(notification(events[0])), second = try #require(notification(events[3]))
         #expect(first == second, "the same event, message_id included, so a listener can tell it is a repeat")
         #expect(reply(events[4])?.result == ["n": 1])
@@ -276,7 +276,7 @@ struct RPCServerTests {
         let events = try await run([Delivery(body: call("echo", args: ["n": 1])), redelivery], endpoint: endpoint,
                                    configuration: .init(maximumConcurrentRequests: 1), expecting: 5)
         #expect(kinds(events) == ["test.end", "reply", "ack", "reply", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 1)
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1)
         #expect(reply(events[3])?.result == reply(events[1])?.result && reply(events[3])?.messageID == "m1")
     }
 
@@ -285,15 +285,15 @@ struct RPCServerTests {
         let endpoint = TestEndpoint(slowDuration: .milliseconds(300))
         let events = try await run([cast("slow", uniqueID: "same"), cast("slow", uniqueID: "same")], endpoint: endpoint, expecting: 4)
         #expect(kinds(events) == ["test.end", "ack", "test.end", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 1)
-        #expect(endpoint.running.withLock { $0.peak } == 1)
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1)
+        #expect(endpoint.running.withLockedValue { $0.peak } == 1)
         #expect(notification(events[0]) == notification(events[2]))
     }
 
     /// Waits until the endpoint runs a request (on a busy machine a task may start late).
     func waitUntilRunning(_ endpoint: TestEndpoint) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
-        while endpoint.running.withLock({ $0.now }) == 0 {
+        while endpoint.running.withLockedValue({ $0.now }) == 0 {
             try #require(ContinuousClock.now < deadline, "the request never started")
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -317,7 +317,7 @@ struct RPCServerTests {
             if events.count == 2 { break }
         }
         #expect(kinds(events) == ["test.end", "ack"], "only the request of the new connection settles")
-        #expect(endpoint.runs.withLock { $0.count } == 2, "the running one and the new one ran; the prefetched one did not")
+        #expect(endpoint.runs.withLockedValue { $0.count } == 2, "the running one and the new one ran; the prefetched one did not")
     }
 
     @Test("a run whose connection was lost publishes nothing (the broker redelivers it); the redelivery publishes the event, once")
@@ -333,7 +333,7 @@ struct RPCServerTests {
         transport.reconnect()  // the delivery above can no longer be acknowledged
         // The run ends meanwhile; its outcome is recorded but not published.
         var waited = Duration.zero
-        while endpoint.running.withLock({ $0.now }) > 0 || waited < .milliseconds(300) {
+        while endpoint.running.withLockedValue({ $0.now }) > 0 || waited < .milliseconds(300) {
             try await Task.sleep(for: .milliseconds(50))
             waited += .milliseconds(50)
         }
@@ -344,7 +344,7 @@ struct RPCServerTests {
             if events.count == 2 { break }
         }
         #expect(kinds(events) == ["test.end", "ack"], "the first thing the transport saw is the redelivery's event")
-        #expect(endpoint.runs.withLock { $0.count } == 1, "the redelivery did not run it again")
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1, "the redelivery did not run it again")
         let fingerprint = try RPCRequest.decode(body: cast("slow", uniqueID: "u1"), contentType: "application/json").fingerprint
         guard case .finished(_, let eventPublished) = try await journal.begin(uniqueID: "u1", fingerprint: fingerprint) else {
             Issue.record("the journal has no outcome for the request")
@@ -362,8 +362,8 @@ struct RPCServerTests {
         // One at a time, so that the first is the one that runs and the order of events is fixed.
         let events = try await run([first, otherNode, otherMethod], endpoint: endpoint, configuration: .init(maximumConcurrentRequests: 1), expecting: 6)
         #expect(kinds(events) == ["test.end", "ack", "test.refused", "ack", "test.refused", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 1)
-        let refusals = endpoint.refusals.withLock { $0 }
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1)
+        let refusals = endpoint.refusals.withLockedValue { $0 }
         #expect(refusals.map(\.failure.className) == ["InvalidParameterValue", "InvalidParameterValue"])
         #expect(refusals.first?.failure.message == "'_unique_id' same already identifies a request with other content.")
         #expect(refusals.map(\.nodeUUID) == ["b", "a"], "the refusal names the refused request's node")
@@ -399,7 +399,7 @@ struct RPCServerTests {
         let events = try await run([Delivery(body: call("echo"))], endpoint: endpoint, journal: FullJournal(), expecting: 3)
         #expect(kinds(events) == ["test.refused", "reply", "ack"])
         #expect(reply(events[1])?.failure?.className == "InsufficientDiskSpace")
-        #expect(endpoint.runs.withLock { $0.isEmpty })
+        #expect(endpoint.runs.withLockedValue { $0.isEmpty })
     }
 
     @Test("broadcasts are not journaled: every delivery runs")
@@ -408,7 +408,7 @@ struct RPCServerTests {
         let fanout = Delivery(body: cast("echo", uniqueID: "b"), exchange: "ironic.image_worker_fanout")
         let events = try await run([fanout, fanout], endpoint: endpoint, expecting: 4)
         #expect(kinds(events) == ["test.end", "ack", "test.end", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 2)
+        #expect(endpoint.runs.withLockedValue { $0.count } == 2)
     }
 
     @Test("at the broker's delivery limit the request is given up on: error event, failure reply, dead-lettered")
@@ -419,7 +419,7 @@ struct RPCServerTests {
         let events = try await run([fifth, sixth], endpoint: endpoint, transport: InMemoryOsloTransport(hasDeadLetterExchange: true),
                                    configuration: .init(maximumConcurrentRequests: 1, maximumAttempts: 5, deliveryLimit: 5), expecting: 7)
         #expect(kinds(events) == ["test.end", "reply", "ack", "test.gave_up", "reply", "dead-letter", "ack"])
-        #expect(endpoint.runs.withLock { $0 } == [5])
+        #expect(endpoint.runs.withLockedValue { $0 } == [5])
         #expect(reply(events[4])?.failure?.message == "gave up after 5")
     }
 
@@ -431,6 +431,6 @@ struct RPCServerTests {
         let returned = Delivery(body: call("echo"), headers: ["x-delivery-count": .int64(9)])
         let events = try await run([returned], endpoint: endpoint, configuration: .init(maximumAttempts: 5), expecting: 3)
         #expect(kinds(events) == ["test.end", "reply", "ack"])
-        #expect(endpoint.runs.withLock { $0.count } == 1)
+        #expect(endpoint.runs.withLockedValue { $0.count } == 1)
     }
 }

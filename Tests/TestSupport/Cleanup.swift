@@ -1,20 +1,20 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// What a test must close when it ends — servers, HTTP clients, broker connections — closed in
 /// reverse order and awaited, whether the test returned or threw (a `defer` cannot await, and a
 /// `Task` started in one outlives the test).
 public final class Cleanup: Sendable {
-    private let steps = Mutex<[@Sendable () async -> Void]>([])
+    private let steps = NIOLockedValueBox<[@Sendable () async -> Void]>([])
 
     init() {}
 
     /// Closes `body`'s resource when the test ends.
     public func add(_ body: @escaping @Sendable () async -> Void) {
-        steps.withLock { $0.append(body) }
+        steps.withLockedValue { $0.append(body) }
     }
 
     fileprivate func run() async {
-        for step in steps.withLock({ $0 }).reversed() { await step() }
+        for step in steps.withLockedValue({ $0 }).reversed() { await step() }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Synchronization
 
 #if canImport(Glibc)
@@ -20,7 +21,7 @@ public final class FaultInjectingTCPProxy: Sendable {
     private let listener: Int32
     private let target: sockaddr_in
     private let frozen = Atomic<Bool>(false)
-    private let sockets = Mutex<(open: Set<Int32>, closed: Bool)>(([], false))
+    private let sockets = NIOLockedValueBox<(open: Set<Int32>, closed: Bool)>(([], false))
 
     /// Listens on an ephemeral loopback port and forwards each connection to `127.0.0.1:targetPort`.
     public init(targetPort: Int) throws {
@@ -55,14 +56,14 @@ public final class FaultInjectingTCPProxy: Sendable {
     /// Shut down under the lock: a pump pair removes its descriptors under it before closing them,
     /// so a number shut down here is never one the process has since reused for another socket.
     public func dropConnections() {
-        sockets.withLock { state in
+        sockets.withLockedValue { state in
             for descriptor in state.open { shutdown(descriptor, Int32(SHUT_RDWR)) }
         }
     }
 
     /// Closes the listener and every forwarded connection.
     public func close() {
-        sockets.withLock { state in
+        sockets.withLockedValue { state in
             state.closed = true
             for descriptor in state.open { shutdown(descriptor, Int32(SHUT_RDWR)) }
         }
@@ -92,7 +93,7 @@ public final class FaultInjectingTCPProxy: Sendable {
                     connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
                 }
             }
-            let accepted = connected && sockets.withLock { state -> Bool in
+            let accepted = connected && sockets.withLockedValue { state -> Bool in
                 guard !state.closed else { return false }
                 state.open.formUnion([client, upstream])
                 return true
@@ -108,7 +109,7 @@ public final class FaultInjectingTCPProxy: Sendable {
                     self.pump(from: from, to: to)
                     // The second pump to end closes both sockets.
                     if pairs.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                        self.sockets.withLock { $0.open.subtract([client, upstream]) }
+                        self.sockets.withLockedValue { $0.open.subtract([client, upstream]) }
                         Glibc.close(client)
                         Glibc.close(upstream)
                     }
@@ -123,7 +124,7 @@ public final class FaultInjectingTCPProxy: Sendable {
         while true {
             if frozen.load(ordering: .relaxed) {
                 usleep(20_000)
-                if sockets.withLock({ $0.closed }) { break }
+                if sockets.withLockedValue({ $0.closed }) { break }
                 continue
             }
             var descriptor = pollfd(fd: source, events: Int16(POLLIN), revents: 0)

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 import SystemSupport
 
 #if canImport(Glibc)
@@ -86,10 +86,10 @@ enum HostResolver {
             case given(Result<Value, any Error>)
             case done
         }
-        private let state = Mutex(State.empty)
+        private let state = NIOLockedValueBox(State.empty)
 
         func wait(with continuation: CheckedContinuation<Value, any Error>) {
-            let early = state.withLock { state -> Result<Value, any Error>? in
+            let early = state.withLockedValue { state -> Result<Value, any Error>? in
                 if case .given(let result) = state {
                     state = .done
                     return result
@@ -101,7 +101,7 @@ enum HostResolver {
         }
 
         func give(_ result: Result<Value, any Error>) {
-            let waiting = state.withLock { state -> CheckedContinuation<Value, any Error>? in
+            let waiting = state.withLockedValue { state -> CheckedContinuation<Value, any Error>? in
                 switch state {
                 case .empty:
                     state = .given(result)

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -35,7 +35,7 @@ public final class FileDigestMemo: Sendable {
     }
 
     private let capacity: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// A memo of at most `capacity` files.
     public init(capacity: Int = 4096) {
@@ -45,7 +45,7 @@ public final class FileDigestMemo: Sendable {
     /// The digests recorded for the file as `info` describes it, if every one of `algorithms` is.
     func digests(for info: stat, algorithms: Set<HashAlgorithm>) -> [HashAlgorithm: String]? {
         let key = Key(info)
-        return state.withLock { state in
+        return state.withLockedValue { state in
             guard let known = state.digests[key], algorithms.allSatisfy({ known[$0] != nil }) else { return nil }
             return known.filter { algorithms.contains($0.key) }
         }
@@ -58,7 +58,7 @@ public final class FileDigestMemo: Sendable {
     func record(_ digests: [HashAlgorithm: String], for info: stat) {
         guard Int64(time(nil)) - Int64(info.st_mtim.tv_sec) >= 2 else { return }
         let key = Key(info)
-        state.withLock { state in
+        state.withLockedValue { state in
             if state.digests[key] == nil {
                 state.order.append(key)
                 if state.order.count > capacity {

@@ -5,7 +5,7 @@ import NIOCore
 import NIOHTTP1
 import Foundation
 import NIOSSL
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The HTTP clients image services share: one async-http-client `HTTPClient` per way out
 /// (directly, or through the http or https proxy), made when first needed, all with the same
@@ -19,7 +19,7 @@ import Synchronization
 /// slot is released, so that names a tenant invents cannot grow the worker without bound.
 public final class HTTPTransport: Sendable {
     public let settings: HTTPClientSettings
-    private let clients = Mutex([String: HTTPClient]())
+    private let clients = NIOLockedValueBox([String: HTTPClient]())
     /// Pinned clients kept at most.
     static let pinnedClientLimit = 64
     private let tlsConfiguration: TLSConfiguration
@@ -113,7 +113,7 @@ public final class HTTPTransport: Sendable {
             configuration.dnsOverride[HostResolver.unbracketed(host)] = "\(address)"
             return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         }
-        let kept = clients.withLock { clients -> HTTPClient? in
+        let kept = clients.withLockedValue { clients -> HTTPClient? in
             if let existing = clients[key] { return existing }
             guard clients.keys.count(where: { $0.hasPrefix("pinned ") }) < Self.pinnedClientLimit else { return nil }
             let client = make()
@@ -137,7 +137,7 @@ public final class HTTPTransport: Sendable {
     func client(scheme: String, host: String, port: Int) -> HTTPClient {
         let proxy = settings.proxies.proxy(scheme: scheme, host: host, port: port)
         let key = proxy.map { "\(scheme)-\($0.host):\($0.port)" } ?? "direct"
-        return clients.withLock { clients in
+        return clients.withLockedValue { clients in
             if let existing = clients[key] { return existing }
             let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration(proxy: proxy))
             clients[key] = client
@@ -176,14 +176,14 @@ public final class HTTPTransport: Sendable {
     deinit {
         // A client released without shutdown traps in async-http-client's debug builds and leaks
         // otherwise; those not shut down explicitly are shut down here, without waiting.
-        for client in clients.withLock({ Array($0.values) }) {
+        for client in clients.withLockedValue({ Array($0.values) }) {
             client.shutdown { _ in }
         }
     }
 
     /// Shuts every client down.
     public func shutdown() async {
-        let all = clients.withLock { clients -> [HTTPClient] in
+        let all = clients.withLockedValue { clients -> [HTTPClient] in
             defer { clients = [:] }
             return Array(clients.values)
         }
@@ -214,7 +214,7 @@ enum RequestDeadline: Sendable {
 /// The overall deadline of one download, set when its first request gets a connection slot.
 final class DownloadDeadline: Sendable {
     private let duration: Duration
-    private let instant = Mutex<NIODeadline?>(nil)
+    private let instant = NIOLockedValueBox<NIODeadline?>(nil)
 
     /// A deadline `duration` after the download's first slot.
     init(_ duration: Duration) {
@@ -223,7 +223,7 @@ final class DownloadDeadline: Sendable {
 
     /// The deadline, setting it from `now` the first time.
     func start(_ now: NIODeadline) -> NIODeadline {
-        instant.withLock { instant in
+        instant.withLockedValue { instant in
             if let instant { return instant }
             let deadline = now + .nanoseconds(Int64(duration.seconds * 1e9))
             instant = deadline

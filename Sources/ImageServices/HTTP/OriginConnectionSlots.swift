@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// At most `limit` requests in flight to one origin (scheme, host, port); the rest wait their turn,
@@ -26,7 +27,7 @@ final class OriginConnectionSlots: Sendable {
         var nextWaiterID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private enum WaitDecision { case granted, queued, cancelled }
 
@@ -38,14 +39,14 @@ final class OriginConnectionSlots: Sendable {
     /// Waits for a slot for `origin`; `onWait` is called first when the request has to wait.
     /// Throws `CancellationError` if the task is cancelled while waiting.
     func acquire(_ origin: String, onWait: () -> Void = {}) async throws -> Slot {
-        let granted = state.withLock { state -> Bool in
+        let granted = state.withLockedValue { state -> Bool in
             guard state.origins[origin, default: Origin()].inFlight < limit else { return false }
             state.origins[origin, default: Origin()].inFlight += 1
             return true
         }
         if !granted {
             onWait()
-            let id = state.withLock { state -> UInt64 in
+            let id = state.withLockedValue { state -> UInt64 in
                 state.nextWaiterID += 1
                 return state.nextWaiterID
             }
@@ -53,7 +54,7 @@ final class OriginConnectionSlots: Sendable {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                     // Decided once, under the lock: after the waiter is queued only `release()` or
                     // the cancellation handler may resume it (each removes it first), never this.
-                    let decision = state.withLock { state -> WaitDecision in
+                    let decision = state.withLockedValue { state -> WaitDecision in
                         if Task.isCancelled { return .cancelled }
                         // A slot may have come free since the first look.
                         if state.origins[origin, default: Origin()].inFlight < limit {
@@ -70,7 +71,7 @@ final class OriginConnectionSlots: Sendable {
                     }
                 }
             } onCancel: {
-                let waiter = state.withLock { state -> Waiter? in
+                let waiter = state.withLockedValue { state -> Waiter? in
                     guard let index = state.origins[origin]?.waiting.firstIndex(where: { $0.id == id }) else { return nil }
                     return state.origins[origin]?.waiting.remove(at: index)
                 }
@@ -82,17 +83,17 @@ final class OriginConnectionSlots: Sendable {
 
     /// Requests in flight to `origin` now (for tests and metrics).
     func inFlight(_ origin: String) -> Int {
-        state.withLock { $0.origins[origin]?.inFlight ?? 0 }
+        state.withLockedValue { $0.origins[origin]?.inFlight ?? 0 }
     }
 
     /// Requests waiting for a slot of `origin` now.
     func waiting(_ origin: String) -> Int {
-        state.withLock { $0.origins[origin]?.waiting.count ?? 0 }
+        state.withLockedValue { $0.origins[origin]?.waiting.count ?? 0 }
     }
 
     /// Hands the slot to the first waiter, or frees it.
     private func release(_ origin: String) {
-        let next = state.withLock { state -> Waiter? in
+        let next = state.withLockedValue { state -> Waiter? in
             guard var entry = state.origins[origin] else { return nil }
             if entry.waiting.isEmpty {
                 entry.inFlight -= 1

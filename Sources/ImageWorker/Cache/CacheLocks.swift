@@ -1,6 +1,6 @@
 import SystemSupport
 import ImageServices
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +9,7 @@ import Glibc
 /// Single flight per cache key inside the process: one task works on a key, the others wait
 /// (without occupying a thread) and then find the master it made.
 final class KeyedLock: Sendable {
-    private let waiters = Mutex([String: [CheckedContinuation<Void, Never>]]())
+    private let waiters = NIOLockedValueBox([String: [CheckedContinuation<Void, Never>]]())
 
     /// Waits for `key`, holds it while `body` runs.
     func withLock<T: Sendable>(_ key: String, _ body: () async throws -> T) async throws -> T {
@@ -20,7 +20,7 @@ final class KeyedLock: Sendable {
 
     private func acquire(_ key: String) async {
         await withCheckedContinuation { continuation in
-            let free = waiters.withLock { waiters -> Bool in
+            let free = waiters.withLockedValue { waiters -> Bool in
                 guard waiters[key] != nil else {
                     waiters[key] = []
                     return true
@@ -33,7 +33,7 @@ final class KeyedLock: Sendable {
     }
 
     private func release(_ key: String) {
-        let next = waiters.withLock { waiters -> CheckedContinuation<Void, Never>? in
+        let next = waiters.withLockedValue { waiters -> CheckedContinuation<Void, Never>? in
             guard var queue = waiters[key], !queue.isEmpty else {
                 waiters[key] = nil
                 return nil

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The requests for each node in this process, first come first served: the first holds the
 /// node's turn, the others wait in line. `flock` alone (``NodeImageStore/withNodeLock(_:_:)``)
@@ -16,11 +16,11 @@ final class NodeTurns: Sendable {
         var nextID = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// Waits (cancellably) until it is this caller's turn for `node`.
     func take(_ node: String) async throws {
-        let id = state.withLock { state -> Int? in
+        let id = state.withLockedValue { state -> Int? in
             guard state.lines[node] != nil else {
                 state.lines[node] = []
                 return nil
@@ -32,7 +32,7 @@ final class NodeTurns: Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 enum Now { case wait, granted, cancelled }
-                let now = state.withLock { state -> Now in
+                let now = state.withLockedValue { state -> Now in
                     if Task.isCancelled { return .cancelled }
                     guard state.lines[node] != nil else {  // the holder left meanwhile, with nobody in line
                         state.lines[node] = []
@@ -48,7 +48,7 @@ final class NodeTurns: Sendable {
                 }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
+            let waiter = state.withLockedValue { state -> Waiter? in
                 guard let index = state.lines[node]?.firstIndex(where: { $0.id == id }) else { return nil }
                 return state.lines[node]?.remove(at: index)
             }
@@ -58,7 +58,7 @@ final class NodeTurns: Sendable {
 
     /// Ends the caller's turn: the next in line gets it.
     func release(_ node: String) {
-        let next = state.withLock { state -> Waiter? in
+        let next = state.withLockedValue { state -> Waiter? in
             guard var line = state.lines[node], !line.isEmpty else {
                 state.lines[node] = nil
                 return nil

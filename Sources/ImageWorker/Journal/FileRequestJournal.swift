@@ -4,7 +4,7 @@ import OsloJSON
 import ImageServices
 import Logging
 import OsloMessaging
-import Synchronization
+import NIOConcurrencyHelpers
 import SystemSupport
 
 #if canImport(Glibc)
@@ -52,7 +52,7 @@ public final class FileRequestJournal: RequestJournal {
     private let capacity: Int
     private let pollInterval: Duration
     private let logger: Logger
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
         var runs: [String: Run] = [:]
@@ -87,7 +87,7 @@ public final class FileRequestJournal: RequestJournal {
         self.capacity = max(1, capacity)
         self.pollInterval = pollInterval
         self.logger = logger
-        state = Mutex(State(fileCount: try requests.entries().count))
+        state = NIOLockedValueBox(State(fileCount: try requests.entries().count))
     }
 
     /// The file name for a `_unique_id`.
@@ -133,7 +133,7 @@ public final class FileRequestJournal: RequestJournal {
                 let published = eventPublished || outcome.notification == nil
                 // Closing the descriptor releases the lock; an unpublished event is published under it.
                 if !published {
-                    state.withLock { state in
+                    state.withLockedValue { state in
                         state.runs[key] = Run(marker: marker, attempt: 0, digest: digest, outcome: RecordedOutcome(uniqueID: uniqueID, outcome: outcome))
                     }
                 }
@@ -146,7 +146,7 @@ public final class FileRequestJournal: RequestJournal {
                 attempt = 1
             }
             try writeRuns(attempt, digest: digest, to: marker, key: key)
-            state.withLock { state in
+            state.withLockedValue { state in
                 state.runs[key] = Run(marker: marker, attempt: attempt, digest: digest)
                 if created { state.fileCount += 1 }
             }
@@ -156,7 +156,7 @@ public final class FileRequestJournal: RequestJournal {
 
     public func record(uniqueID: String, outcome: RPCOutcome) async throws {
         let key = Self.key(uniqueID)
-        guard let (marker, digest) = state.withLock({ state in state.runs[key].map { ($0.marker, $0.digest) } }) else { return }
+        guard let (marker, digest) = state.withLockedValue({ state in state.runs[key].map { ($0.marker, $0.digest) } }) else { return }
         let recorded = RecordedOutcome(uniqueID: uniqueID, outcome: outcome)
         do {
             try write(Self.outcomeRecord(recorded, digest: digest, eventPublished: false), to: marker, key: key)
@@ -164,12 +164,12 @@ public final class FileRequestJournal: RequestJournal {
             endRun(key, keepingRuns: nil)
             throw error
         }
-        state.withLock { $0.runs[key]?.outcome = recorded }
+        state.withLockedValue { $0.runs[key]?.outcome = recorded }
     }
 
     public func end(uniqueID: String, eventPublished: Bool) async {
         let key = Self.key(uniqueID)
-        guard let run = state.withLock({ $0.runs[key] }) else { return }
+        guard let run = state.withLockedValue({ $0.runs[key] }) else { return }
         if eventPublished, let recorded = run.outcome {
             do {
                 try write(Self.outcomeRecord(recorded, digest: run.digest, eventPublished: true), to: run.marker, key: key)
@@ -179,7 +179,7 @@ public final class FileRequestJournal: RequestJournal {
             }
         }
         endRun(key, keepingRuns: nil)  // before pruning: waiters need not wait for a directory scan
-        let prune = state.withLock { state -> Bool in
+        let prune = state.withLockedValue { state -> Bool in
             guard state.fileCount > capacity + capacity / 10, !state.pruning else { return false }
             state.pruning = true
             return true
@@ -189,7 +189,7 @@ public final class FileRequestJournal: RequestJournal {
 
     public func abandon(uniqueID: String) async {
         let key = Self.key(uniqueID)
-        guard let run = state.withLock({ $0.runs[key] }) else { return }
+        guard let run = state.withLockedValue({ $0.runs[key] }) else { return }
         // A recorded outcome stays as it is; a run without one gives its attempt back.
         endRun(key, keepingRuns: run.outcome == nil ? run.attempt - 1 : nil)
     }
@@ -214,7 +214,7 @@ public final class FileRequestJournal: RequestJournal {
 
     /// Registers a waiter if this process runs the request of `key` and `digest`.
     private func runHere(_ key: String, digest: String) -> RunHere {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let run = state.runs[key] else { return .none }
             guard run.digest == digest else { return .otherRequest }
             state.nextWaiter += 1
@@ -226,7 +226,7 @@ public final class FileRequestJournal: RequestJournal {
     private func wait(for key: String, waiter: Int) async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let waiting = state.withLock { state -> Bool in
+                let waiting = state.withLockedValue { state -> Bool in
                     guard state.runs[key] != nil, !Task.isCancelled else { return false }
                     state.runs[key]!.waiters[waiter] = continuation
                     return true
@@ -234,7 +234,7 @@ public final class FileRequestJournal: RequestJournal {
                 if !waiting { continuation.resume() }
             }
         } onCancel: {
-            let continuation = state.withLock { $0.runs[key]?.waiters.removeValue(forKey: waiter) }
+            let continuation = state.withLockedValue { $0.runs[key]?.waiters.removeValue(forKey: waiter) }
             continuation?.resume()
         }
     }
@@ -242,7 +242,7 @@ public final class FileRequestJournal: RequestJournal {
     /// Ends the run of `key` here: the file keeps the outcome (finished) or the runs to remember
     /// (abandoned; empty at 0), is unlocked, and the waiters decide again.
     private func endRun(_ key: String, keepingRuns runs: Int?) {
-        guard let run = state.withLock({ $0.runs.removeValue(forKey: key) }) else { return }
+        guard let run = state.withLockedValue({ $0.runs.removeValue(forKey: key) }) else { return }
         // Changed while the lock is still held, so nobody reads it half-way.
         if let runs {
             if runs > 0 { try? writeRuns(runs, digest: run.digest, to: run.marker, key: key) } else { _ = ftruncate(run.marker.rawValue, 0) }
@@ -359,7 +359,7 @@ public final class FileRequestJournal: RequestJournal {
             }
             return entries.count - removed
         }
-        state.withLock { state in
+        state.withLockedValue { state in
             if let remaining { state.fileCount = remaining }
             state.pruning = false
         }

@@ -3,7 +3,7 @@ import OsloJSON
 import SystemSupport
 import ImageServices
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import OsloMessaging
 
 /// The worker's RPC methods (contract §3): `fetch_image`, `validate_image`, `show_image` and
@@ -218,14 +218,14 @@ public struct WorkerEndpoint: RPCEndpoint {
             group.addTask {
                 while true {
                     try await Task.sleep(for: interval)
-                    guard let (role, progress) = latest.value.withLock({ $0 }) else { continue }
+                    guard let (role, progress) = latest.value.withLockedValue({ $0 }) else { continue }
                     let elapsed = (ContinuousClock.now - started).seconds
                     let rate = elapsed > 0 && progress.phase != .queued ? Int64(Double(progress.bytes) / elapsed) : 0
                     try? await events.progress(task, role: role, progress: progress, rateBytesPerSecond: rate, context: context)
                 }
             }
             defer { group.cancelAll() }
-            let result = try await body { role, progress in latest.value.withLock { $0 = (role, progress) } }
+            let result = try await body { role, progress in latest.value.withLockedValue { $0 = (role, progress) } }
             group.cancelAll()
             while (try? await group.next()) != nil {}
             return result
@@ -235,5 +235,5 @@ public struct WorkerEndpoint: RPCEndpoint {
 
 /// The last progress a fetch reported, which the progress events repeat each interval.
 private final class LatestProgress: Sendable {
-    let value = Mutex<(role: ImageRole, progress: TransferProgress)?>(nil)
+    let value = NIOLockedValueBox<(role: ImageRole, progress: TransferProgress)?>(nil)
 }

@@ -1,11 +1,11 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A request journal inside one process, bounded to the most recent outcomes: enough for a
 /// single worker without a state folder, and for tests. It dies with the process, so it never
 /// sees an earlier run that crashed: every run it allows is attempt 1.
 public final class InMemoryRequestJournal: RequestJournal {
     private let capacity: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     fileprivate struct State {
         var finished: [String: Finished] = [:]
@@ -37,7 +37,7 @@ public final class InMemoryRequestJournal: RequestJournal {
         while true {
             try Task.checkCancellation()
             enum Step { case decided(JournalDecision), wait(Int) }
-            let step = state.withLock { state -> Step in
+            let step = state.withLockedValue { state -> Step in
                 if let run = state.running[uniqueID] {
                     guard run.fingerprint == fingerprint else { return .decided(.conflict) }
                     state.nextWaiter += 1
@@ -60,7 +60,7 @@ public final class InMemoryRequestJournal: RequestJournal {
     }
 
     public func record(uniqueID: String, outcome: RPCOutcome) async throws {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let run = state.running[uniqueID] else { return }
             if state.finished.updateValue(Finished(fingerprint: run.fingerprint, outcome: outcome, eventPublished: false), forKey: uniqueID) == nil {
                 state.finishedOrder.append(uniqueID)
@@ -74,7 +74,7 @@ public final class InMemoryRequestJournal: RequestJournal {
     }
 
     public func end(uniqueID: String, eventPublished: Bool) async {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
             if eventPublished { state.finished[uniqueID]?.eventPublished = true }
             return state.removeRun(uniqueID)
         }
@@ -82,7 +82,7 @@ public final class InMemoryRequestJournal: RequestJournal {
     }
 
     public func abandon(uniqueID: String) async {
-        let waiters = state.withLock { $0.removeRun(uniqueID) }
+        let waiters = state.withLockedValue { $0.removeRun(uniqueID) }
         for waiter in waiters { waiter.resume() }
     }
 
@@ -90,7 +90,7 @@ public final class InMemoryRequestJournal: RequestJournal {
     private func waitForRun(_ uniqueID: String, waiter: Int) async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let waiting = state.withLock { state -> Bool in
+                let waiting = state.withLockedValue { state -> Bool in
                     guard state.running[uniqueID] != nil, !Task.isCancelled else { return false }
                     state.running[uniqueID]!.waiters[waiter] = continuation
                     return true
@@ -98,7 +98,7 @@ public final class InMemoryRequestJournal: RequestJournal {
                 if !waiting { continuation.resume() }
             }
         } onCancel: {
-            let continuation = state.withLock { $0.running[uniqueID]?.waiters.removeValue(forKey: waiter) }
+            let continuation = state.withLockedValue { $0.running[uniqueID]?.waiters.removeValue(forKey: waiter) }
             continuation?.resume()
         }
     }

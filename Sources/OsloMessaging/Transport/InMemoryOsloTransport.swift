@@ -1,5 +1,5 @@
 import AMQPModel
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An oslo transport in memory, for tests of the server and the worker: tests hand it request
 /// bodies and read back what the server did with them (acks, rejects, replies, notifications).
@@ -19,7 +19,7 @@ public final class InMemoryOsloTransport: OsloTransport {
 
     private let requestContinuation: AsyncStream<AMQPDelivery>.Continuation
     private let eventContinuation: AsyncStream<Event>.Continuation
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct State {
         var nextTag: UInt64 = 1
@@ -42,7 +42,7 @@ public final class InMemoryOsloTransport: OsloTransport {
     @discardableResult
     public func deliver(body: [UInt8], contentType: String? = "application/json", redelivered: Bool = false, headers: AMQPTable? = nil,
                         exchange: String = "ironic") -> UInt64 {
-        let (tag, generation) = state.withLock { state -> (UInt64, UInt64) in
+        let (tag, generation) = state.withLockedValue { state -> (UInt64, UInt64) in
             defer { state.nextTag += 1 }
             return (state.nextTag, state.connectionGeneration)
         }
@@ -62,13 +62,13 @@ public final class InMemoryOsloTransport: OsloTransport {
 
     /// Makes replies to `replyQueue` fail as if the caller were gone.
     public func markReplyQueueGone(_ replyQueue: String) {
-        _ = state.withLock { $0.goneReplyQueues.insert(replyQueue) }
+        _ = state.withLockedValue { $0.goneReplyQueues.insert(replyQueue) }
     }
 
     /// Acts as if the connection had dropped and come back: deliveries made before cannot be
     /// settled any more (``canSettle(_:)`` is false for them).
     public func reconnect() {
-        state.withLock { $0.connectionGeneration += 1 }
+        state.withLockedValue { $0.connectionGeneration += 1 }
     }
 
     /// Ends the request stream (as a closed connection would) and, once what was recorded has
@@ -79,14 +79,14 @@ public final class InMemoryOsloTransport: OsloTransport {
     }
 
     public func startConsuming() async throws {
-        state.withLock { $0.consuming = true }
+        state.withLockedValue { $0.consuming = true }
     }
 
     public func stopConsuming() async {
-        state.withLock { $0.consuming = false }
+        state.withLockedValue { $0.consuming = false }
     }
 
-    public var isConsuming: Bool { state.withLock { $0.consuming } }
+    public var isConsuming: Bool { state.withLockedValue { $0.consuming } }
 
     public func acknowledge(_ delivery: AMQPDelivery) async {
         eventContinuation.yield(.acknowledged(deliveryTag: delivery.deliveryTag))
@@ -95,7 +95,7 @@ public final class InMemoryOsloTransport: OsloTransport {
     public func waitUntilReadyToPublish() async throws {}
 
     public func canSettle(_ delivery: AMQPDelivery) -> Bool {
-        state.withLock { $0.connectionGeneration == delivery.connectionGeneration }
+        state.withLockedValue { $0.connectionGeneration == delivery.connectionGeneration }
     }
 
     public func reject(_ delivery: AMQPDelivery, requeue: Bool) async {
@@ -103,7 +103,7 @@ public final class InMemoryOsloTransport: OsloTransport {
     }
 
     public func sendReply(_ reply: RPCReply, to replyQueue: String) async throws -> Bool {
-        if state.withLock({ $0.goneReplyQueues.contains(replyQueue) }) { return false }
+        if state.withLockedValue({ $0.goneReplyQueues.contains(replyQueue) }) { return false }
         eventContinuation.yield(.reply(reply, replyQueue: replyQueue))
         return true
     }
