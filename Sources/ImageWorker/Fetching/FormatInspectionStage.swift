@@ -76,7 +76,7 @@ public struct FormatInspectionStage: ImageTransformStage {
     static func inspect(_ staging: StagingFile, cancellation: BlockingWork.CancellationFlag) throws -> FormatInspection {
         let file = OwnedDescriptor(try SystemCallError.check(
             openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
-        let size = try file.status().st_size
+        let size = try file.fileStatus().size
         let detector = FormatDetector()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 4096)
         defer { buffer.deallocate() }
@@ -88,7 +88,7 @@ public struct FormatInspectionStage: ImageTransformStage {
             detector.feed(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
             offset += Int64(count)
         }
-        if detector.isDecided && Int64(size) > offset { detector.skip(Int64(size) - offset) }
+        if detector.isDecided && size > offset { detector.skip(size - offset) }
         return detector.finish()
     }
 }

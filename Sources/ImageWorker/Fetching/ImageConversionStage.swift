@@ -98,7 +98,7 @@ public struct ImageConversionStage: ImageTransformStage {
         let file = OwnedDescriptor(try SystemCallError.check(
             openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", output.finalPath))
         _ = try SystemCallError.check(fchmod(file.rawValue, output.mode), "chmod", output.finalPath)
-        let size = Int64(try file.status().st_size)
+        let size = try file.fileStatus().size
         let inspection = try FormatInspectionStage.inspect(output, cancellation: cancellation)
         let digests = try FileImageService.digests(of: file, algorithms: [algorithm], cancellation: cancellation)
         try file.sync()
