@@ -137,11 +137,13 @@ fi
 
 if wants formats; then
   phase "format inspector against oslo.utils' own (differential; fixtures made by qemu-img, qemu-io, sgdisk, xorriso)"
-  # oslo.utils >= 8 has the inspector (Debian's 6.0 does not): from PyPI, in a venv kept in .build.
+  # oslo.utils >= 8 has the inspector (Debian's 6.0 does not): from PyPI, in a venv kept in .build,
+  # pinned to the version Sources/ImageFormats ports.
+  OSLO_UTILS=10.2.0
   OSLO_VENV=$REPO_ROOT/.build/oslo-utils-venv
-  if ! "$OSLO_VENV/bin/python" -c 'import oslo_utils.imageutils.format_inspector' 2>/dev/null; then
-    python3 -m venv "$OSLO_VENV"
-    "$OSLO_VENV/bin/pip" install --quiet "oslo.utils>=8" cryptography
+  if [ "$("$OSLO_VENV/bin/python" -c 'import oslo_utils.version as v; print(v.version_info.release_string())' 2>/dev/null)" != "$OSLO_UTILS" ]; then
+    python3 -m venv --clear "$OSLO_VENV"
+    "$OSLO_VENV/bin/pip" install --quiet "oslo.utils==$OSLO_UTILS" cryptography
   fi
   "$OSLO_VENV/bin/python" Tests/Formats/differential.py "$BIN_DIR/image-worker"
 fi

@@ -2,7 +2,8 @@
 /// chunk boundaries (oslo.utils' `CaptureRegion` and `EndCaptureRegion`, kept byte for byte: the
 /// differential test holds our verdicts to theirs, quirks included).
 final class CaptureRegion {
-    /// Where the region starts in the stream (for a region at the end: where its data starts now).
+    /// Where the region starts in the stream (for a region at the end: where its data starts now);
+    /// never negative (sizes read from headers are clamped to `Int64.max`).
     private(set) var offset: Int64
     /// How many bytes it wants; a VHDX metadata region is cut short once its entry is found.
     var length: Int
@@ -49,7 +50,7 @@ final class CaptureRegion {
         let start = position - Int64(chunk.count)
         // oslo.utils' test, quirk included: a region created after its start went by captures
         // from where the stream is now.
-        guard (start <= offset && offset <= position) || (offset <= start && start <= offset + Int64(length)) else { return }
+        guard (start <= offset && offset <= position) || (offset <= start && start - offset <= Int64(length)) else { return }
         let gap = start < offset ? Int(offset - start) : 0
         if gap < chunk.count { data.append(contentsOf: chunk.dropFirst(gap)) }
         if data.count > length { data.removeLast(data.count - length) }

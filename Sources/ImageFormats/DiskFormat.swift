@@ -6,6 +6,9 @@ public enum DiskFormat: String, Sendable, CaseIterable, Codable {
     /// Formats `qemu-img convert` turns into raw when `force_raw_images` is set (§3.3 step 5).
     public var isConvertibleToRaw: Bool { [.qcow2, .vmdk, .vhd, .vhdx, .vdi].contains(self) }
 
+    /// The name `qemu-img -f` takes: qemu calls VHD `vpc`.
+    public var qemuName: String { self == .vhd ? "vpc" : rawValue }
+
     /// Raw bytes as a deploy agent writes them: raw, or raw carrying a GPT (Ironic's
     /// `RAW_IMAGE_FORMATS`).
     public var isRaw: Bool { self == .raw || self == .gpt }

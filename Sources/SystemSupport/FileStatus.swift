@@ -19,6 +19,8 @@ public struct FileStatus: Sendable, Hashable {
     public var kind: Kind
     public var inode: UInt64
     public var size: Int64
+    /// Bytes the file holds on the disk (`st_blocks` × 512): less than `size` for a sparse file.
+    public var allocatedBytes: Int64
     public var linkCount: UInt64
     /// Times in microseconds since the epoch.
     public var modificationMicroseconds: Int64
@@ -30,6 +32,7 @@ public struct FileStatus: Sendable, Hashable {
         kind = Self.kind(info.st_mode)
         inode = UInt64(info.st_ino)
         size = Int64(info.st_size)
+        allocatedBytes = Int64(info.st_blocks) * 512
         linkCount = UInt64(info.st_nlink)
         modificationMicroseconds = Self.microseconds(info.st_mtim)
         accessMicroseconds = Self.microseconds(info.st_atim)

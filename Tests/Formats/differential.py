@@ -100,6 +100,8 @@ def make_fixtures(folder):
     with open(path("descriptor-with-path.vmdk"), "w") as f:
         f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicSparse"\n\n'
                 '# Extent description\nRW 16384 SPARSE "/etc/shadow"\n\nddb.virtualHWVersion = "4"\n')
+    with open(path("descriptor-crlf-with-path.vmdk"), "w", newline="") as f:
+        f.write('# Disk DescriptorFile\r\nversion=1\r\ncreateType="monolithicSparse"\r\n#x\r\nRW 2048 FLAT "/etc/shadow" 0\r\n')
     qemu_img("disk.vdi", "vdi", "64M")
     with_data("disk.vdi", "vdi")
     qemu_img("disk.qed", "qed", "64M")

@@ -129,5 +129,14 @@ struct FormatDetectorTests {
         #expect(Self.inspect(descriptor("monolithicFlat", extent: "RW 2048 FLAT \"disk-flat.vmdk\" 0")).failures.map(\.reason) == ["Unsupported subformat"])
         #expect(Self.inspect(descriptor("monolithicSparse", extent: "RW 2048 SPARSE \"/etc/shadow\"")).failures.map(\.reason) == ["Invalid extent filenames found"])
         #expect(Self.inspect(descriptor("monolithicSparse", extent: "RW 2048 SPARSE \"disk.vmdk\"")).format == .vmdk)
+        // As Characters "\r\n" is one, which must not hide an extent line inside a comment.
+        let crlf = Array("# Disk DescriptorFile\r\nversion=1\r\ncreateType=\"monolithicSparse\"\r\n#x\r\nRW 2048 FLAT \"/etc/shadow\" 0\r\n".utf8)
+        #expect(Self.inspect(crlf).failures.map(\.reason) == ["Invalid extent filenames found"])
+    }
+
+    @Test("a size past Int64 in a header is clamped, never negative")
+    func hugeSizes() {
+        let inspection = Self.inspect(Self.qcow2(size: .max))
+        #expect(inspection.format == .qcow2 && inspection.virtualSize == .max)
     }
 }

@@ -75,8 +75,8 @@ class FormatSuite(harness.WorkerSuite):
 
 class FormatTests(FormatSuite):
     vhost_prefix = "formats"
-    # Ironic's default list and vmdk, so that a vmdk is converted; vhd stays outside.
-    worker_extra = {"conductor": {"permitted_image_formats": "raw, gpt, qcow2, iso, vmdk"}}
+    # Ironic's default list, vmdk and vhd, so that they are converted; vdi stays outside.
+    worker_extra = {"conductor": {"permitted_image_formats": "raw, gpt, qcow2, iso, vmdk, vhd"}}
 
     def test_a_qcow2_with_a_backing_file_is_refused(self):
         base = qemu_img(self.folder, "raw", "1M")
@@ -101,7 +101,7 @@ class FormatTests(FormatSuite):
         self.assertIn("declared raw but its content is qcow2", str(raised.exception))
 
     def test_a_format_outside_the_permitted_list_is_refused(self):
-        self.refused(read(qemu_img(self.folder, "vpc", "16M")), "vhd is not permitted", "permitted_image_formats: gpt, iso, qcow2, raw, vmdk")
+        self.refused(read(qemu_img(self.folder, "vdi", "16M")), "vdi is not permitted", "permitted_image_formats: gpt, iso, qcow2, raw, vhd, vmdk")
 
     def converted(self, fmt, *options):
         """An image of `fmt` with known data (qemu-io), and what `qemu-img convert` makes of it."""
@@ -134,6 +134,9 @@ class FormatTests(FormatSuite):
 
     def test_a_vmdk_is_converted_to_raw_as_qemu_img_converts_it(self):
         self.assert_converted("vmdk", *self.converted("vmdk", "-o", "subformat=monolithicSparse"))
+
+    def test_a_vhd_is_converted_to_raw_as_qemu_img_converts_it(self):
+        self.assert_converted("vhd", *self.converted("vpc"))
 
     def test_a_qcow2_of_1_pib_is_refused_at_once_with_nothing_left(self):
         data = read(qemu_img(self.folder, "qcow2", "1P"))

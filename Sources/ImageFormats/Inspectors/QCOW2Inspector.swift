@@ -31,7 +31,7 @@ final class QCOW2Inspector: FormatInspector {
         header = parsed.magic == Self.magic ? parsed : nil
     }
 
-    override func virtualSize(streamLength: Int64) throws -> Int64 { Int64(bitPattern: header?.size ?? 0) }
+    override func virtualSize(streamLength: Int64) throws -> Int64 { Int64(clamping: header?.size ?? 0) }
 
     override func formatMatches() throws -> Bool {
         region("header")!.isComplete && header?.magic == Self.magic

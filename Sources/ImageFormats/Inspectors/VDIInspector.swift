@@ -15,6 +15,6 @@ final class VDIInspector: FormatInspector {
 
     override func virtualSize(streamLength: Int64) throws -> Int64 {
         guard region("header")!.isComplete, try formatMatches() else { return 0 }
-        return Int64(bitPattern: try region("header")!.data.integer(UInt64.self, at: 0x170))
+        return Int64(clamping: try region("header")!.data.integer(UInt64.self, at: 0x170))
     }
 }

@@ -11,6 +11,6 @@ final class VHDInspector: FormatInspector {
 
     override func virtualSize(streamLength: Int64) throws -> Int64 {
         guard region("header")!.isComplete, try formatMatches() else { return 0 }
-        return Int64(bitPattern: try region("header")!.data.integer(UInt64.self, at: 40, bigEndian: true))
+        return Int64(clamping: try region("header")!.data.integer(UInt64.self, at: 40, bigEndian: true))
     }
 }

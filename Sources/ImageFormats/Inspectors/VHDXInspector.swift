@@ -41,7 +41,7 @@ final class VHDXInspector: FormatInspector {
             guard start + 32 <= header.count else { throw ImageFormatError("truncated region table") }
             if Self.guid(header[start..<(start + 16)]) == Self.metadataRegion {
                 // Only the table is needed: a header and up to 2047 entries of 32 bytes.
-                return CaptureRegion(offset: Int64(bitPattern: try header.integer(UInt64.self, at: start + 16)), length: 2048 * 32)
+                return CaptureRegion(offset: Int64(clamping: try header.integer(UInt64.self, at: start + 16)), length: 2048 * 32)
             }
         }
         return nil
@@ -63,7 +63,9 @@ final class VHDXInspector: FormatInspector {
                 let itemOffset = try buffer.integer(UInt32.self, at: start + 16)
                 let itemLength = min(Int(try buffer.integer(UInt32.self, at: start + 20)), Self.metadataTableMaximum)
                 metadata.length = buffer.count
-                return CaptureRegion(offset: metadata.offset + Int64(itemOffset), length: itemLength)
+                // Saturating: an offset past any stream is a region never reached (Python's integers do not wrap).
+                let (offset, overflow) = metadata.offset.addingReportingOverflow(Int64(itemOffset))
+                return CaptureRegion(offset: overflow ? .max : offset, length: itemLength)
             }
         }
         return nil
@@ -73,7 +75,7 @@ final class VHDXInspector: FormatInspector {
         guard let size = region("vds"), size.isComplete else { return 0 }
         // struct.unpack('<Q') of the whole item: anything but 8 bytes is an error.
         guard size.data.count == 8 else { throw ImageFormatError("virtual disk size item of \(size.data.count) bytes") }
-        return Int64(bitPattern: try size.data.integer(UInt64.self, at: 0))
+        return Int64(clamping: try size.data.integer(UInt64.self, at: 0))
     }
 }
 

@@ -107,8 +107,10 @@ final class VMDKInspector: FormatInspector {
         guard let descriptorText, !descriptorText.isEmpty else { throw SafetyViolation("No descriptor found") }
         guard let createType, Self.supportedTypes.contains(createType) else { throw SafetyViolation("Unsupported subformat") }
         var extents: [Substring] = []
-        for rawLine in descriptorText.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = rawLine.trimmingPythonWhitespace()
+        // Split on the byte 0x0A as Python does: as Characters, "\r\n" is one and would not split,
+        // so a CRLF descriptor's extent lines would hide inside the comment line before them.
+        for rawLine in descriptorText.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = Substring(String(String.UnicodeScalarView(rawLine))).trimmingPythonWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
             if line.hasPrefix("ddb") { continue }
             if let equals = line.firstIndex(of: "="), !line[..<equals].contains(" ") { continue }  // a header field

@@ -52,6 +52,7 @@ public struct FileImageService: ImageService {
             let known = memo.digests(for: file.status, algorithms: request.digestAlgorithms)
             do {
                 try request.destination.link(from: file.descriptor)
+                request.diskReservation?.release()  // a link takes no space
                 request.progress(TransferProgress(phase: .link, bytes: size, total: size))
                 let digests = try known ?? Self.digest(file, algorithms: request.digestAlgorithms, chunkSize: chunkSize, memo: memo,
                                                        cancellation: cancellation, progress: request.progress)

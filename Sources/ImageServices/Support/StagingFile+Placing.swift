@@ -31,15 +31,19 @@ extension StagingFile {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         var offset: Int64 = 0
-        while true {
-            if cancellation?.isCancelled == true { throw CancellationError() }
-            let count = try readRetrying(source.rawValue, buffer, offset: offset)
-            if count == 0 { break }
-            try reservation.cover(upTo: offset + Int64(count))
-            try writeAll(output.rawValue, UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            offset += Int64(count)
+        do {
+            while true {
+                if cancellation?.isCancelled == true { throw CancellationError() }
+                let count = try readRetrying(source.rawValue, buffer, offset: offset)
+                if count == 0 { break }
+                try reservation.cover(upTo: offset + Int64(count))
+                try writeAll(output.rawValue, UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                offset += Int64(count)
+            }
+            try output.sync()
+        } catch {
+            throw DiskSpace.explainingFull(error, in: directory.path)
         }
-        try output.sync()
         return .copy
     }
 }

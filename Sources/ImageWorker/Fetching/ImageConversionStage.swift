@@ -51,7 +51,7 @@ public struct ImageConversionStage: ImageTransformStage {
         let output = StagingFile(in: directory, finalName: image.staging.finalName, mode: image.staging.mode)
         let started = ContinuousClock.now
         do {
-            try await convert(image.staging, as: format, into: output, reference: reference, logger: context.logger)
+            try await convert(image.staging, as: format, into: output, reservation: reservation, reference: reference, logger: context.logger)
             let algorithm: HashAlgorithm = image.checksum.algorithm == .sha512 ? .sha512 : .sha256
             let (converted, size, digest) = try await BlockingWork.run { cancellation in
                 try Self.finish(output, algorithm: algorithm, cancellation: cancellation)
@@ -77,19 +77,62 @@ public struct ImageConversionStage: ImageTransformStage {
         }
     }
 
-    /// `qemu-img convert`, tried up to `attempts` times.
-    private func convert(_ input: StagingFile, as format: DiskFormat, into output: StagingFile, reference: String, logger: Logger) async throws {
-        let arguments = ["--as=\(settings.memoryLimitMiB << 20)", "--", "qemu-img", "convert", "-q", "-f", format.rawValue, "-O", "raw",
+    /// `qemu-img convert`, tried up to `attempts` times. While it runs, what it has allocated is
+    /// counted against the reservation once a second, so that the ledger does not count those
+    /// bytes twice (statvfs already does).
+    private func convert(_ input: StagingFile, as format: DiskFormat, into output: StagingFile, reservation: DiskReservation,
+                         reference: String, logger: Logger) async throws {
+        let arguments = ["--as=\(settings.memoryLimitMiB << 20)", "--", "qemu-img", "convert", "-q", "-f", format.qemuName, "-O", "raw",
                          input.temporaryPath, output.temporaryPath]
         var lastError = ""
         for attempt in 1...max(settings.attempts, 1) {
-            let result = try await Subprocess.run(.name("prlimit"), arguments: Arguments(arguments), output: .discarded, error: .string(limit: 4096))
-            if result.terminationStatus.isSuccess { return }
-            lastError = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
-            logger.warning("qemu-img convert failed", metadata: ["attempt": "\(attempt)", "status": "\(result.terminationStatus)", "error": "\(lastError)"])
+            // swift-subprocess kills the child on cancellation and returns its signal status: a
+            // cancelled task must end cancelled (and be requeued), not as a failed conversion.
+            try Task.checkCancellation()
+            var status: TerminationStatus = .exited(-1)
+            do {
+                // The conversion, and beside it a poller that stops when the conversion returns.
+                let ran = try await withThrowingTaskGroup(of: (TerminationStatus, String)?.self) { group in
+                    group.addTask {
+                        let result = try await Subprocess.run(.name("prlimit"), arguments: Arguments(arguments), output: .discarded,
+                                                              error: .string(limit: 1 << 20))
+                        return (result.terminationStatus, result.standardError)
+                    }
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: .seconds(1))
+                            _ = try? await BlockingWork.run { _ in try Self.coverAllocated(output, by: reservation) }
+                        }
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    while let next = try await group.next() {
+                        if let next { return next }
+                    }
+                    return (TerminationStatus.exited(-1), "")
+                }
+                status = ran.0
+                lastError = ran.1.trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                lastError = "\(error)"  // qemu-img could not be started, or wrote more than 1 MiB of errors
+            }
+            try Task.checkCancellation()
+            if status.isSuccess { return }
+            logger.warning("qemu-img convert failed", metadata: ["attempt": "\(attempt)", "status": "\(status)", "error": "\(lastError)"])
             await output.discardOffPool()
+            if lastError.contains("No space left on device") {
+                throw IronicError(.insufficientDiskSpace, "Disk volume where '\(output.directory.path)' is located ran out of space while image \(reference) was converted to raw.")
+            }
         }
         throw IronicError(.imageUnacceptable, "Image \(reference) could not be converted from \(format.rawValue) to raw after \(max(settings.attempts, 1)) attempts: \(lastError.prefix(500))")
+    }
+
+    /// Counts the blocks the output holds so far as written.
+    private static func coverAllocated(_ output: StagingFile, by reservation: DiskReservation) throws {
+        guard let info = try output.directory.fileStatus(of: output.temporaryName) else { return }
+        try reservation.cover(upTo: info.allocatedBytes)
     }
 
     /// Sets the output's mode, inspects it again and hashes it (one read).

@@ -10,7 +10,8 @@ import Glibc
 /// 2. **transfer and verify** (``ImageTransferStage``): the bytes into a staging file next to the
 ///    final name, through the master image cache when it applies, checked against the checksum;
 /// 3. **transform** (``ImageTransformStage``s, on the disk image): format inspection
-///    (``FormatInspectionStage``) as the worker configures it;
+///    (``FormatInspectionStage``) and conversion to raw (``ImageConversionStage``) as the worker
+///    configures them;
 /// 4. **place** (``ImagePlacement``): only when every image is good, each renamed into place.
 ///
 /// On any failure every staging file is removed: nothing partial is ever left under a final name.
