@@ -78,6 +78,23 @@ class FormatTests(FormatSuite):
     # Ironic's default list, vmdk and vhd, so that they are converted; vdi stays outside.
     worker_extra = {"conductor": {"permitted_image_formats": "raw, gpt, qcow2, iso, vmdk, vhd"}}
 
+    @classmethod
+    def setUpClass(cls):
+        cls.metrics_port = harness.free_port()
+        cls.worker_extra = dict(cls.worker_extra, image_worker={"metrics_address": "127.0.0.1:%d" % cls.metrics_port})
+        super().setUpClass()
+
+    def test_z_metrics_count_inspections_refusals_and_conversions(self):
+        # Runs last (unittest sorts by name): every test above has counted by now.
+        samples = harness.scrape(self.metrics_port)
+        for name, least in (('image_worker_image_refusals_total{reason="unsafe"}', 4),
+                            ('image_worker_image_refusals_total{reason="not_permitted"}', 1),
+                            ('image_worker_image_refusals_total{reason="format_mismatch"}', 2),
+                            ('image_worker_image_inspections_total{format="qcow2"}', 3),
+                            ('image_worker_image_conversions_total{from="qcow2"}', 1),
+                            ('image_worker_image_conversions_total{from="vmdk"}', 1)):
+            self.assertGreaterEqual(samples.get(name, 0), least, name)
+
     def test_a_qcow2_with_a_backing_file_is_refused(self):
         base = qemu_img(self.folder, "raw", "1M")
         self.refused(read(qemu_img(self.folder, "qcow2", "64M", "-b", base, "-F", "raw")), "backing_file", "Image has a backing file")

@@ -57,14 +57,18 @@ public struct FormatInspectionStage: ImageTransformStage {
             "format": "\(inspection.format?.rawValue ?? "none")", "virtual_size": "\(inspection.virtualSize.map(String.init) ?? "unknown")",
             "safe": "\(inspection.isSafe)", "seconds": "\((ContinuousClock.now - started).seconds)",
         ])
+        WorkerMetrics.imageInspected(inspection.format)
         guard inspection.isSafe, let format = inspection.format else {
+            WorkerMetrics.imageRefused(.unsafe)
             throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its content failed inspection (\(inspection.reasons.joined(separator: "; "))).")
         }
         guard policy.permits(format) else {
+            WorkerMetrics.imageRefused(.notPermitted)
             throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its format \(format.rawValue) is not permitted "
                 + "([conductor] permitted_image_formats: \(policy.permittedFormats.sorted().joined(separator: ", "))).")
         }
         if let declared = image.plan.declaredFormat, !FormatPolicy.agrees(declared: declared, detected: format) {
+            WorkerMetrics.imageRefused(.formatMismatch)
             throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: it is declared \(declared) but its content is \(format.rawValue).")
         }
         var inspected = image

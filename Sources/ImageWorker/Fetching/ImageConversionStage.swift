@@ -57,8 +57,10 @@ public struct ImageConversionStage: ImageTransformStage {
                 try Self.finish(output, algorithm: algorithm, cancellation: cancellation)
             }
             guard converted.isSafe, let convertedFormat = converted.format, convertedFormat.isRaw else {
+                WorkerMetrics.imageRefused(.conversionFailed)
                 throw IronicError(.imageUnacceptable, "Image \(reference) was converted to raw, but its format is now \(converted.format?.rawValue ?? "unknown").")
             }
+            WorkerMetrics.imageConverted(from: format, duration: ContinuousClock.now - started)
             context.logger.info("image converted to raw", metadata: [
                 "from": "\(format.rawValue)", "virtual_size": "\(inspection.virtualSize ?? 0)", "size": "\(size)",
                 "seconds": "\((ContinuousClock.now - started).seconds)",
@@ -126,6 +128,7 @@ public struct ImageConversionStage: ImageTransformStage {
                 throw IronicError(.insufficientDiskSpace, "Disk volume where '\(output.directory.path)' is located ran out of space while image \(reference) was converted to raw.")
             }
         }
+        WorkerMetrics.imageRefused(.conversionFailed)
         throw IronicError(.imageUnacceptable, "Image \(reference) could not be converted from \(format.rawValue) to raw after \(max(settings.attempts, 1)) attempts: \(lastError.prefix(500))")
     }
 

@@ -1,4 +1,5 @@
 import Prometheus
+import ImageFormats
 import ImageServices
 import CoreMetrics
 import Metrics
@@ -36,6 +37,32 @@ public enum WorkerMetrics {
     /// A lookup in the master image cache: `image_worker_cache_hits_total` or `_misses_total`.
     static func cacheLookup(hit: Bool) {
         Counter(label: hit ? "image_worker_cache_hits_total" : "image_worker_cache_misses_total").increment()
+    }
+
+    /// Why an image was refused by the format rules (contract §3.3).
+    enum FormatRefusal: String {
+        case unsafe, notPermitted = "not_permitted", formatMismatch = "format_mismatch", conversionFailed = "conversion_failed"
+    }
+
+    /// A disk image inspected: `image_worker_image_inspections_total{format}` (`none` when no
+    /// single format could be decided).
+    static func imageInspected(_ format: DiskFormat?) {
+        Counter(label: "image_worker_image_inspections_total", dimensions: [("format", format?.rawValue ?? "none")]).increment()
+    }
+
+    /// An image refused by the format rules: `image_worker_image_refusals_total{reason}`.
+    static func imageRefused(_ reason: FormatRefusal) {
+        Counter(label: "image_worker_image_refusals_total", dimensions: [("reason", reason.rawValue)]).increment()
+    }
+
+    /// An image converted to raw: `image_worker_image_conversions_total{from}` and
+    /// `image_worker_image_conversion_duration_seconds{from}`.
+    static func imageConverted(from format: DiskFormat, duration: Duration) {
+        let dimensions = [("from", format.rawValue)]
+        Counter(label: "image_worker_image_conversions_total", dimensions: dimensions).increment()
+        let (seconds, attoseconds) = duration.components
+        Timer(label: "image_worker_image_conversion_duration_seconds", dimensions: dimensions)
+            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     /// Masters evicted: `image_worker_cache_evictions_total` and `image_worker_cache_evicted_bytes_total`.
