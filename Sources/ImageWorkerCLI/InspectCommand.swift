@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ImageFormats
+import ImageWorker
 import SystemSupport
 
 #if canImport(Glibc)
@@ -52,21 +53,10 @@ struct InspectCommand: ParsableCommand {
         if !report.safe { throw ExitCode(1) }
     }
 
-    /// Reads the whole file through a ``FormatDetector``.
+    /// Inspects the file as the worker inspects a fetched image.
     static func inspect(path: String) throws -> FormatInspection {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        let file = OwnedDescriptor(fd)
-        let detector = FormatDetector()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while true {
-            let count = try readRetrying(file.rawValue, buffer, offset: offset)
-            if count == 0 { break }
-            detector.feed(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            offset += Int64(count)
-        }
-        return detector.finish()
+        return try FormatInspectionStage.inspect(OwnedDescriptor(fd))
     }
 }

@@ -133,7 +133,7 @@ public struct ConfigurationSources: Sendable {
 
     /// A list option, else its default (or `fallback`).
     public func list(_ option: ConfigurationOption, default fallback: [String]? = nil) -> [String] {
-        list(option.section, option.name, default: fallback ?? option.defaultValue.map { [$0] } ?? [])
+        list(option.section, option.name, default: fallback ?? option.defaultValue.map(Self.listItems) ?? [])
     }
 
     /// A string option.
@@ -183,7 +183,13 @@ public struct ConfigurationSources: Sendable {
     /// A list option: comma-separated, blanks trimmed, empty items dropped.
     public func list(_ section: String, _ name: String, default defaultValue: [String]) -> [String] {
         guard let value = raw(section, name) else { return defaultValue }
-        return value.split(whereSeparator: { $0 == "," || $0 == "\n" }).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+        return Self.listItems(value)
+    }
+
+    /// The items of a list value (or of a list option's default): comma- or line-separated,
+    /// blanks trimmed, empty items dropped.
+    static func listItems(_ text: String) -> [String] {
+        text.split(whereSeparator: { $0 == "," || $0 == "\n" }).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
     }
 
     /// oslo.config's strict boolean words.

@@ -258,7 +258,7 @@ public struct WorkerConfiguration: Sendable {
     /// `[conductor] permitted_image_formats` (names the inspector knows) and
     /// `disable_deep_image_inspection`.
     static func formatPolicy(_ sources: ConfigurationSources) throws(ConfigurationError) -> FormatPolicy {
-        let permitted = sources.list(WorkerOptions.permittedImageFormats, default: ["raw", "gpt", "qcow2", "iso"]).map { $0.lowercased() }
+        let permitted = sources.list(WorkerOptions.permittedImageFormats).map { $0.lowercased() }
         for name in permitted where DiskFormat(rawValue: name) == nil {
             throw ConfigurationError(WorkerOptions.permittedImageFormats, "'\(name)' is not a format the inspector knows (\(DiskFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
         }

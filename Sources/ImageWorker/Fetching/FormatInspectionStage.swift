@@ -80,13 +80,19 @@ public struct FormatInspectionStage: ImageTransformStage {
     static func inspect(_ staging: StagingFile, cancellation: BlockingWork.CancellationFlag) throws -> FormatInspection {
         let file = OwnedDescriptor(try SystemCallError.check(
             openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
+        return try inspect(file, cancellation: cancellation)
+    }
+
+    /// Reads an open image file from its start through a detector until the format is decided;
+    /// the rest of the file is counted, not read (blocking: call it off the cooperative pool).
+    public static func inspect(_ file: OwnedDescriptor, cancellation: BlockingWork.CancellationFlag? = nil) throws -> FormatInspection {
         let size = try file.fileStatus().size
         let detector = FormatDetector()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 4096)
         defer { buffer.deallocate() }
         var offset: Int64 = 0
         while !detector.isDecided {
-            if cancellation.isCancelled { throw CancellationError() }
+            if cancellation?.isCancelled == true { throw CancellationError() }
             let count = try readRetrying(file.rawValue, buffer, offset: offset)
             if count == 0 { break }
             detector.feed(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
