@@ -4,7 +4,7 @@
 # image-worker, and whether each target of issue 6 holds). Not a test: it prints figures.
 #
 #   deploy/bench.sh [RUNS]          RUNS per row, default 10
-#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: hash, http, glance, file, e2e, scale, cluster
+#   BENCH_ONLY=http,e2e deploy/bench.sh    some groups only: hash, http, formats, glance, file, e2e, scale, cluster
 #   OPENSSL_ia32cap=:~0x20000000 deploy/bench.sh   as on a CPU without SHA extensions (libcrypto,
 #                                   BoringSSL and Python's hashlib all honour the mask)
 #
@@ -24,8 +24,8 @@ source "$REPO_ROOT/deploy/lib/glance.sh"
 
 RUNS=${1:-10}
 require_swift
-ensure_packages pkg-config librabbitmq-dev rabbitmq-server nginx curl time openssl glance-api \
-  python3-ironic python3-oslo.messaging python3-pika python3-requests
+ensure_packages "${BUILD_PACKAGES[@]}" rabbitmq-server nginx curl time openssl glance-api \
+  python3-ironic python3-oslo.messaging python3-pika python3-requests qemu-utils zstd
 cd "$REPO_ROOT"
 log "building the release binaries (the first build takes a few minutes)"
 swift build -c release --product image-worker >/dev/null
@@ -66,6 +66,19 @@ head -c 64M /dev/urandom > "$DATA/img-64M.bin"
 head -c 1G /dev/urandom > "$DATA/img-1024M.bin"
 head -c 256K /dev/urandom > "$DATA/img-256K.bin"
 cp "$DATA/img-1024M.bin" "$WORK/sources/img-1024M.bin"
+# The formats group: a 1 GiB disk with 512 MiB of data (1 MiB of random bytes every 2 MiB), as a
+# qcow2 and as zstd-compressed raw.
+/usr/bin/python3 - "$WORK/disk-1G.raw" <<'PY'
+import os, sys
+with open(sys.argv[1], "wb") as disk:
+    disk.truncate(1 << 30)
+    for offset in range(0, 1 << 30, 2 << 20):
+        disk.seek(offset)
+        disk.write(os.urandom(1 << 20))
+PY
+qemu-img convert -f raw -O qcow2 "$WORK/disk-1G.raw" "$DATA/disk-1G.qcow2"
+zstd -q -T0 "$WORK/disk-1G.raw" -o "$DATA/disk-1G.raw.zst"
+rm "$WORK/disk-1G.raw"
 GLANCE_IMAGE=$(curl -sf -X POST -H 'Content-Type: application/json' \
   -d '{"name": "bench-1G", "disk_format": "raw", "container_format": "bare", "visibility": "public"}' \
   "$GLANCE_URL/v2/images" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')

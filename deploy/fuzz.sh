@@ -21,7 +21,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 export PATH=/opt/swift/usr/bin:$PATH
 require_swift
-ensure_packages pkg-config librabbitmq-dev libssl-dev
+ensure_packages "${BUILD_PACKAGES[@]}" libssl-dev
 
 seconds=${1:-60}
 [[ $seconds =~ ^[0-9]+$ ]] || die "SECONDS must be a whole number, not '$seconds'"

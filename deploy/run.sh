@@ -35,7 +35,8 @@ STATE_DIR=${IMAGE_WORKER_STATE_DIR:-$REPO_ROOT/.run}
 mkdir -p "$STATE_DIR/images" "$STATE_DIR/sources"
 
 require_swift
-ensure_packages pkg-config librabbitmq-dev
+# qemu-utils: qemu-img converts qcow2, vmdk, vhd, vhdx and vdi images to raw ([DEFAULT] force_raw_images).
+ensure_packages "${BUILD_PACKAGES[@]}" qemu-utils
 cd "$REPO_ROOT"
 log "building the release binary (the first build takes a few minutes)"
 swift build -c release --product image-worker

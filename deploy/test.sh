@@ -38,9 +38,9 @@ source "$REPO_ROOT/deploy/lib/glance.sh"
 source "$REPO_ROOT/deploy/lib/tinyproxy.sh"
 
 require_swift
-ensure_packages pkg-config librabbitmq-dev rabbitmq-server openssl curl nginx glance-api tinyproxy \
+ensure_packages "${BUILD_PACKAGES[@]}" rabbitmq-server openssl curl nginx glance-api tinyproxy \
   python3-oslo.messaging python3-pika python3-ironic python3-yaml \
-  qemu-utils gdisk xorriso dosfstools python3-venv
+  qemu-utils gdisk xorriso dosfstools python3-venv zstd xz-utils bzip2
 cd "$REPO_ROOT"
 
 PHASES=swift,formats,fuzz,interop,faults,deploy,quickstart

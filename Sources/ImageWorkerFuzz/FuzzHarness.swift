@@ -1,4 +1,5 @@
 import AMQPModel
+import ImageCompression
 import ImageFormats
 import ImageServices
 import ImageWorker
@@ -26,6 +27,7 @@ struct FuzzHarness: Sendable {
         FuzzHarness(name: "http-date", run: { httpDate(text($0)) }),
         FuzzHarness(name: "content-range", run: { contentRange(text($0)) }),
         FuzzHarness(name: "format-inspector", run: formatInspector),
+        FuzzHarness(name: "decompressors", run: decompressors),
     ]
 
     static func named(_ name: String) -> FuzzHarness? {
@@ -58,6 +60,42 @@ struct FuzzHarness: Sendable {
         check(pieces.finish() == verdict, "the verdict depends on how the stream is cut")
         check(verdict.streamLength == Int64(bytes.count), "the stream's length is miscounted")
         if verdict.isSafe { check(verdict.format != nil && verdict.problem == nil && verdict.virtualSize != nil, "a safe verdict without a format or size") }
+    }
+
+    /// The four decompressors on hostile streams (the first byte picks one): never a crash, and
+    /// what comes out (its length and an FNV-1a hash, at most 16 MiB of it) and whether the stream
+    /// is refused do not depend on how the stream is cut.
+    static func decompressors(_ bytes: [UInt8]) {
+        guard let selector = bytes.first else { return }
+        let compression = ImageCompression.allCases[Int(selector) % ImageCompression.allCases.count]
+        let stream = Array(bytes.dropFirst())
+        struct Enough: Error {}
+        func decompress(piece: Int) -> (count: Int, hash: UInt64, refused: Bool) {
+            var count = 0, hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            func accept(_ output: UnsafeRawBufferPointer) throws {
+                for byte in output.prefix((16 << 20) - count) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+                count += output.count
+                if count >= 16 << 20 { throw Enough() }
+            }
+            do {
+                let decompressor = try compression.makeDecompressor()
+                var start = 0
+                while start < stream.count {
+                    try stream[start..<min(start + piece, stream.count)].withUnsafeBytes { try decompressor.decompress($0, output: accept) }
+                    start += piece
+                }
+                try decompressor.finish(output: accept)
+                return (count, hash, false)
+            } catch is Enough {
+                return (16 << 20, hash, false)
+            } catch {
+                return (min(count, 16 << 20), hash, true)
+            }
+        }
+        let whole = decompress(piece: max(stream.count, 1))
+        let cut = decompress(piece: 61)
+        check(whole.refused == cut.refused, "whether the stream is refused depends on how it is cut")
+        if !whole.refused { check(whole.count == cut.count && whole.hash == cut.hash, "the output depends on how the stream is cut") }
     }
 
     /// Python-compatible JSON: whatever parses is written back, and the written text parses to

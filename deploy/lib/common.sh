@@ -11,6 +11,10 @@ export REPO_ROOT
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# What building the worker needs from Debian: librabbitmq (CRabbitMQ, through pkg-config; it brings
+# libssl-dev's libcrypto) and the four decompression libraries (CCompression).
+BUILD_PACKAGES=(pkg-config librabbitmq-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev)
+
 # ensure_packages PACKAGE...: installs, with apt, those of the Debian packages that are missing.
 ensure_packages() {
   local missing=() package
