@@ -103,7 +103,10 @@ public struct TransferProgress: Sendable, Hashable {
     public enum Phase: String, Sendable, Hashable {
         /// Waiting for a connection to the image's server (`max_connections_per_host` are busy).
         case queued
-        case resolve, download, verify, link
+        case resolve, download, verify
+        /// The transform stages of contract §3.3, on the disk image.
+        case decompress, inspect, convert
+        case link
     }
 
     public var phase: Phase

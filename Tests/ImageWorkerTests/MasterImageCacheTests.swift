@@ -59,22 +59,23 @@ struct MasterImageCacheTests {
         let fetcher: ImageFetcher
         let service: ScriptedImageService
 
-        init(service: ScriptedImageService, sizeLimit: Int64 = 1 << 30, ttl: Duration = .seconds(3600), imageFileMode: mode_t = 0o644) throws {
-            root = try TemporaryDirectory(prefix: "cache")
+        init(service: ScriptedImageService, sizeLimit: Int64 = 1 << 30, ttl: Duration = .seconds(3600), imageFileMode: mode_t = 0o644,
+             transforms: [any ImageTransformStage] = [], sharing shared: TemporaryDirectory? = nil) throws {
+            root = try shared ?? TemporaryDirectory(prefix: "cache")
             cache = try MasterImageCache(settings: .init(directory: root.appending("masters"), sizeLimitBytes: sizeLimit, timeToLive: ttl,
                                                          imageFileMode: imageFileMode),
                                          logger: Logger(label: "cache"))
             store = try NodeImageStore(path: root.appending("images"))
             var registry = ImageServiceRegistry()
             registry.register(service)
-            fetcher = ImageFetcher(registry: registry, checksums: .init(requireChecksums: false), cache: cache)
+            fetcher = ImageFetcher(registry: registry, checksums: .init(requireChecksums: false), cache: cache, transforms: transforms)
             self.service = service
         }
 
         func fetch(_ node: String = UUID().uuidString.lowercased(), _ reference: String = "scripted://images/base.img", checksum: String? = nil,
-                   context: ImageRequestContext) async throws -> ResolvedImage {
+                   context: ImageRequestContext, progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }) async throws -> ResolvedImage {
             let arguments = try FetchImageArguments(nodeUUID: node, instanceInfo: InstanceInfo(imageSource: reference, imageChecksum: checksum))
-            return try await fetcher.fetch(arguments, into: store, context: context) { _, _ in }.images[0]
+            return try await fetcher.fetch(arguments, into: store, context: context) { _, report in progress(report) }.images[0]
         }
 
         func inode(_ path: String) throws -> UInt64 {

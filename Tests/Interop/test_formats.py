@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 import uuid
 
 import harness
@@ -165,6 +166,11 @@ class FormatTests(FormatSuite):
         folder = os.path.join(self.worker.images_dir, node)
         self.assertEqual(os.listdir(folder) if os.path.isdir(folder) else [], [])
 
+    def test_a_zstd_frame_declaring_a_pebibyte_is_refused_for_the_free_space_at_once(self):
+        started = time.monotonic()
+        self.refused(zstd_frame_declaring(1 << 50), "decompressed size exceeds the free space")
+        self.assertLess(time.monotonic() - started, 30)
+
     def test_a_gpt_disk_is_gpt_and_raw_in_instance_info(self):
         node, result = self.fetch(mbr_disk(), image_disk_format="raw")
         image = result["images"]["image"]
@@ -209,3 +215,149 @@ class InspectionDisabledTests(FormatSuite):
         self.assertNotIn("virtual_size", image)
         self.assertEqual(image["disk_format"], "raw", "the declared format, unchecked")
         self.assertEqual(read(image["path"]), data, "converted although nothing was inspected")
+
+
+def compressed(data, compression, *options):
+    """`data` compressed by the compression's own tool, reading stdin (so zstd declares no size)."""
+    tool = {"zstd": ["zstd", "-q", "-c"], "gzip": ["gzip", "-c"], "xz": ["xz", "-c"], "bzip2": ["bzip2", "-c"]}[compression]
+    return subprocess.run(tool + list(options), input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def zstd_frame_declaring(size):
+    """A zstd frame header that declares `size` decompressed bytes, and one empty raw block."""
+    # Frame_Header_Descriptor 0xC0: an 8-byte Frame_Content_Size, a Window_Descriptor, no checksum.
+    return b"\x28\xb5\x2f\xfd" + bytes([0xC0, 0x00]) + struct.pack("<Q", size) + bytes([0x01, 0x00, 0x00])
+
+
+def raw_disk():
+    """Random bytes, a long run of zeros (a hole once placed), random bytes."""
+    return os.urandom(1 << 20) + bytes(15 << 20) + os.urandom(65536)
+
+
+class CompressionTests(FormatSuite):
+    """Contract §3.3 step 2 through the real worker, with [image_worker] max_image_size at 256 MiB."""
+    vhost_prefix = "formats-compressed"
+    max_image_size = 256 << 20
+    worker_extra = {"image_worker": {"max_image_size": str(256 << 20)}}
+
+    def assert_decompressed(self, compression):
+        data = raw_disk()
+        served = compressed(data, compression)
+        node, result = self.fetch(served)
+        image = result["images"]["image"]
+        sha = hashlib.sha256(data).hexdigest()
+        self.assertEqual((image["disk_format"], image["size"], image["virtual_size"]), ("raw", len(data), len(data)))
+        self.assertEqual(image["checksum"], {"algo": "sha256", "value": sha})
+        self.assertEqual(image["source"], {"disk_format": "raw", "compression": compression, "size": len(served),
+                                           "checksum": {"algo": "sha256", "value": hashlib.sha256(served).hexdigest()}})
+        self.assertEqual(read(image["path"]), data, "the decompressed bytes differ")
+        self.assertLess(os.stat(image["path"]).st_blocks * 512, 4 << 20, "the zeros were written, not left as a hole")
+        info = result["instance_info"]
+        self.assertEqual((info["image_disk_format"], info["image_os_hash_value"], info["image_size"]), ("raw", sha, len(data)))
+        self.assertIsNone(info["image_checksum"])
+        self.assertEqual([f for f in os.listdir(os.path.dirname(image["path"])) if f.startswith(".")], [], "staging files left")
+
+    def test_a_zstd_image_is_decompressed(self):
+        self.assert_decompressed("zstd")
+
+    def test_a_gzip_image_is_decompressed(self):
+        self.assert_decompressed("gzip")
+
+    def test_an_xz_image_is_decompressed(self):
+        self.assert_decompressed("xz")
+
+    def test_a_bzip2_image_is_decompressed(self):
+        self.assert_decompressed("bzip2")
+
+    def test_a_zstd_qcow2_is_decompressed_then_converted(self):
+        source = qemu_img(self.folder, "qcow2", "64M")
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 2M 1M", source], check=True, stdout=subprocess.DEVNULL)
+        raw = source + ".raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", source, raw], check=True)
+        served = compressed(read(source), "zstd")
+        node, result = self.fetch(served)
+        image = result["images"]["image"]
+        self.assertEqual((image["disk_format"], image["size"]), ("raw", 64 << 20))
+        self.assertEqual(image["source"]["disk_format"], "qcow2")
+        self.assertEqual(image["source"]["compression"], "zstd")
+        self.assertEqual(image["source"]["checksum"]["value"], hashlib.sha256(served).hexdigest())
+        self.assertEqual(read(image["path"]), read(raw))
+
+    def assert_bomb_refused(self, served, *words):
+        started = time.monotonic()
+        self.refused(served, *words)
+        self.assertLess(time.monotonic() - started, 60, "the bomb was not stopped early")
+        masters = os.path.join(self.worker.state_dir, "master_images")
+        self.assertEqual([f for f in os.listdir(masters) if f.startswith(".staging")], [], "a staging file stayed in the cache")
+
+    def test_a_zstd_bomb_stops_at_max_image_size_with_nothing_left(self):
+        # 1 GiB of zeros in about 32 KiB, with no size declared: stopped once 256 MiB came out.
+        bomb = compressed(bytes(1 << 30), "zstd")
+        self.assertLess(len(bomb), 1 << 20)
+        self.assert_bomb_refused(bomb, "decompressed size exceeds [image_worker] max_image_size (268435456 bytes)")
+
+    def test_a_zstd_frame_declaring_a_pebibyte_is_refused_before_any_work(self):
+        self.assert_bomb_refused(zstd_frame_declaring(1 << 50), "max_image_size")
+
+    def test_a_truncated_gzip_image_is_refused(self):
+        served = compressed(raw_disk(), "gzip")
+        self.refused(served[:len(served) // 2], "gzip content does not decompress", "truncated")
+
+    def test_a_second_node_is_a_cache_hit_on_the_converted_master(self):
+        source = qemu_img(self.folder, "qcow2", "32M")
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", source], check=True, stdout=subprocess.DEVNULL)
+        served = compressed(read(source), "zstd")
+        url, sha = self.serve(served)
+        results = []
+        for _ in range(2):
+            node = str(uuid.uuid4())
+            results.append(self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": url, "image_checksum": sha}))
+        first, second = (r["images"]["image"] for r in results)
+        self.assertEqual((first["cache"], second["cache"]), ("miss", "hit"))
+        self.assertEqual(second["transfer"], "hardlink")
+        self.assertEqual(os.stat(first["path"]).st_ino, os.stat(second["path"]).st_ino, "the second node's disk is not the master")
+        for key in ("disk_format", "size", "virtual_size", "checksum", "source"):
+            self.assertEqual(first[key], second[key], key)
+        self.assertEqual(second["source"]["disk_format"], "qcow2")
+        self.assertEqual(results[1]["instance_info"]["image_os_hash_value"], first["checksum"]["value"])
+        # The master holds the converted bytes: the hit was judged by its source's format.
+        self.assertEqual(read(second["path"])[:1 << 20], b"\x11" * (1 << 20))
+
+    def test_a_cached_converted_master_is_still_checked_against_the_declared_format(self):
+        data = read(qemu_img(self.folder, "qcow2", "16M"))
+        url, sha = self.serve(data)
+        self.conductor.call("fetch_image", node_uuid=str(uuid.uuid4()), instance_info={"image_source": url, "image_checksum": sha})
+        node = str(uuid.uuid4())
+        with self.assertRaises(Exception) as raised:
+            self.conductor.call("fetch_image", node_uuid=node, instance_info={"image_source": url, "image_checksum": sha,
+                                                                              "image_disk_format": "raw"})
+        self.assertIn("declared raw but its content is qcow2", str(raised.exception))
+
+    def test_a_glance_qcow2_is_converted_once_and_linked_for_the_next_node(self):
+        data = read(qemu_img(self.folder, "qcow2", "16M"))
+        image_id = harness.glance_image(data, properties={"disk_format": "qcow2"})
+        results = [self.conductor.call("fetch_image", node_uuid=str(uuid.uuid4()), instance_info={"image_source": image_id})
+                   for _ in range(2)]
+        first, second = (r["images"]["image"] for r in results)
+        self.assertEqual((first["cache"], second["cache"]), ("miss", "hit"))
+        self.assertEqual((first["disk_format"], second["disk_format"]), ("raw", "raw"))
+        self.assertEqual(second["source"]["disk_format"], "qcow2")
+        self.assertEqual(os.stat(first["path"]).st_ino, os.stat(second["path"]).st_ino)
+
+
+class DecompressionDisabledTests(FormatSuite):
+    vhost_prefix = "formats-nodecompress"
+    worker_extra = {"conductor": {"disable_zstandard_decompression": "true"}}
+
+    def test_zstd_is_left_compressed_when_ironic_s_option_says_so_and_is_then_raw(self):
+        data = raw_disk()
+        served = compressed(data, "zstd")
+        node, result = self.fetch(served)
+        image = result["images"]["image"]
+        self.assertEqual(read(image["path"]), served)
+        self.assertEqual(image["source"]["compression"], None)
+
+    def test_gzip_is_still_decompressed(self):
+        data = raw_disk()
+        node, result = self.fetch(compressed(data, "gzip"))
+        self.assertEqual(read(result["images"]["image"]["path"]), data)

@@ -9,8 +9,15 @@ enum CacheKey {
     /// RFC 4122's namespace for URLs, `6ba7b811-9dad-11d1-80b4-00c04fd430c8`.
     private static let urlNamespace: [UInt8] = [0x6B, 0xA7, 0xB8, 0x11, 0x9D, 0xAD, 0x11, 0xD1, 0x80, 0xB4, 0x00, 0xC0, 0x4F, 0xD4, 0x30, 0xC8]
 
-    static func key(for reference: ImageReference, service: any ImageService) -> String {
-        service.cacheKey(for: reference) ?? uuid5(name: reference.original)
+    static func key(for reference: ImageReference, service: any ImageService, variant: String? = nil) -> String {
+        let key = service.cacheKey(for: reference) ?? uuid5(name: reference.original)
+        return variant.map { "\(key)_\(Self.variant($0))" } ?? key
+    }
+
+    /// The suffix for transform settings: the first 12 hex digits of their SHA-1 (the settings
+    /// themselves are kept in the master's record).
+    static func variant(_ settings: String) -> String {
+        String(Hex.lowercase(MultiDigest.bytes(.sha1, of: Array(settings.utf8))).prefix(12))
     }
 
     /// A name-based (SHA-1) UUID, as Python's `uuid.uuid5(uuid.NAMESPACE_URL, name)`.

@@ -1,6 +1,7 @@
 import OsloJSON
 import SystemSupport
 import Foundation
+import ImageFormats
 import ImageServices
 
 #if canImport(Glibc)
@@ -21,6 +22,27 @@ struct CacheRecord: Codable, Hashable, Sendable {
     /// Lower-case hex by algorithm name.
     var digests: [String: String]
     var fetchedAtMicroseconds: Int64
+    /// The transform stages' settings the master was made under (``CacheKey``'s suffix), if any.
+    var variant: String? = nil
+    /// What was served, when the transforms changed the bytes (the master is then the
+    /// decompressed or converted image): what a hit is verified against, and its `source`.
+    var served: Served? = nil
+
+    /// The image as served, before the transforms changed it.
+    struct Served: Codable, Hashable, Sendable {
+        var diskFormat: String?
+        var compression: String?
+        var size: Int64
+        /// Lower-case hex by algorithm name.
+        var digests: [String: String]
+
+        init(_ source: ImageSource) {
+            diskFormat = source.diskFormat?.rawValue
+            compression = source.compression
+            size = source.size
+            digests = [source.checksum.algorithm.rawValue: source.checksum.value]
+        }
+    }
 
     /// The digest for an algorithm, if recorded.
     func digest(_ algorithm: HashAlgorithm) -> String? { digests[algorithm.rawValue] }

@@ -2,6 +2,7 @@ import Primitives
 import SystemSupport
 import Foundation
 import ImageServices
+import ImageFormats
 import Logging
 
 #if canImport(Glibc)
@@ -44,12 +45,6 @@ public final class MasterImageCache: Sendable {
         }
     }
 
-    /// What a fetch through the cache produced.
-    public struct Outcome: Sendable {
-        public var fetched: FetchedImage
-        public var cache: CacheOutcome
-    }
-
     /// What an eviction pass did.
     public struct CleanUpReport: Sendable, Hashable {
         public var removed: Int
@@ -79,38 +74,52 @@ public final class MasterImageCache: Sendable {
         if abandoned > 0 { logger.notice("removed staging files left in the image cache by an earlier process", metadata: ["count": "\(abandoned)"]) }
     }
 
-    /// Fetches `reference` through the cache into `destination` (a node's staging file).
+    /// Fetches the plan's image through the cache into `destination` (a node's staging file),
+    /// verified and transformed: on a miss, `transform` runs on the verified download before it
+    /// becomes the master, so the master holds the transformed (decompressed, converted) bytes
+    /// and the next node costs a link; on a hit it runs on the linked copy, where it finds nothing
+    /// left to change and checks the master against this request.
     ///
     /// - Parameters:
     ///   - current: what the service says of the image now (`show`), for staleness and the space check.
-    ///   - expected: the checksum the image must have, if known.
-    public func fetch(_ reference: ImageReference, service: any ImageService, current: ImageMetadata?, expected: ImageChecksum?,
-                      into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> Outcome {
-        let key = CacheKey.key(for: reference, service: service)
+    ///   - variant: the transforms' settings (``ImageTransformStage/cacheSettings``): part of the key.
+    public func fetch(_ plan: ImagePlan, current: ImageMetadata?, variant: String?, into destination: StagingFile, context: ImageRequestContext,
+                      progress: @escaping TransferProgressHandler, transform: @escaping ImageTransform) async throws -> StagedImage {
+        let key = CacheKey.key(for: plan.reference, service: plan.service, variant: variant)
         var logger = context.logger
         logger[metadataKey: "cache_key"] = "\(key)"
+        let started = ContinuousClock.now
         return try await keyLock.withLock(key) {
             let fileLock = try await CacheFileLock.acquire(in: locks, key: key)
             defer { _ = fileLock }
-            if let hit = try await hit(key, current: current, caching: service.caching, expected: expected, into: destination, logger: logger) {
-                return hit
+            if let hit = try await hit(key, plan: plan, current: current, into: destination, started: started, logger: logger) {
+                return try await transform(hit)
             }
-            return try await miss(key, reference: reference, service: service, current: current, expected: expected,
-                                  into: destination, context: context, progress: progress, logger: logger)
+            return try await miss(key, plan: plan, current: current, variant: variant, into: destination, started: started, context: context,
+                                  progress: progress, transform: transform, logger: logger)
         }
     }
 
     // MARK: Hit
 
-    private func hit(_ key: String, current: ImageMetadata?, caching: ImageCaching, expected: ImageChecksum?,
-                     into destination: StagingFile, logger: Logger) async throws -> Outcome? {
+    private func hit(_ key: String, plan: ImagePlan, current: ImageMetadata?, into destination: StagingFile, started: ContinuousClock.Instant,
+                     logger: Logger) async throws -> StagedImage? {
         let (found, opened) = try await BlockingWork.run { [directory] _ in (CacheRecord.read(from: directory, key: key), self.openMaster(key)) }
         guard var record = found, let master = opened else { return nil }
-        guard record.isCurrent(for: current, caching: caching) else {
+        guard record.isCurrent(for: current, caching: plan.service.caching) else {
             logger.info("the cached master is stale; fetching again")
             return nil
         }
-        let algorithm = expected?.algorithm ?? .sha256
+        let expected = plan.expectedChecksum
+        // A transformed master is checked against what was served (recorded), and reported with
+        // its own sha256 (sha512 when asked for), as the transforms report it.
+        let algorithm: HashAlgorithm = record.served == nil ? expected?.algorithm ?? .sha256 : expected?.algorithm == .sha512 ? .sha512 : .sha256
+        if let served = record.served {
+            guard served.digests[(expected?.algorithm ?? .sha256).rawValue] != nil else {
+                logger.info("the cached master was transformed and its source's digest in this algorithm is unknown; fetching again")
+                return nil
+            }
+        }
         if record.digest(algorithm) == nil {
             // Asked for a digest the record lacks: compute it once from the master and keep it.
             let digests = try await BlockingWork.run { cancellation in
@@ -119,60 +128,86 @@ public final class MasterImageCache: Sendable {
             record.digests[algorithm.rawValue] = digests[algorithm]
             try await writeRecord(record, key: key)
         }
-        if let expected, record.digest(algorithm) != expected.value {
+        let sourceDigest = record.served.map { $0.digests[(expected?.algorithm ?? .sha256).rawValue] } ?? record.digest(algorithm)
+        if let expected, sourceDigest != expected.value {
             logger.warning("the cached master does not have the expected checksum; fetching again")
             return nil
         }
-        let transfer = try await BlockingWork.run { cancellation in try destination.place(from: master, cancellation: cancellation) }
+        let transfer = try await place(master, into: destination)
         Self.markUsed(master)
         var digests: [HashAlgorithm: String] = [:]
         for (name, value) in record.digests { if let algorithm = HashAlgorithm(name: name) { digests[algorithm] = value } }
-        logger.info("image cache hit", metadata: ["transfer": "\(transfer.rawValue)"])
+        logger.info("image cache hit", metadata: ["transfer": "\(transfer.rawValue)", "transformed": "\(record.served != nil)"])
         let fetched = FetchedImage(size: record.size, digests: digests, transfer: transfer,
                                    bytesTransferred: transfer == .copy ? record.size : 0, metadata: record.metadata)
         WorkerMetrics.cacheLookup(hit: true)
-        return Outcome(fetched: fetched, cache: .hit)
+        var image = StagedImage(plan: plan, staging: destination, fetched: fetched,
+                                checksum: try ImageChecksum(algorithm: algorithm, value: record.digest(algorithm) ?? ""),
+                                verified: expected != nil, cache: .hit, started: started)
+        if let served = record.served {
+            let sourceAlgorithm = expected?.algorithm ?? .sha256
+            image.source = ImageSource(diskFormat: served.diskFormat.flatMap(DiskFormat.init(rawValue:)), compression: served.compression,
+                                       size: served.size, checksum: try ImageChecksum(algorithm: sourceAlgorithm, value: sourceDigest ?? ""))
+        }
+        return image
     }
 
     // MARK: Miss
 
-    private func miss(_ key: String, reference: ImageReference, service: any ImageService, current: ImageMetadata?, expected: ImageChecksum?,
-                      into destination: StagingFile, context: ImageRequestContext, progress: @escaping TransferProgressHandler,
-                      logger: Logger) async throws -> Outcome {
+    private func miss(_ key: String, plan: ImagePlan, current: ImageMetadata?, variant: String?, into destination: StagingFile,
+                      started: ContinuousClock.Instant, context: ImageRequestContext, progress: @escaping TransferProgressHandler,
+                      transform: ImageTransform, logger: Logger) async throws -> StagedImage {
+        let reference = plan.reference, service = plan.service, expected = plan.expectedChecksum
         // Every step that can free or flush a large file runs off the cooperative pool.
         let reservation = try await BlockingWork.run { [directory] _ in
             try directory.remove(key)
             try directory.remove("\(key).json")
             return try self.reserveSpace(for: current?.size)
         }
-        defer { reservation.release() }
         let staging = StagingFile(in: directory, finalName: key, mode: settings.imageFileMode)
         let algorithm = expected?.algorithm ?? .sha256
-        var fetched: FetchedImage
+        var image: StagedImage
         do {
-            fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
-                                                                context: context, progress: progress, announcedSize: current?.size,
-                                                                diskReservation: reservation))
-            try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
-            try await staging.commitOffPool()
+            defer { reservation.release() }
+            let fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
+                                                                    context: context, progress: progress, announcedSize: current?.size,
+                                                                    diskReservation: reservation))
+            let checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
+            image = StagedImage(plan: plan, staging: staging, fetched: fetched, checksum: checksum, verified: expected != nil,
+                                cache: .miss, started: started)
         } catch {
             await staging.discardOffPool()
             throw error
         }
-        let metadata = fetched.metadata
+        // The transforms remove their staging files on failure.
+        image = try await transform(image)
+        do {
+            try await image.staging.commitOffPool()
+        } catch {
+            await image.staging.discardOffPool()
+            throw error
+        }
+        let metadata = image.fetched.metadata
+        var digests = [image.checksum.algorithm.rawValue: image.checksum.value]
+        if image.source == nil {
+            for (algorithm, value) in image.fetched.digests { digests[algorithm.rawValue] = value }
+        }
         let record = CacheRecord(
             source: reference.redacted, service: service.name, entityTag: metadata.entityTag ?? current?.entityTag,
             lastModified: metadata.lastModified ?? current?.lastModified, updatedAtMicroseconds: metadata.updatedAtMicroseconds ?? current?.updatedAtMicroseconds,
-            diskFormat: metadata.diskFormat ?? current?.diskFormat, size: fetched.size,
-            digests: Dictionary(uniqueKeysWithValues: fetched.digests.map { ($0.key.rawValue, $0.value) }),
-            fetchedAtMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
+            diskFormat: metadata.diskFormat ?? current?.diskFormat, size: image.fetched.size, digests: digests,
+            fetchedAtMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000), variant: variant,
+            served: image.source.map { CacheRecord.Served($0) })
         try await writeRecord(record, key: key)
         guard let master = openMaster(key) else {
             throw IronicError(.imageDownloadFailed, "The cached master of \(reference.redacted) vanished after it was written.")
         }
-        let placed = try await BlockingWork.run { cancellation in try destination.place(from: master, cancellation: cancellation) }
-        logger.info("image cache miss: downloaded", metadata: ["bytes": "\(fetched.bytesTransferred)", "linked": "\(placed.rawValue)"])
-        fetched.metadata = record.metadata
+        let placed = try await place(master, into: destination)
+        logger.info("image cache miss: downloaded", metadata: [
+            "bytes": "\(image.fetched.bytesTransferred)", "linked": "\(placed.rawValue)", "transformed": "\(image.source != nil)",
+        ])
+        image.staging = destination
+        image.fetched.metadata = record.metadata
         do {
             let report = try await BlockingWork.run { _ in try self.cleanUp() }
             if report.removed > 0 { logger.info("evicted cached images", metadata: ["removed": "\(report.removed)", "freed_bytes": "\(report.freedBytes)"]) }
@@ -180,7 +215,7 @@ public final class MasterImageCache: Sendable {
             logger.warning("image cache eviction failed", metadata: ["error": "\(error)"])
         }
         WorkerMetrics.cacheLookup(hit: false)
-        return Outcome(fetched: fetched, cache: .miss)
+        return image
     }
 
     /// Reserves space for a download of `size` bytes (nil: unknown, the reservation grows as bytes
@@ -283,6 +318,16 @@ public final class MasterImageCache: Sendable {
     /// Writes a master's record (an fsync, which waits behind a large download's write-back).
     private func writeRecord(_ record: CacheRecord, key: String) async throws {
         try await BlockingWork.run { [directory] _ in try record.write(to: directory, key: key) }
+    }
+
+    /// Links (or copies) the master into a node's staging file; on failure nothing is left there.
+    private func place(_ master: OwnedDescriptor, into destination: StagingFile) async throws -> ImageTransfer {
+        do {
+            return try await BlockingWork.run { cancellation in try destination.place(from: master, cancellation: cancellation) }
+        } catch {
+            await destination.discardOffPool()
+            throw error
+        }
     }
 
     private func openMaster(_ key: String) -> OwnedDescriptor? {

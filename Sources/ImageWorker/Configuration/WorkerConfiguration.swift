@@ -43,6 +43,8 @@ public struct WorkerConfiguration: Sendable {
     public var formatPolicy: FormatPolicy
     /// `force_raw_images`, `[disk_utils] image_convert_memory_limit` and `image_convert_attempts`.
     public var conversion: ConversionSettings
+    /// `[image_worker] decompress_images`, `max_image_size`; `[conductor] disable_zstandard_decompression`.
+    public var decompression: DecompressionSettings
 
     /// Outgoing HTTP(S) to image servers: `[DEFAULT] webserver_verify_ca`,
     /// `webserver_connection_timeout`; `[deploy] image_server_*`; `[image_worker] http_*`, `netrc_file`,
@@ -217,7 +219,9 @@ public struct WorkerConfiguration: Sendable {
             checksumFilesDisabled: try sources.bool(O.checksumFilesDisabled),
             formatPolicy: try formatPolicy(sources),
             conversion: ConversionSettings(forceRaw: try sources.bool(O.forceRawImages), memoryLimitMiB: try sources.integer(O.convertMemoryLimit),
-                                           attempts: try sources.integer(O.convertAttempts)),
+                                           attempts: try sources.integer(O.convertAttempts), maxImageSize: Int64(try sources.integer(O.maxImageSize))),
+            decompression: DecompressionSettings(enabled: try sources.bool(O.decompressImages), zstd: !(try sources.bool(O.zstdDecompressionDisabled)),
+                                                 maxImageSize: Int64(try sources.integer(O.maxImageSize))),
             http: http,
             requireHTTPChecksum: try sources.bool(O.requireHTTPChecksum),
             glance: glance,
@@ -269,7 +273,7 @@ public struct WorkerConfiguration: Sendable {
     public var transformStages: [any ImageTransformStage] {
         // Conversion needs the inspection's verdict: without inspection nothing is converted
         // (qemu-img never reads an image the inspector has not approved).
-        [FormatInspectionStage(policy: formatPolicy), ImageConversionStage(settings: conversion)]
+        [DecompressionStage(settings: decompression), FormatInspectionStage(policy: formatPolicy), ImageConversionStage(settings: conversion)]
     }
 
     /// The checksum rules for the fetcher.

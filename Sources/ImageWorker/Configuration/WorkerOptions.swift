@@ -50,6 +50,14 @@ public enum WorkerOptions {
         "disk_utils", "image_convert_memory_limit", .integer(64...1_048_576), default: "2048", help: "MiB of address space `qemu-img convert` may use")
     public static let convertAttempts = ConfigurationOption(
         "disk_utils", "image_convert_attempts", .integer(1...20), default: "3", help: "tries of one conversion")
+    public static let decompressImages = ConfigurationOption(
+        "image_worker", "decompress_images", .boolean, default: "true",
+        help: "decompress disk images that arrive zstd, gzip, xz or bzip2 compressed (known by their magic)")
+    public static let zstdDecompressionDisabled = ConfigurationOption(
+        "conductor", "disable_zstandard_decompression", .boolean, default: "false", help: "leave zstd-compressed disk images as they are")
+    public static let maxImageSize = ConfigurationOption(
+        "image_worker", "max_image_size", .integer(0...Int.max), default: "0",
+        help: "bytes a disk image may have once decompressed, and virtual bytes once converted (0: no limit but the free space); past it `ImageUnacceptable`")
     public static let deepInspectionDisabled = ConfigurationOption(
         "conductor", "disable_deep_image_inspection", .boolean, default: "false",
         help: "do not inspect disk images' formats (nor check them against the declared format)")
@@ -165,7 +173,7 @@ public enum WorkerOptions {
         durableQueues, autoDelete, quorumQueues, quorumDeliveryLimit, heartbeat, ssl, sslCAFile, sslCertFile, sslKeyFile,
         notificationTopics,
         fileURLAllowedPaths, checksumFilesDisabled, allowMD5, permittedImageFormats, deepInspectionDisabled,
-        forceRawImages, convertMemoryLimit, convertAttempts,
+        decompressImages, zstdDecompressionDisabled, maxImageSize, forceRawImages, convertMemoryLimit, convertAttempts,
         verifyCA, connectionTimeout, adminBypass, accessViaAuthToken, imageServerAuthStrategy, imageServerUser, imageServerPassword,
         glanceEndpoint, glanceAuthType, glanceToken, glanceAuthURL, glanceUsername, glancePassword, glanceUserDomain, glanceProjectName,
         glanceProjectID, glanceProjectDomain, glanceRegion, glanceInterface, glanceValidInterfaces, glanceRetries, glanceCAFile,

@@ -47,9 +47,14 @@ public struct FormatInspectionStage: ImageTransformStage {
         self.policy = policy
     }
 
-    public func transform(_ image: StagedImage, context: ImageRequestContext) async throws -> StagedImage {
+    /// Inspection changes no bytes, but conversion needs it; the permitted and declared formats
+    /// are checked again on every use of a master.
+    public var cacheSettings: String? { policy.inspectionDisabled ? nil : "inspect" }
+
+    public func transform(_ image: StagedImage, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> StagedImage {
         guard !policy.inspectionDisabled else { return image }
         let staging = image.staging
+        progress(TransferProgress(phase: .inspect, bytes: 0, total: image.fetched.size))
         let started = ContinuousClock.now
         let inspection = try await BlockingWork.run { cancellation in try Self.inspect(staging, cancellation: cancellation) }
         let reference = image.plan.reference.redacted
@@ -62,17 +67,22 @@ public struct FormatInspectionStage: ImageTransformStage {
             WorkerMetrics.imageRefused(.unsafe)
             throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its content failed inspection (\(inspection.reasons.joined(separator: "; "))).")
         }
-        guard policy.permits(format) else {
+        // The rules judge the content as served: a master converted by an earlier fetch (its
+        // source recorded in the cache) is judged by the format it was served in.
+        let judged = image.source?.diskFormat ?? format
+        guard policy.permits(judged) else {
             WorkerMetrics.imageRefused(.notPermitted)
-            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its format \(format.rawValue) is not permitted "
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its format \(judged.rawValue) is not permitted "
                 + "([conductor] permitted_image_formats: \(policy.permittedFormats.sorted().joined(separator: ", "))).")
         }
-        if let declared = image.plan.declaredFormat, !FormatPolicy.agrees(declared: declared, detected: format) {
+        if let declared = image.plan.declaredFormat, !FormatPolicy.agrees(declared: declared, detected: judged) {
             WorkerMetrics.imageRefused(.formatMismatch)
-            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: it is declared \(declared) but its content is \(format.rawValue).")
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: it is declared \(declared) but its content is \(judged.rawValue).")
         }
         var inspected = image
         inspected.inspection = inspection
+        // Under a compression, the source's format is the content's.
+        if inspected.source != nil && inspected.source?.diskFormat == nil { inspected.source?.diskFormat = format }
         return inspected
     }
 

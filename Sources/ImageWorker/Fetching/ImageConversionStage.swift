@@ -18,11 +18,14 @@ public struct ConversionSettings: Sendable {
     public var memoryLimitMiB: Int
     /// Tries of one conversion.
     public var attempts: Int
+    /// `[image_worker] max_image_size`: the largest virtual size converted (0: no limit but the disk).
+    public var maxImageSize: Int64
 
-    public init(forceRaw: Bool = true, memoryLimitMiB: Int = 2048, attempts: Int = 3) {
+    public init(forceRaw: Bool = true, memoryLimitMiB: Int = 2048, attempts: Int = 3, maxImageSize: Int64 = 0) {
         self.forceRaw = forceRaw
         self.memoryLimitMiB = memoryLimitMiB
         self.attempts = attempts
+        self.maxImageSize = maxImageSize
     }
 }
 
@@ -41,9 +44,17 @@ public struct ImageConversionStage: ImageTransformStage {
         self.ledger = ledger
     }
 
-    public func transform(_ image: StagedImage, context: ImageRequestContext) async throws -> StagedImage {
+    public var cacheSettings: String? { settings.forceRaw ? "raw max_image_size=\(settings.maxImageSize)" : nil }
+
+    public func transform(_ image: StagedImage, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> StagedImage {
         guard settings.forceRaw, let inspection = image.inspection, let format = inspection.format, format.isConvertibleToRaw else { return image }
         let reference = image.plan.reference.redacted
+        if settings.maxImageSize > 0, let virtualSize = inspection.virtualSize, virtualSize > settings.maxImageSize {
+            WorkerMetrics.imageRefused(.tooLarge)
+            throw IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its virtual size (\(virtualSize) bytes) exceeds "
+                + "[image_worker] max_image_size (\(settings.maxImageSize) bytes).")
+        }
+        progress(TransferProgress(phase: .convert, bytes: 0, total: inspection.virtualSize))
         let directory = image.staging.directory, ledger = self.ledger
         // The output is sparse, but may take every byte of the virtual size.
         let reservation = try await BlockingWork.run { _ in try ledger.reserve(inspection.virtualSize ?? 0, limit: nil, in: directory) }
@@ -51,8 +62,11 @@ public struct ImageConversionStage: ImageTransformStage {
         let output = StagingFile(in: directory, finalName: image.staging.finalName, mode: image.staging.mode)
         let started = ContinuousClock.now
         do {
-            try await convert(image.staging, as: format, into: output, reservation: reservation, reference: reference, logger: context.logger)
+            try await convert(image.staging, as: format, into: output, reservation: reservation, reference: reference, logger: context.logger) { allocated in
+                progress(TransferProgress(phase: .convert, bytes: allocated, total: inspection.virtualSize))
+            }
             let algorithm: HashAlgorithm = image.checksum.algorithm == .sha512 ? .sha512 : .sha256
+            let converting = ContinuousClock.now - started
             let (converted, size, digest) = try await BlockingWork.run { cancellation in
                 try Self.finish(output, algorithm: algorithm, cancellation: cancellation)
             }
@@ -63,11 +77,12 @@ public struct ImageConversionStage: ImageTransformStage {
             WorkerMetrics.imageConverted(from: format, duration: ContinuousClock.now - started)
             context.logger.info("image converted to raw", metadata: [
                 "from": "\(format.rawValue)", "virtual_size": "\(inspection.virtualSize ?? 0)", "size": "\(size)",
-                "seconds": "\((ContinuousClock.now - started).seconds)",
+                "seconds": "\((ContinuousClock.now - started).seconds)", "convert_seconds": "\(converting.seconds)",
+                "inspect_and_hash_seconds": "\((ContinuousClock.now - started - converting).seconds)",
             ])
             await image.staging.discardOffPool()
             var result = image
-            result.source = image.served
+            result.source = image.source ?? image.served
             result.staging = output
             result.fetched.size = size
             result.checksum = try ImageChecksum(algorithm: algorithm, value: digest)
@@ -83,7 +98,7 @@ public struct ImageConversionStage: ImageTransformStage {
     /// counted against the reservation once a second, so that the ledger does not count those
     /// bytes twice (statvfs already does).
     private func convert(_ input: StagingFile, as format: DiskFormat, into output: StagingFile, reservation: DiskReservation,
-                         reference: String, logger: Logger) async throws {
+                         reference: String, logger: Logger, allocated: @escaping @Sendable (Int64) -> Void) async throws {
         let arguments = ["--as=\(settings.memoryLimitMiB << 20)", "--", "qemu-img", "convert", "-q", "-f", format.qemuName, "-O", "raw",
                          input.temporaryPath, output.temporaryPath]
         var lastError = ""
@@ -103,7 +118,7 @@ public struct ImageConversionStage: ImageTransformStage {
                     group.addTask {
                         while !Task.isCancelled {
                             try? await Task.sleep(for: .seconds(1))
-                            _ = try? await BlockingWork.run { _ in try Self.coverAllocated(output, by: reservation) }
+                            if let bytes = try? await BlockingWork.run({ _ in try Self.coverAllocated(output, by: reservation) }) { allocated(bytes) }
                         }
                         return nil
                     }
@@ -132,13 +147,15 @@ public struct ImageConversionStage: ImageTransformStage {
         throw IronicError(.imageUnacceptable, "Image \(reference) could not be converted from \(format.rawValue) to raw after \(max(settings.attempts, 1)) attempts: \(lastError.prefix(500))")
     }
 
-    /// Counts the blocks the output holds so far as written.
-    private static func coverAllocated(_ output: StagingFile, by reservation: DiskReservation) throws {
-        guard let info = try output.directory.fileStatus(of: output.temporaryName) else { return }
+    /// Counts the blocks the output holds so far as written; returns how many bytes that is.
+    private static func coverAllocated(_ output: StagingFile, by reservation: DiskReservation) throws -> Int64 {
+        guard let info = try output.directory.fileStatus(of: output.temporaryName) else { return 0 }
         try reservation.cover(upTo: info.allocatedBytes)
+        return info.allocatedBytes
     }
 
-    /// Sets the output's mode, inspects it again and hashes it (one read).
+    /// Sets the output's mode, inspects it again and hashes it (one read of its data; its holes
+    /// are hashed without being read).
     private static func finish(_ output: StagingFile, algorithm: HashAlgorithm,
                                cancellation: BlockingWork.CancellationFlag) throws -> (FormatInspection, Int64, String) {
         let file = OwnedDescriptor(try SystemCallError.check(
@@ -146,7 +163,7 @@ public struct ImageConversionStage: ImageTransformStage {
         _ = try SystemCallError.check(fchmod(file.rawValue, output.mode), "chmod", output.finalPath)
         let size = try file.fileStatus().size
         let inspection = try FormatInspectionStage.inspect(output, cancellation: cancellation)
-        let digests = try FileImageService.digests(of: file, algorithms: [algorithm], cancellation: cancellation)
+        let digests = try SparseFileDigest.digests(of: file, algorithms: [algorithm], cancellation: cancellation)
         try file.sync()
         return (inspection, size, digests[algorithm] ?? "")
     }

@@ -104,16 +104,31 @@ public struct ImageFetcher: Sendable {
     private func stage(_ plan: ImagePlan, into staging: StagingFile, context: ImageRequestContext,
                        progress: @escaping @Sendable (ImageRole, TransferProgress) -> Void) async throws -> StagedImage {
         let role = plan.role
-        var image = try await transfer.run(plan, into: staging, context: context) { progress(role, $0) }
-        guard role == .image else { return image }
-        for stage in transforms {
-            do {
-                image = try await RoleError.attributed(to: role, plan.reference) { try await stage.transform(image, context: context) }
-            } catch {
-                await image.staging.discardOffPool()
-                throw error
-            }
+        guard role == .image, !transforms.isEmpty else {
+            return try await transfer.run(plan, into: staging, context: context, cacheVariant: nil, progress: { progress(role, $0) }) { $0 }
         }
-        return image
+        let transforms = self.transforms
+        return try await transfer.run(plan, into: staging, context: context, cacheVariant: Self.cacheVariant(of: transforms),
+                                      progress: { progress(role, $0) }) { staged in
+            var image = staged
+            for stage in transforms {
+                do {
+                    image = try await RoleError.attributed(to: role, plan.reference) {
+                        try await stage.transform(image, context: context) { progress(role, $0) }
+                    }
+                } catch {
+                    await image.staging.discardOffPool()
+                    throw error
+                }
+            }
+            return image
+        }
+    }
+
+    /// What the transforms' settings make of an image, as a cache key's suffix: a master made
+    /// under other settings is another master (contract §3.3 step 6). Nil when no stage changes bytes.
+    static func cacheVariant(of transforms: [any ImageTransformStage]) -> String? {
+        let settings = transforms.compactMap(\.cacheSettings)
+        return settings.isEmpty ? nil : settings.joined(separator: ";")
     }
 }

@@ -27,27 +27,35 @@ public struct StagedImage: Sendable {
     }
 }
 
+/// What the transform stages make of a verified image (the identity for kernels and ramdisks).
+public typealias ImageTransform = @Sendable (StagedImage) async throws -> StagedImage
+
 /// The transfer and verify stage: the bytes into a staging file — through the master image cache
 /// when the service's images may be cached, else straight from the service after a space check —
-/// hashed on the way and compared with the expected checksum. On failure nothing is left.
+/// hashed on the way and compared with the expected checksum, then handed to `transform`. Through
+/// the cache, the transform runs before the master is kept, so the master holds the transformed
+/// bytes (contract §3.3 step 6). On failure nothing is left.
 struct ImageTransferStage: Sendable {
     let cache: MasterImageCache?
 
-    func run(_ plan: ImagePlan, into staging: StagingFile, context: ImageRequestContext,
-             progress: @escaping TransferProgressHandler) async throws -> StagedImage {
+    func run(_ plan: ImagePlan, into staging: StagingFile, context: ImageRequestContext, cacheVariant: String?,
+             progress: @escaping TransferProgressHandler, transform: @escaping ImageTransform) async throws -> StagedImage {
         let started = ContinuousClock.now
         let expected = plan.expectedChecksum
         let service = plan.service
-        let (fetched, cacheOutcome) = try await RoleError.attributed(to: plan.role, plan.reference) { () -> (FetchedImage, CacheOutcome) in
-            // What the service says now: the description from planning, else (for images whose
-            // cached copy must be revalidated) a fresh look.
-            let current = service.caching == .revalidate && cache != nil
+        // What the service says now: the description from planning, else (for images whose
+        // cached copy must be revalidated) a fresh look.
+        let current = try await RoleError.attributed(to: plan.role, plan.reference) {
+            service.caching == .revalidate && cache != nil
                 ? try await service.validate(plan.reference, context: context.reportingQueued(to: progress)) : plan.shown
-            if let cache, service.caching != .never, current?.noCache != true {
-                let outcome = try await cache.fetch(plan.reference, service: service, current: current, expected: expected,
-                                                    into: staging, context: context, progress: progress)
-                return (outcome.fetched, outcome.cache)
+        }
+        if let cache, service.caching != .never, current?.noCache != true {
+            return try await RoleError.attributed(to: plan.role, plan.reference) {
+                try await cache.fetch(plan, current: current, variant: cacheVariant, into: staging, context: context, progress: progress,
+                                      transform: transform)
             }
+        }
+        let fetched = try await RoleError.attributed(to: plan.role, plan.reference) { () -> FetchedImage in
             // statvfs: on a network file system it waits for the server.
             let size = current?.size, directory = staging.directory
             let reservation = try await BlockingWork.run { _ in try DiskSpaceLedger.shared.reserve(size ?? 0, limit: size, in: directory) }
@@ -55,7 +63,7 @@ struct ImageTransferStage: Sendable {
             let request = ImageFetchRequest(reference: plan.reference, destination: staging, digestAlgorithms: [expected?.algorithm ?? .sha256],
                                             context: context, progress: progress, announcedSize: size, diskReservation: reservation)
             do {
-                return (try await service.fetch(request), .bypass)
+                return try await service.fetch(request)
             } catch {
                 await staging.discardOffPool()
                 throw error
@@ -68,7 +76,8 @@ struct ImageTransferStage: Sendable {
             await staging.discardOffPool()
             throw RoleError(role: plan.role, reference: plan.reference.redacted, error: error)
         }
-        return StagedImage(plan: plan, staging: staging, fetched: fetched, checksum: checksum, verified: expected != nil,
-                           cache: cacheOutcome, started: started)
+        let image = StagedImage(plan: plan, staging: staging, fetched: fetched, checksum: checksum, verified: expected != nil,
+                                cache: .bypass, started: started)
+        return try await transform(image)
     }
 }

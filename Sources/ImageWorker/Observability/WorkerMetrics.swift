@@ -1,3 +1,4 @@
+import ImageCompression
 import Prometheus
 import ImageFormats
 import ImageServices
@@ -42,6 +43,10 @@ public enum WorkerMetrics {
     /// Why an image was refused by the format rules (contract §3.3).
     enum FormatRefusal: String {
         case unsafe, notPermitted = "not_permitted", formatMismatch = "format_mismatch", conversionFailed = "conversion_failed"
+        /// Larger once decompressed (or converted) than `max_image_size` or the free space.
+        case tooLarge = "too_large"
+        /// Compressed content that does not decompress (corrupt, cut short).
+        case decompressionFailed = "decompression_failed"
     }
 
     /// A disk image inspected: `image_worker_image_inspections_total{format}` (`none` when no
@@ -58,11 +63,22 @@ public enum WorkerMetrics {
     /// An image converted to raw: `image_worker_image_conversions_total{from}` and
     /// `image_worker_image_conversion_duration_seconds{from}`.
     static func imageConverted(from format: DiskFormat, duration: Duration) {
-        let dimensions = [("from", format.rawValue)]
-        Counter(label: "image_worker_image_conversions_total", dimensions: dimensions).increment()
+        counted("image_worker_image_conversions_total", timed: "image_worker_image_conversion_duration_seconds",
+                dimensions: [("from", format.rawValue)], duration: duration)
+    }
+
+    /// An image decompressed: `image_worker_image_decompressions_total{compression}` and
+    /// `image_worker_image_decompression_duration_seconds{compression}`.
+    static func imageDecompressed(_ compression: ImageCompression, duration: Duration) {
+        counted("image_worker_image_decompressions_total", timed: "image_worker_image_decompression_duration_seconds",
+                dimensions: [("compression", compression.rawValue)], duration: duration)
+    }
+
+    /// One more of a counter, and its duration in a timer of the same dimensions.
+    private static func counted(_ counter: String, timed timer: String, dimensions: [(String, String)], duration: Duration) {
+        Counter(label: counter, dimensions: dimensions).increment()
         let (seconds, attoseconds) = duration.components
-        Timer(label: "image_worker_image_conversion_duration_seconds", dimensions: dimensions)
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        Timer(label: timer, dimensions: dimensions).recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     /// Masters evicted: `image_worker_cache_evictions_total` and `image_worker_cache_evicted_bytes_total`.

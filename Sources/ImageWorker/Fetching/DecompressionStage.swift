@@ -1,0 +1,210 @@
+import ImageCompression
+import ImageFormats
+import ImageServices
+import Logging
+import Primitives
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `[image_worker] decompress_images`, `max_image_size` and `[conductor] disable_zstandard_decompression`.
+public struct DecompressionSettings: Sendable {
+    /// Decompress at all.
+    public var enabled: Bool
+    /// Decompress zstd (Ironic's `disable_zstandard_decompression` turns it off).
+    public var zstd: Bool
+    /// The largest decompressed size, in bytes (0: no limit but the free space).
+    public var maxImageSize: Int64
+
+    public init(enabled: Bool = true, zstd: Bool = true, maxImageSize: Int64 = 0) {
+        self.enabled = enabled
+        self.zstd = zstd
+        self.maxImageSize = maxImageSize
+    }
+
+    /// Whether content in `compression` is decompressed.
+    public func decompresses(_ compression: ImageCompression) -> Bool {
+        enabled && (compression != .zstd || zstd)
+    }
+}
+
+/// The decompress step of contract §3.3: a verified disk image whose content starts with the
+/// magic of zstd, gzip, xz or bzip2 is decompressed, streaming, into a new staging file (sparse:
+/// zero blocks are holes) and hashed in the same pass. The decompressed size may not pass
+/// `max_image_size` nor the free space: a bomb stops as soon as it does (a zstd frame that
+/// declares its size is refused before any work), `ImageUnacceptable`, and nothing is left. The
+/// compressed file, as served, becomes the image's ``StagedImage/source``.
+public struct DecompressionStage: ImageTransformStage {
+    public let settings: DecompressionSettings
+    private let ledger: DiskSpaceLedger
+
+    public init(settings: DecompressionSettings, ledger: DiskSpaceLedger = .shared) {
+        self.settings = settings
+        self.ledger = ledger
+    }
+
+    /// Why decompression stopped before the end.
+    private enum Stop: Error {
+        case maxImageSize(Int64)
+        case freeSpace(available: Int64)
+        case corrupt(DecompressionError)
+    }
+
+    public var cacheSettings: String? {
+        guard settings.enabled else { return nil }
+        let compressions = ImageCompression.allCases.filter(settings.decompresses).map(\.rawValue).joined(separator: ",")
+        return "decompress=\(compressions) max_image_size=\(settings.maxImageSize)"
+    }
+
+    public func transform(_ image: StagedImage, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> StagedImage {
+        guard settings.enabled else { return image }
+        let input = image.staging
+        let head = try await BlockingWork.run { _ in try Self.head(of: input) }
+        guard let compression = ImageCompression.detect(head), settings.decompresses(compression) else { return image }
+        let reference = image.plan.reference.redacted
+        let output = StagingFile(in: input.directory, finalName: input.finalName, mode: input.mode)
+        let algorithm: HashAlgorithm = image.checksum.algorithm == .sha512 ? .sha512 : .sha256
+        let started = ContinuousClock.now
+        let settings = self.settings, ledger = self.ledger, compressedSize = image.fetched.size
+        let size: Int64, digest: String
+        do {
+            (size, digest) = try await BlockingWork.run { cancellation in
+                try Self.decompress(input, compression: compression, head: head, into: output, algorithm: algorithm, settings: settings,
+                                    ledger: ledger, cancellation: cancellation) { consumed in
+                    progress(TransferProgress(phase: .decompress, bytes: consumed, total: compressedSize))
+                }
+            }
+        } catch {
+            await output.discardOffPool()
+            throw Self.explained(error, compression: compression, reference: reference, directory: input.directory.path)
+        }
+        let duration = ContinuousClock.now - started
+        WorkerMetrics.imageDecompressed(compression, duration: duration)
+        context.logger.info("image decompressed", metadata: [
+            "compression": "\(compression.rawValue)", "compressed_size": "\(compressedSize)", "size": "\(size)", "seconds": "\(duration.seconds)",
+        ])
+        await input.discardOffPool()
+        var result = image
+        result.source = ImageSource(diskFormat: nil, compression: compression.rawValue, size: compressedSize, checksum: image.checksum)
+        result.staging = output
+        result.fetched.size = size
+        result.checksum = try ImageChecksum(algorithm: algorithm, value: digest)
+        result.inspection = nil
+        return result
+    }
+
+    /// The refusal (or failure) an error of ``decompress`` stands for.
+    private static func explained(_ error: any Error, compression: ImageCompression, reference: String, directory: String) -> any Error {
+        switch error {
+        case Stop.maxImageSize(let limit):
+            WorkerMetrics.imageRefused(.tooLarge)
+            return IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its decompressed size exceeds "
+                + "[image_worker] max_image_size (\(limit) bytes); decompression was stopped there.")
+        case Stop.freeSpace(let available):
+            WorkerMetrics.imageRefused(.tooLarge)
+            return IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: its decompressed size exceeds the free space "
+                + "where '\(directory)' is located (\(available >> 20) MiB); decompression was stopped there.")
+        case Stop.corrupt(let failure):
+            WorkerMetrics.imageRefused(.decompressionFailed)
+            return IronicError(.imageUnacceptable, "Image \(reference) is unacceptable: \(failure).")
+        default:
+            return DiskSpace.explainingFull(error, in: directory)
+        }
+    }
+
+    /// The content's first bytes, enough for any compression's magic and zstd's frame header.
+    private static func head(of staging: StagingFile) throws -> [UInt8] {
+        let file = try open(staging)
+        var head = [UInt8](repeating: 0, count: 32)
+        let count = try head.withUnsafeMutableBytes { try readRetrying(file.rawValue, $0, offset: 0) }
+        return Array(head.prefix(count))
+    }
+
+    private static func open(_ staging: StagingFile) throws -> OwnedDescriptor {
+        OwnedDescriptor(try SystemCallError.check(
+            openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
+    }
+
+    /// Decompresses `input` into `output` (created here), hashing what comes out, within the
+    /// limits; returns the decompressed size and digest. Blocking.
+    private static func decompress(_ input: StagingFile, compression: ImageCompression, head: [UInt8], into output: StagingFile,
+                                   algorithm: HashAlgorithm, settings: DecompressionSettings, ledger: DiskSpaceLedger,
+                                   cancellation: BlockingWork.CancellationFlag, progress: (Int64) -> Void) throws -> (Int64, String) {
+        let limit = settings.maxImageSize > 0 ? settings.maxImageSize : nil
+        // A size the header declares is refused before any work when it is past a limit.
+        let declared = head.withUnsafeBytes { ImageCompression.declaredSize(of: compression, head: $0) }.map { Int64(clamping: $0) }
+        if let declared, let limit, declared > limit { throw Stop.maxImageSize(limit) }
+        let reservation: DiskReservation
+        do {
+            reservation = try ledger.reserve(declared ?? 0, limit: nil, in: output.directory)
+        } catch let error as IronicError where error.code == .insufficientDiskSpace {
+            throw Stop.freeSpace(available: (try? ledger.unreserved(in: output.directory)) ?? 0)
+        }
+        defer { reservation.release() }
+
+        let source = try open(input)
+        let destination = try output.create()
+        let writer = SparseFileWriter(descriptor: destination.rawValue)
+        var digest = try MultiDigest([algorithm])
+        let decompressor: any StreamDecompressor
+        do { decompressor = try compression.makeDecompressor() } catch { throw Stop.corrupt(error) }
+        // Each decompressed piece: within the limits (counted before it is written), hashed, written.
+        func accept(_ piece: UnsafeRawBufferPointer) throws {
+            let end = writer.size + Int64(piece.count)
+            if let limit, end > limit { throw Stop.maxImageSize(limit) }
+            do {
+                try reservation.cover(upTo: end)
+            } catch let error as IronicError where error.code == .insufficientDiskSpace {
+                throw Stop.freeSpace(available: (try? ledger.unreserved(in: output.directory)) ?? 0)
+            }
+            digest.update(piece)
+            try writer.write(piece)
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            if cancellation.isCancelled { throw CancellationError() }
+            let count = try readRetrying(source.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            do {
+                try decompressor.decompress(UnsafeRawBufferPointer(rebasing: buffer[..<count]), output: accept)
+            } catch let error as DecompressionError {
+                throw Stop.corrupt(error)
+            }
+            offset += Int64(count)
+            progress(offset)
+        }
+        do {
+            try decompressor.finish(output: accept)
+        } catch let error as DecompressionError {
+            throw Stop.corrupt(error)
+        }
+        try writer.finish()
+        try destination.sync()
+        return (writer.size, digest.finalize()[algorithm] ?? "")
+    }
+
+    /// The compression of an open image file, if any, and the format of its content, decompressed
+    /// in memory as it is read (nothing is written): `image-worker inspect` on a compressed file.
+    /// Blocking.
+    public static func inspectContent(of file: OwnedDescriptor) throws -> (ImageCompression?, FormatInspection) {
+        var head = [UInt8](repeating: 0, count: ImageCompression.magicLength)
+        let count = try head.withUnsafeMutableBytes { try readRetrying(file.rawValue, $0, offset: 0) }
+        guard let compression = ImageCompression.detect(head.prefix(count)) else { return (nil, try FormatInspectionStage.inspect(file)) }
+        let detector = FormatDetector()
+        let decompressor = try compression.makeDecompressor()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            let count = try readRetrying(file.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            try decompressor.decompress(UnsafeRawBufferPointer(rebasing: buffer[..<count])) { detector.feed($0) }
+            offset += Int64(count)
+        }
+        try decompressor.finish { detector.feed($0) }
+        return (compression, detector.finish())
+    }
+}
