@@ -11,9 +11,9 @@ final class Bzip2Decompressor: StreamDecompressor {
     init() throws(DecompressionError) {
         stream.initialize(to: bz_stream())
         let status = BZ2_bzDecompressInit(stream, 0, 0)
+        // Every property is set: a throw here still runs deinit, which ends and frees the stream
+        // (ending a stream whose start failed is a no-op in the library).
         guard status == BZ_OK else {
-            stream.deallocate()
-            buffer.deallocate()
             throw DecompressionError(.bzip2, "libbz2 could not start a decoder (status \(status))")
         }
     }

@@ -11,9 +11,9 @@ final class GzipDecompressor: StreamDecompressor {
     init() throws(DecompressionError) {
         stream.initialize(to: z_stream())
         let status = iw_inflate_init_gzip(stream)
+        // Every property is set: a throw here still runs deinit, which ends and frees the stream
+        // (ending a stream whose start failed is a no-op in the library).
         guard status == Z_OK else {
-            stream.deallocate()
-            buffer.deallocate()
             throw DecompressionError(.gzip, "zlib could not start inflating (status \(status))")
         }
     }

@@ -12,9 +12,9 @@ final class XZDecompressor: StreamDecompressor {
         // A zeroed lzma_stream is LZMA_STREAM_INIT.
         stream.initialize(to: lzma_stream())
         let status = lzma_stream_decoder(stream, Self.memoryLimit, iw_lzma_concatenated())
+        // Every property is set: a throw here still runs deinit, which ends and frees the stream
+        // (ending a stream whose start failed is a no-op in the library).
         guard status == LZMA_OK else {
-            stream.deallocate()
-            buffer.deallocate()
             throw DecompressionError(.xz, "liblzma could not start a decoder (\(Self.describe(status)))")
         }
     }

@@ -5,13 +5,14 @@ import CCompression
 /// rather than allowed to take the memory.
 final class ZstdDecompressor: StreamDecompressor {
     private let stream: OpaquePointer
-    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: decompressedChunkSize, alignment: 4096)
+    private let buffer: UnsafeMutableRawBufferPointer
     /// libzstd's hint from the last call: 0 once a frame is complete.
     private var pending = 0
 
     init() throws(DecompressionError) {
         guard let stream = ZSTD_createDStream() else { throw DecompressionError(.zstd, "libzstd could not allocate a decoder") }
         self.stream = stream
+        buffer = .allocate(byteCount: decompressedChunkSize, alignment: 4096)
     }
 
     deinit {

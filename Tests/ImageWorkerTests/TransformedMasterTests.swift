@@ -17,6 +17,11 @@ struct TransformedMasterTests {
     /// Random bytes and zeros, and what `gzip` makes of them.
     static func gzipped() throws -> (content: [UInt8], served: [UInt8]) {
         let content = randomBytes(300_000) + [UInt8](repeating: 0, count: 2 << 20)
+        return (content, try gzip(content))
+    }
+
+    /// What the real `gzip` makes of `content`.
+    static func gzip(_ content: [UInt8]) throws -> [UInt8] {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let input = try directory.write(content, to: "image")
@@ -25,7 +30,7 @@ struct TransformedMasterTests {
         process.arguments = ["-c", "gzip -c \"$0\" > \"$0.gz\"", input]
         try process.run()
         process.waitUntilExit()
-        return (content, Array(try Data(contentsOf: URL(fileURLWithPath: input + ".gz"))))
+        return Array(try Data(contentsOf: URL(fileURLWithPath: input + ".gz")))
     }
 
     static func sha256(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
@@ -106,5 +111,39 @@ struct TransformedMasterTests {
         #expect(fixture.masters.isEmpty)
         let staging = try FileManager.default.contentsOfDirectory(atPath: fixture.root.appending("masters")).filter { $0.hasPrefix(".staging") }
         #expect(staging.isEmpty)
+    }
+
+    @Test("a decompressed size past the free space is refused, holes included (zeros take no space but count)")
+    func freeSpace() async throws {
+        let (_, served) = try Self.gzipped()
+        // A file system with 1 MiB free: the image decompresses to 2.3 MiB, most of it zeros.
+        let ledger = DiskSpaceLedger(available: { _ in 1 << 20 })
+        let fixture = try MasterImageCacheTests.Fixture(service: ScriptedImageService(content: served), transforms: [
+            DecompressionStage(settings: DecompressionSettings(), ledger: ledger),
+        ])
+        defer { fixture.root.remove() }
+        do {
+            _ = try await fixture.fetch(context: context)
+            Issue.record("a 2.3 MiB image passed 1 MiB of free space")
+        } catch let error as RoleError {
+            #expect(error.error.code == .imageUnacceptable)
+            #expect(error.error.message.contains("decompressed size exceeds the free space"))
+        }
+        #expect(fixture.masters.isEmpty)
+    }
+
+    @Test("a hit is the master as made: a gzip inside a gzip is decompressed once, on the miss, never again on a hit")
+    func hitIsNotTransformedAgain() async throws {
+        let inner = try Self.gzip(randomBytes(50_000))
+        let fixture = try MasterImageCacheTests.Fixture(service: ScriptedImageService(content: try Self.gzip(inner)), transforms: [
+            DecompressionStage(settings: DecompressionSettings()),
+        ])
+        defer { fixture.root.remove() }
+        let first = try await fixture.fetch(context: context)
+        let second = try await fixture.fetch(context: context)
+        #expect((first.cache, second.cache) == (.miss, .hit))
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: first.path!))) == inner)
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: second.path!))) == inner, "the hit was decompressed again")
+        #expect(second.source == first.source)
     }
 }

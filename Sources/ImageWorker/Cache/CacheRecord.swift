@@ -36,11 +36,12 @@ struct CacheRecord: Codable, Hashable, Sendable {
         /// Lower-case hex by algorithm name.
         var digests: [String: String]
 
-        init(_ source: ImageSource) {
+        /// `source`, with every digest the download computed (`digests`, by algorithm name).
+        init(_ source: ImageSource, digests: [String: String]) {
             diskFormat = source.diskFormat?.rawValue
             compression = source.compression
             size = source.size
-            digests = [source.checksum.algorithm.rawValue: source.checksum.value]
+            self.digests = digests.merging([source.checksum.algorithm.rawValue: source.checksum.value]) { _, verified in verified }
         }
     }
 

@@ -111,27 +111,37 @@ public final class MasterImageCache: Sendable {
             return nil
         }
         let expected = plan.expectedChecksum
-        // A transformed master is checked against what was served (recorded), and reported with
-        // its own sha256 (sha512 when asked for), as the transforms report it.
-        let algorithm: HashAlgorithm = record.served == nil ? expected?.algorithm ?? .sha256 : expected?.algorithm == .sha512 ? .sha512 : .sha256
-        if let served = record.served {
-            guard served.digests[(expected?.algorithm ?? .sha256).rawValue] != nil else {
+        // A transformed master is checked against the digest of what was served (recorded), in
+        // the request's algorithm, else sha256 when recorded, else any recorded one.
+        var served: (algorithm: HashAlgorithm, digest: String)?
+        if let record = record.served {
+            let recorded = record.digests.compactMap { name, value in HashAlgorithm(name: name).map { ($0, value) } }
+            guard let found = expected.map({ expected in recorded.first { $0.0 == expected.algorithm } })
+                    ?? recorded.first(where: { $0.0 == .sha256 }) ?? recorded.first else {
                 logger.info("the cached master was transformed and its source's digest in this algorithm is unknown; fetching again")
                 return nil
             }
+            served = found
         }
+        // The master's own digest: the request's algorithm, or for a transformed master sha256
+        // (sha512 when asked for), as the transforms report it.
+        let algorithm: HashAlgorithm = record.served == nil ? expected?.algorithm ?? .sha256 : expected?.algorithm == .sha512 ? .sha512 : .sha256
         if record.digest(algorithm) == nil {
             // Asked for a digest the record lacks: compute it once from the master and keep it.
             let digests = try await BlockingWork.run { cancellation in
-                try FileImageService.digests(of: master, algorithms: [algorithm], cancellation: cancellation)
+                try SparseFileDigest.digests(of: master, algorithms: [algorithm], cancellation: cancellation)
             }
             record.digests[algorithm.rawValue] = digests[algorithm]
             try await writeRecord(record, key: key)
         }
-        let sourceDigest = record.served.map { $0.digests[(expected?.algorithm ?? .sha256).rawValue] } ?? record.digest(algorithm)
-        if let expected, sourceDigest != expected.value {
+        if let expected, (served?.digest ?? record.digest(algorithm)) != expected.value {
             logger.warning("the cached master does not have the expected checksum; fetching again")
             return nil
+        }
+        let checksum = try ImageChecksum(algorithm: algorithm, value: record.digest(algorithm) ?? "")
+        let source = try record.served.map { recorded in
+            ImageSource(diskFormat: recorded.diskFormat.flatMap(DiskFormat.init(rawValue:)), compression: recorded.compression, size: recorded.size,
+                        checksum: try ImageChecksum(algorithm: served?.algorithm ?? .sha256, value: served?.digest ?? ""))
         }
         let transfer = try await place(master, into: destination)
         Self.markUsed(master)
@@ -141,14 +151,9 @@ public final class MasterImageCache: Sendable {
         let fetched = FetchedImage(size: record.size, digests: digests, transfer: transfer,
                                    bytesTransferred: transfer == .copy ? record.size : 0, metadata: record.metadata)
         WorkerMetrics.cacheLookup(hit: true)
-        var image = StagedImage(plan: plan, staging: destination, fetched: fetched,
-                                checksum: try ImageChecksum(algorithm: algorithm, value: record.digest(algorithm) ?? ""),
-                                verified: expected != nil, cache: .hit, started: started)
-        if let served = record.served {
-            let sourceAlgorithm = expected?.algorithm ?? .sha256
-            image.source = ImageSource(diskFormat: served.diskFormat.flatMap(DiskFormat.init(rawValue:)), compression: served.compression,
-                                       size: served.size, checksum: try ImageChecksum(algorithm: sourceAlgorithm, value: sourceDigest ?? ""))
-        }
+        var image = StagedImage(plan: plan, staging: destination, fetched: fetched, checksum: checksum, verified: expected != nil,
+                                cache: .hit, started: started)
+        image.source = source
         return image
     }
 
@@ -166,10 +171,13 @@ public final class MasterImageCache: Sendable {
         }
         let staging = StagingFile(in: directory, finalName: key, mode: settings.imageFileMode)
         let algorithm = expected?.algorithm ?? .sha256
+        // A master the transforms may change keeps the served bytes' sha256 too, so that a later
+        // request without a checksum (or with another algorithm) is not a miss for want of it.
+        let algorithms: Set<HashAlgorithm> = variant == nil ? [algorithm] : [algorithm, .sha256]
         var image: StagedImage
         do {
             defer { reservation.release() }
-            let fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
+            let fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: algorithms,
                                                                     context: context, progress: progress, announcedSize: current?.size,
                                                                     diskReservation: reservation))
             let checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
@@ -188,16 +196,18 @@ public final class MasterImageCache: Sendable {
             throw error
         }
         let metadata = image.fetched.metadata
-        var digests = [image.checksum.algorithm.rawValue: image.checksum.value]
-        if image.source == nil {
-            for (algorithm, value) in image.fetched.digests { digests[algorithm.rawValue] = value }
-        }
+        // The download's digests are of the served bytes: the master's own when the transforms
+        // left them as served, else the record of what was served.
+        var served: [String: String] = [:]
+        for (algorithm, value) in image.fetched.digests { served[algorithm.rawValue] = value }
+        var digests = image.source == nil ? served : [:]
+        digests[image.checksum.algorithm.rawValue] = image.checksum.value
         let record = CacheRecord(
             source: reference.redacted, service: service.name, entityTag: metadata.entityTag ?? current?.entityTag,
             lastModified: metadata.lastModified ?? current?.lastModified, updatedAtMicroseconds: metadata.updatedAtMicroseconds ?? current?.updatedAtMicroseconds,
             diskFormat: metadata.diskFormat ?? current?.diskFormat, size: image.fetched.size, digests: digests,
             fetchedAtMicroseconds: Int64(Date().timeIntervalSince1970 * 1_000_000), variant: variant,
-            served: image.source.map { CacheRecord.Served($0) })
+            served: image.source.map { CacheRecord.Served($0, digests: served) })
         try await writeRecord(record, key: key)
         guard let master = openMaster(key) else {
             throw IronicError(.imageDownloadFailed, "The cached master of \(reference.redacted) vanished after it was written.")
@@ -290,10 +300,12 @@ public final class MasterImageCache: Sendable {
         var masters: [UnlinkedMaster] = []
         for entry in try directory.entries() where !entry.hasPrefix(".") && !entry.hasSuffix(".json") {
             guard let info = try directory.fileStatus(of: entry), info.kind == .regular else { continue }
-            total += info.size
+            // The blocks a master takes, not its size: a converted master is sparse, and evicting
+            // it frees what it takes.
+            total += info.allocatedBytes
             guard info.linkCount == 1 else { continue }
             let lastUsed = max(info.modificationMicroseconds, info.accessMicroseconds, info.changeMicroseconds)
-            masters.append(UnlinkedMaster(key: entry, size: info.size, lastUsed: lastUsed))
+            masters.append(UnlinkedMaster(key: entry, size: info.allocatedBytes, lastUsed: lastUsed))
         }
         return masters
     }

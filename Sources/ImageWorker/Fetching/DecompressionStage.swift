@@ -31,7 +31,7 @@ public struct DecompressionSettings: Sendable {
 
 /// The decompress step of contract §3.3: a verified disk image whose content starts with the
 /// magic of zstd, gzip, xz or bzip2 is decompressed, streaming, into a new staging file (sparse:
-/// zero blocks are holes) and hashed in the same pass. The decompressed size may not pass
+/// zero blocks are holes) and hashed in the same pass (on a second thread). The decompressed size may not pass
 /// `max_image_size` nor the free space: a bomb stops as soon as it does (a zstd frame that
 /// declares its size is refused before any work), `ImageUnacceptable`, and nothing is left. The
 /// compressed file, as served, becomes the image's ``StagedImage/source``.
@@ -58,7 +58,9 @@ public struct DecompressionStage: ImageTransformStage {
     }
 
     public func transform(_ image: StagedImage, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> StagedImage {
-        guard settings.enabled else { return image }
+        // A master cache hit is already what the stages made of the image (its key names their
+        // settings): its bytes may start with a magic again, and are not decompressed twice.
+        guard settings.enabled, image.cache != .hit else { return image }
         let input = image.staging
         let head = try await BlockingWork.run { _ in try Self.head(of: input) }
         guard let compression = ImageCompression.detect(head), settings.decompresses(compression) else { return image }
@@ -84,13 +86,20 @@ public struct DecompressionStage: ImageTransformStage {
         context.logger.info("image decompressed", metadata: [
             "compression": "\(compression.rawValue)", "compressed_size": "\(compressedSize)", "size": "\(size)", "seconds": "\(duration.seconds)",
         ])
-        await input.discardOffPool()
+        let checksum: ImageChecksum
+        do {
+            checksum = try ImageChecksum(algorithm: algorithm, value: digest)
+        } catch {
+            await output.discardOffPool()
+            throw error
+        }
         var result = image
         result.source = ImageSource(diskFormat: nil, compression: compression.rawValue, size: compressedSize, checksum: image.checksum)
         result.staging = output
         result.fetched.size = size
-        result.checksum = try ImageChecksum(algorithm: algorithm, value: digest)
+        result.checksum = checksum
         result.inspection = nil
+        await input.discardOffPool()
         return result
     }
 
@@ -135,6 +144,11 @@ public struct DecompressionStage: ImageTransformStage {
         // A size the header declares is refused before any work when it is past a limit.
         let declared = head.withUnsafeBytes { ImageCompression.declaredSize(of: compression, head: $0) }.map { Int64(clamping: $0) }
         if let declared, let limit, declared > limit { throw Stop.maxImageSize(limit) }
+        // The free space is a limit on the decompressed size as such, holes included: zero blocks
+        // take no space, and a bomb of zeros would otherwise never fill the disk (it would run
+        // for days instead). What the image really writes is reserved as it goes.
+        let room = try ledger.unreserved(in: output.directory)
+        if let declared, declared > room { throw Stop.freeSpace(available: room) }
         let reservation: DiskReservation
         do {
             reservation = try ledger.reserve(declared ?? 0, limit: nil, in: output.directory)
@@ -146,13 +160,17 @@ public struct DecompressionStage: ImageTransformStage {
         let source = try open(input)
         let destination = try output.create()
         let writer = SparseFileWriter(descriptor: destination.rawValue)
-        var digest = try MultiDigest([algorithm])
+        // Hashed on a second thread: decompressing and writing use the first.
+        let digest = try BackgroundDigest([algorithm])
         let decompressor: any StreamDecompressor
         do { decompressor = try compression.makeDecompressor() } catch { throw Stop.corrupt(error) }
         // Each decompressed piece: within the limits (counted before it is written), hashed, written.
         func accept(_ piece: UnsafeRawBufferPointer) throws {
+            // One compressed chunk can make gigabytes: cancellation is looked at for each piece out.
+            if cancellation.isCancelled { throw CancellationError() }
             let end = writer.size + Int64(piece.count)
             if let limit, end > limit { throw Stop.maxImageSize(limit) }
+            if end > room { throw Stop.freeSpace(available: room) }
             do {
                 try reservation.cover(upTo: end)
             } catch let error as IronicError where error.code == .insufficientDiskSpace {
@@ -183,7 +201,7 @@ public struct DecompressionStage: ImageTransformStage {
         }
         try writer.finish()
         try destination.sync()
-        return (writer.size, digest.finalize()[algorithm] ?? "")
+        return (writer.size, try digest.finalize()[algorithm] ?? "")
     }
 
     /// The compression of an open image file, if any, and the format of its content, decompressed

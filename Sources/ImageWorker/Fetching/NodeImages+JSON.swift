@@ -65,21 +65,25 @@ extension ResolvedImage {
             "bytes_transferred": fetched.map { .integer($0.bytesTransferred) } ?? .null,
             "duration_ms": .integer(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000),
         ]
+        let sourceJSON = source.map { source in
+            JSONValue.object([
+                "disk_format": .string(orNull: source.diskFormat?.rawValue), "compression": .string(orNull: source.compression),
+                "size": .integer(source.size),
+                "checksum": .object(["algo": .string(source.checksum.algorithm.rawValue), "value": .string(source.checksum.value)]),
+            ])
+        }
         if let inspection, let detected = inspection.format {
             // §3.3: the detected format of the file at `path`, its virtual size, and where it came
             // from (the same as the top level when nothing changed the bytes).
             object["disk_format"] = .string(detected.rawValue)
             object["virtual_size"] = .integer(orNull: inspection.virtualSize)
-            object["source"] = source.map { source in
-                .object([
-                    "disk_format": .string(orNull: source.diskFormat?.rawValue), "compression": .string(orNull: source.compression),
-                    "size": .integer(source.size),
-                    "checksum": .object(["algo": .string(source.checksum.algorithm.rawValue), "value": .string(source.checksum.value)]),
-                ])
-            } ?? .object([
+            object["source"] = sourceJSON ?? .object([
                 "disk_format": .string(detected.rawValue), "compression": .null,
                 "size": .integer(orNull: fetched?.size ?? metadata.size), "checksum": object["checksum"] ?? .null,
             ])
+        } else if let sourceJSON {
+            // Not inspected, but decompressed: what was served, with its compression.
+            object["source"] = sourceJSON
         }
         return object
     }
