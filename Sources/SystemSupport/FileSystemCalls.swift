@@ -1,3 +1,4 @@
+import CFileSystem
 import Foundation  // so that `stat` and its members resolve as in the modules that use Foundation
 import SystemPackage
 
@@ -71,6 +72,13 @@ public final class OwnedDescriptor: Sendable {
     /// `fsync(2)`.
     public func sync() throws(SystemCallError) {
         try SystemCallError.check(fsync(rawValue), "fsync", "descriptor \(rawValue)")
+    }
+
+    /// Queues the file's dirty pages for writing without waiting (`sync_file_range(2)` with
+    /// `SYNC_FILE_RANGE_WRITE`, to the end of the file): the disk works while the caller does,
+    /// and a later ``sync()`` waits only for the rest. Best effort: errors are left to `sync()`.
+    public func startWriteBack() {
+        _ = iw_start_write_back(rawValue, 0, 0)
     }
 }
 

@@ -1,3 +1,4 @@
+import CFileSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,7 +6,8 @@ import Glibc
 /// Writes a stream of bytes to a new file, leaving a hole wherever a whole 4 KiB block is zero:
 /// a decompressed disk image takes the space of its data, not of its size (as `qemu-img
 /// convert`'s output does). The stream is gathered in a buffer and written in large pieces at
-/// explicit offsets; ``finish()`` sets the file's size, so trailing zeros are a hole too.
+/// explicit offsets; ``finish()`` sets the file's size, so trailing zeros are a hole too. Written
+/// ranges are queued for write-back as they go (`sync_file_range`), so a final fsync is short.
 /// Not thread-safe: one writer per file.
 public final class SparseFileWriter {
     public static let blockSize = 4096
@@ -16,6 +18,9 @@ public final class SparseFileWriter {
     private var bufferOffset: Int64 = 0
     /// Bytes written so far, holes included.
     public private(set) var size: Int64 = 0
+    /// Where the range not yet queued for write-back starts.
+    private var writeBackStart: Int64 = 0
+    private static let writeBackInterval: Int64 = 8 << 20
 
     /// A writer to `descriptor` (an empty file opened for writing), gathering `bufferSize` bytes
     /// (a multiple of ``blockSize``) between writes.
@@ -61,6 +66,11 @@ public final class SparseFileWriter {
         }
         bufferOffset += Int64(buffered)
         buffered = 0
+        if bufferOffset - writeBackStart >= Self.writeBackInterval {
+            // Asynchronous: it only queues the range (its holes cost nothing) for writing.
+            _ = iw_start_write_back(descriptor, writeBackStart, bufferOffset - writeBackStart)
+            writeBackStart = bufferOffset
+        }
     }
 
     /// The block at `start` (shorter at the buffer's end).

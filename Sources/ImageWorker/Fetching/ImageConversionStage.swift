@@ -47,7 +47,9 @@ public struct ImageConversionStage: ImageTransformStage {
     public var cacheSettings: String? { settings.forceRaw ? "raw max_image_size=\(settings.maxImageSize)" : nil }
 
     public func transform(_ image: StagedImage, context: ImageRequestContext, progress: @escaping TransferProgressHandler) async throws -> StagedImage {
-        guard settings.forceRaw, let inspection = image.inspection, let format = inspection.format, format.isConvertibleToRaw else { return image }
+        // A master cache hit is already what the stages made of the image: never converted twice.
+        guard settings.forceRaw, image.cache != .hit, let inspection = image.inspection, let format = inspection.format,
+              format.isConvertibleToRaw else { return image }
         let reference = image.plan.reference.redacted
         if settings.maxImageSize > 0, let virtualSize = inspection.virtualSize, virtualSize > settings.maxImageSize {
             WorkerMetrics.imageRefused(.tooLarge)
@@ -147,11 +149,17 @@ public struct ImageConversionStage: ImageTransformStage {
         throw IronicError(.imageUnacceptable, "Image \(reference) could not be converted from \(format.rawValue) to raw after \(max(settings.attempts, 1)) attempts: \(lastError.prefix(500))")
     }
 
-    /// Counts the blocks the output holds so far as written; returns how many bytes that is.
+    /// Counts the blocks the output holds so far as written, and queues what qemu-img wrote for
+    /// write-back (so that the disk works during the conversion, and the final fsync is short);
+    /// returns how many bytes the output takes.
     private static func coverAllocated(_ output: StagingFile, by reservation: DiskReservation) throws -> Int64 {
-        guard let info = try output.directory.fileStatus(of: output.temporaryName) else { return 0 }
-        try reservation.cover(upTo: info.allocatedBytes)
-        return info.allocatedBytes
+        let fd = openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return 0 }  // not created yet
+        let file = OwnedDescriptor(fd)
+        let allocated = try file.fileStatus().allocatedBytes
+        try reservation.cover(upTo: allocated)
+        file.startWriteBack()
+        return allocated
     }
 
     /// Sets the output's mode, inspects it again and hashes it (one read of its data; its holes
@@ -162,6 +170,8 @@ public struct ImageConversionStage: ImageTransformStage {
             openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", output.finalPath))
         _ = try SystemCallError.check(fchmod(file.rawValue, output.mode), "chmod", output.finalPath)
         let size = try file.fileStatus().size
+        // The disk writes what is left while the output is inspected and hashed.
+        file.startWriteBack()
         let inspection = try FormatInspectionStage.inspect(output, cancellation: cancellation)
         let digests = try SparseFileDigest.digests(of: file, algorithms: [algorithm], cancellation: cancellation)
         try file.sync()
