@@ -5,6 +5,9 @@ import ImageServices
 import ImageWorker
 import Logging
 import OsloMessaging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `image-worker fetch`: one fetch, without a broker, as the worker would do it.
 struct FetchCommand: AsyncParsableCommand {
@@ -37,6 +40,10 @@ struct FetchCommand: AsyncParsableCommand {
 
     @Option(help: "The ramdisk of a partition image (with --node).")
     var ramdisk: String?
+
+    @Flag(help: ArgumentHelp("After the result, print worker_peak_rss_kib=<this process's own peak RSS> on stderr "
+                             + "(qemu-img's apart; for deploy/bench.sh).", visibility: .hidden))
+    var printPeakRSS = false
 
     func validate() throws {
         if node != nil && output != nil { throw ValidationError("give --node or --output, not both") }
@@ -74,6 +81,12 @@ struct FetchCommand: AsyncParsableCommand {
             display.finish()
             await services.shutdown()
             print(JSONWriter(style: .pretty).string(.object(result)))
+            if printPeakRSS {
+                // RUSAGE_SELF: this process alone, not the children it waited for (qemu-img).
+                var usage = rusage()
+                getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+                FileHandle.standardError.write(Data("worker_peak_rss_kib=\(usage.ru_maxrss)\n".utf8))
+            }
         } catch let error as RoleError {
             display.finish()
             await services.shutdown()

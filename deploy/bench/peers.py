@@ -5,6 +5,11 @@ Debian's /usr/bin/python3 (python3-ironic, python3-oslo.messaging, python3-reque
   peers.py ironic-fetch CONF HREF DEST [SHA256]   Ironic's images.fetch (the conductor's path:
                                                    the image service's download, then the checksum
                                                    check); prints the call's own time
+  peers.py ironic-cache-raw CONF HREF DEST SHA256 FORMAT
+                                                   the conductor's path to a raw image: its image
+                                                   cache's download, checksum, format inspection
+                                                   and images.image_to_raw (qemu-img convert), then
+                                                   its re-hash of the raw file
   peers.py requests-fetch URL DEST SHA256          plain requests, streamed to a file and hashed
   peers.py ironic-server CONF TRANSPORT_URL TOPIC  an oslo.messaging RPC server whose fetch_image
                                                    does what a conductor does with Ironic's
@@ -35,6 +40,20 @@ def ironic_fetch(conf_path, href, dest, checksum=None):
         images.fetch(context, href, dest, checksum=checksum, checksum_algo="sha256")
     else:
         images.fetch(context, href, dest)
+    print("call_ms=%.3f" % ((time.perf_counter() - started) * 1000))
+
+
+def ironic_cache_raw(conf_path, href, dest, checksum, disk_format):
+    ironic_config(conf_path)
+    from ironic.common import context as ironic_context
+    from ironic.drivers.modules import deploy_utils
+    from ironic.drivers.modules import image_cache
+    context = ironic_context.get_admin_context()
+    cache = image_cache.ImageCache(os.path.join(os.path.dirname(dest), "master"), 20 << 30, 3600)
+    started = time.perf_counter()
+    cache.fetch_image(href, dest, ctx=context, force_raw=True, expected_format=disk_format, expected_checksum=checksum,
+                      expected_checksum_algo="sha256")
+    deploy_utils.compute_image_checksum(dest, "sha256")
     print("call_ms=%.3f" % ((time.perf_counter() - started) * 1000))
 
 
@@ -102,7 +121,8 @@ def ironic_server(conf_path, transport_url, topic):
 
 def main():
     command, args = sys.argv[1], sys.argv[2:]
-    {"ironic-fetch": ironic_fetch, "requests-fetch": requests_fetch, "ironic-server": ironic_server}[command](*args)
+    {"ironic-fetch": ironic_fetch, "ironic-cache-raw": ironic_cache_raw, "requests-fetch": requests_fetch,
+     "ironic-server": ironic_server}[command](*args)
 
 
 if __name__ == "__main__":
