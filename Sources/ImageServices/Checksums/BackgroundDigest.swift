@@ -22,6 +22,7 @@ public final class BackgroundDigest {
     private var thread: ThreadResult<[HashAlgorithm: String]>?
     private var current: UnsafeMutableRawBufferPointer?
     private var filled = 0
+    private var finalized = false
 
     /// Starts the hashing thread for `algorithms`.
     public init(_ algorithms: Set<HashAlgorithm>, bufferSize: Int = 1 << 20, bufferCount: Int = 4) throws {
@@ -29,38 +30,35 @@ public final class BackgroundDigest {
         buffers = (0..<bufferCount).map { _ in .allocate(byteCount: bufferSize, alignment: 4096) }
         let channel = Channel(buffers: buffers)
         self.channel = channel
-        do {
-            thread = try ThreadResult("image-hash") {
-                var digest = digest
-                while true {
-                    channel.lock.lock()
-                    while channel.queued.isEmpty && !channel.closed { channel.lock.wait() }
-                    guard !channel.queued.isEmpty else {
-                        channel.lock.unlock()
-                        return digest.finalize()
-                    }
-                    let (buffer, count) = channel.queued.removeFirst()
+        thread = try ThreadResult("image-hash") {
+            var digest = digest
+            while true {
+                channel.lock.lock()
+                while channel.queued.isEmpty && !channel.closed { channel.lock.wait() }
+                guard !channel.queued.isEmpty else {
                     channel.lock.unlock()
-                    digest.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-                    channel.lock.withLock {
-                        channel.free.append(buffer)
-                        channel.lock.broadcast()
-                    }
+                    return digest.finalize()
+                }
+                let (buffer, count) = channel.queued.removeFirst()
+                channel.lock.unlock()
+                digest.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                channel.lock.withLock {
+                    channel.free.append(buffer)
+                    channel.lock.broadcast()
                 }
             }
-        } catch {
-            for buffer in buffers { buffer.deallocate() }
-            throw error
         }
+        // A throw above still runs deinit (every property is set), which frees the buffers.
     }
 
     deinit {
-        if thread != nil { _ = try? finalize() }
+        if !finalized && thread != nil { _ = try? finalize() }
         for buffer in buffers { buffer.deallocate() }
     }
 
     /// Hashes `bytes` (after those given before), copying them first.
     public func update(_ bytes: UnsafeRawBufferPointer) {
+        precondition(!finalized, "BackgroundDigest.update after finalize")
         var start = 0
         while start < bytes.count {
             let buffer = current ?? takeFree()
@@ -76,6 +74,8 @@ public final class BackgroundDigest {
 
     /// Waits for every byte to be hashed; returns the digests. Call it once.
     public func finalize() throws -> [HashAlgorithm: String] {
+        precondition(!finalized, "BackgroundDigest.finalize called twice")
+        finalized = true
         if current != nil { handOver() }
         channel.lock.withLock {
             channel.closed = true

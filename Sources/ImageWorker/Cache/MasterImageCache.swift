@@ -111,13 +111,18 @@ public final class MasterImageCache: Sendable {
             return nil
         }
         let expected = plan.expectedChecksum
-        // A transformed master is checked against the digest of what was served (recorded), in
-        // the request's algorithm, else sha256 when recorded, else any recorded one.
+        // A transformed master is checked against the digest of what was served (recorded): in
+        // the request's algorithm (none recorded in it: fetched again); without an expected
+        // checksum, sha256 when recorded, else any recorded one, to report.
         var served: (algorithm: HashAlgorithm, digest: String)?
         if let record = record.served {
-            let recorded = record.digests.compactMap { name, value in HashAlgorithm(name: name).map { ($0, value) } }
-            guard let found = expected.map({ expected in recorded.first { $0.0 == expected.algorithm } })
-                    ?? recorded.first(where: { $0.0 == .sha256 }) ?? recorded.first else {
+            let recorded = record.digests.compactMap { name, value in HashAlgorithm(name: name).map { (algorithm: $0, digest: value) } }
+            let found = if let expected {
+                recorded.first { $0.algorithm == expected.algorithm }
+            } else {
+                recorded.first { $0.algorithm == .sha256 } ?? recorded.first
+            }
+            guard let found else {
                 logger.info("the cached master was transformed and its source's digest in this algorithm is unknown; fetching again")
                 return nil
             }
@@ -170,14 +175,14 @@ public final class MasterImageCache: Sendable {
             return try self.reserveSpace(for: current?.size)
         }
         let staging = StagingFile(in: directory, finalName: key, mode: settings.imageFileMode)
+        // One digest of the download, in the request's algorithm: a second (sha256 beside a
+        // Glance image's sha512, for later requests in another algorithm) would cost a second
+        // pass of the CPU on every download. Such a request is a miss once.
         let algorithm = expected?.algorithm ?? .sha256
-        // A master the transforms may change keeps the served bytes' sha256 too, so that a later
-        // request without a checksum (or with another algorithm) is not a miss for want of it.
-        let algorithms: Set<HashAlgorithm> = variant == nil ? [algorithm] : [algorithm, .sha256]
         var image: StagedImage
         do {
             defer { reservation.release() }
-            let fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: algorithms,
+            let fetched = try await service.fetch(ImageFetchRequest(reference: reference, destination: staging, digestAlgorithms: [algorithm],
                                                                     context: context, progress: progress, announcedSize: current?.size,
                                                                     diskReservation: reservation))
             let checksum = try ChecksumVerification.verify(fetched, expected: expected, reference: reference, serviceName: service.name)
