@@ -194,6 +194,13 @@ def group_http():
                             "%.0f ms vs %.0f ms (requests) and %.0f ms (Ironic)" % (ours.median_ms, python, call)))
 
 
+def against_floors(ours, floor_run, durable, tmpfs, tmpfs_floor):
+    """A formats row's figures beside its floor as is, durable, and both to tmpfs."""
+    return ("%.0f ms vs %.0f ms: %.2f× the floor; %.2f× the durable floor (%.0f ms); to tmpfs %.2f× (%.0f ms vs %.0f ms)"
+            % (ours.median_ms, floor_run.median_ms, ours.median_ms / floor_run.median_ms, ours.median_ms / durable.median_ms,
+               durable.median_ms, tmpfs.median_ms / tmpfs_floor.median_ms, tmpfs.median_ms, tmpfs_floor.median_ms))
+
+
 def group_formats():
     """Issue 12's transform stages on 1 GiB images over http, beside the floors and Ironic."""
     images = os.path.join(HTTP_ROOT, "images")
@@ -228,7 +235,7 @@ def group_formats():
         ("the floor, durable: + sync of both files (the worker fsyncs the download and the raw file)",
          ["bash", "-c", "curl -sf -o '{0}/c.qcow2' '{1}' && sync '{0}/c.qcow2' && qemu-img convert -f qcow2 -O raw '{0}/c.qcow2' '{0}/c.raw' "
           "&& sync '{0}/c.raw'".format(OUT, qcow2_url)]),
-        ("image-worker fetch to tmpfs (/dev/shm: no disk write)",
+        (TMPFS,
          iw("fetch", qcow2_url, "--checksum", qcow2_sha, "--output", os.path.join(SHM, "iw.img"), "--print-peak-rss")),
         ("the floor to tmpfs", ["bash", "-c", "curl -sf -o '{0}/c.qcow2' '{1}' && qemu-img convert -f qcow2 -O raw '{0}/c.qcow2' '{0}/c.raw'"
                                 .format(SHM, qcow2_url)]),
@@ -241,14 +248,10 @@ def group_formats():
     ironic_call = statistics.median(measured["Ironic image cache: download, checksum, inspection, image_to_raw, re-hash"].call_ms)
     targets.append(("qcow2 to raw ≥ 1.5× faster than Ironic's conductor path (its call)", ironic_call / ours.median_ms >= 1.5,
                     "%.0f ms vs the call's %.0f ms: %.2f×" % (ours.median_ms, ironic_call, ironic_call / ours.median_ms)))
-    durable, shm, shm_floor = (measured[label] for label in (
-        "the floor, durable: + sync of both files (the worker fsyncs the download and the raw file)",
-        "image-worker fetch to tmpfs (/dev/shm: no disk write)", "the floor to tmpfs"))
-    rss = max([rss] + shm.worker_rss)
+    durable = measured["the floor, durable: + sync of both files (the worker fsyncs the download and the raw file)"]
+    rss = max([rss] + measured[TMPFS].worker_rss)
     targets.append(("qcow2 to raw within 1.3× of curl -o + qemu-img convert", ours.median_ms <= 1.3 * floor_run.median_ms,
-                    "%.0f ms vs %.0f ms: %.2f× the floor; %.2f× the durable floor (%.0f ms); to tmpfs %.2f× (%.0f ms vs %.0f ms)"
-                    % (ours.median_ms, floor_run.median_ms, ours.median_ms / floor_run.median_ms, ours.median_ms / durable.median_ms,
-                       durable.median_ms, shm.median_ms / shm_floor.median_ms, shm.median_ms, shm_floor.median_ms)))
+                    against_floors(ours, floor_run, durable, measured[TMPFS], measured["the floor to tmpfs"])))
     rss = max(rss, max(ours.worker_rss))
 
     # (c) a zstd-compressed 1 GiB raw disk (half data, half zeros).
@@ -258,18 +261,15 @@ def group_formats():
          iw("fetch", zstd_url, "--checksum", zstd_sha, "--output", os.path.join(OUT, "iw.img"), "--print-peak-rss")),
         ("curl \\| zstd -d > file (not verified; the floor)", ["bash", "-c", "curl -sf '%s' | zstd -dq > '%s/z.raw'" % (zstd_url, OUT)]),
         ("the floor, durable: + sync of the file", ["bash", "-c", "curl -sf '%s' | zstd -dq > '%s/z.raw' && sync '%s/z.raw'" % (zstd_url, OUT, OUT)]),
-        ("image-worker fetch to tmpfs (/dev/shm: no disk write)",
+        (TMPFS,
          iw("fetch", zstd_url, "--checksum", zstd_sha, "--output", os.path.join(SHM, "iw.img"), "--print-peak-rss")),
         ("the floor to tmpfs", ["bash", "-c", "curl -sf '%s' | zstd -dq > '%s/z.raw'" % (zstd_url, SHM)]),
     ])
     ours, floor_run = measured["image-worker fetch (verified, decompressed, hashed)"], measured["curl \\| zstd -d > file (not verified; the floor)"]
-    durable, shm, shm_floor = (measured[label] for label in (
-        "the floor, durable: + sync of the file", "image-worker fetch to tmpfs (/dev/shm: no disk write)", "the floor to tmpfs"))
-    rss = max([rss] + shm.worker_rss)
+    rss = max([rss] + measured[TMPFS].worker_rss)
     targets.append(("zstd 1 GiB within 1.2× of curl \\| zstd -d > file", ours.median_ms <= 1.2 * floor_run.median_ms,
-                    "%.0f ms vs %.0f ms: %.2f× the floor; %.2f× the durable floor (%.0f ms); to tmpfs %.2f× (%.0f ms vs %.0f ms)"
-                    % (ours.median_ms, floor_run.median_ms, ours.median_ms / floor_run.median_ms, ours.median_ms / durable.median_ms,
-                       durable.median_ms, shm.median_ms / shm_floor.median_ms, shm.median_ms, shm_floor.median_ms)))
+                    against_floors(ours, floor_run, measured["the floor, durable: + sync of the file"], measured[TMPFS],
+                                   measured["the floor to tmpfs"])))
     rss = max(rss, max(ours.worker_rss))
     qemu = max(measured_qemu.rss)
     targets.append(("The worker's peak RSS ≤ 64 MiB in every formats row (qemu-img's apart)", rss <= 64 * 1024,

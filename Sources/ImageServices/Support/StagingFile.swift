@@ -164,6 +164,12 @@ public final class StagingFile: Sendable {
         return file
     }
 
+    /// Opens the temporary file for reading (a stage reading what was staged).
+    public func openForReading() throws(SystemCallError) -> OwnedDescriptor {
+        OwnedDescriptor(try SystemCallError.check(openat(directory.descriptor.rawValue, temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW),
+                                                  "open", finalPath))
+    }
+
     /// Hard-links the open file `source` under the temporary name. Throws `EXDEV` across file
     /// systems (and `EPERM`, `EMLINK`, … where linking is not allowed): the caller copies then.
     public func link(from source: OwnedDescriptor) throws(SystemCallError) {

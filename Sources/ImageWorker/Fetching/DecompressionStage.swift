@@ -62,7 +62,7 @@ public struct DecompressionStage: ImageTransformStage {
         // settings): its bytes may start with a magic again, and are not decompressed twice.
         guard settings.enabled, image.cache != .hit else { return image }
         let input = image.staging
-        let head = try await BlockingWork.run { _ in try Self.head(of: input) }
+        let head = try await BlockingWork.run { _ in try Self.head(of: try input.openForReading(), count: 32) }
         guard let compression = ImageCompression.detect(head), settings.decompresses(compression) else { return image }
         let reference = image.plan.reference.redacted
         let output = StagingFile(in: input.directory, finalName: input.finalName, mode: input.mode)
@@ -122,17 +122,31 @@ public struct DecompressionStage: ImageTransformStage {
         }
     }
 
-    /// The content's first bytes, enough for any compression's magic and zstd's frame header.
-    private static func head(of staging: StagingFile) throws -> [UInt8] {
-        let file = try open(staging)
-        var head = [UInt8](repeating: 0, count: 32)
-        let count = try head.withUnsafeMutableBytes { try readRetrying(file.rawValue, $0, offset: 0) }
-        return Array(head.prefix(count))
+    /// The content's first `count` bytes (32: enough for any compression's magic and zstd's
+    /// frame header), fewer when the file is shorter.
+    private static func head(of file: OwnedDescriptor, count: Int) throws -> [UInt8] {
+        var head = [UInt8](repeating: 0, count: count)
+        let read = try head.withUnsafeMutableBytes { try readRetrying(file.rawValue, $0, offset: 0) }
+        return Array(head.prefix(read))
     }
 
-    private static func open(_ staging: StagingFile) throws -> OwnedDescriptor {
-        OwnedDescriptor(try SystemCallError.check(
-            openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
+    /// Reads `file` from its start through `decompressor` to its end, handing each decompressed
+    /// piece to `output`; `progress` gets the compressed bytes read. Blocking.
+    private static func decompress(_ file: OwnedDescriptor, with decompressor: any StreamDecompressor,
+                                   cancellation: BlockingWork.CancellationFlag?, progress: (Int64) -> Void,
+                                   output: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            if cancellation?.isCancelled == true { throw CancellationError() }
+            let count = try readRetrying(file.rawValue, buffer, offset: offset)
+            if count == 0 { break }
+            try decompressor.decompress(UnsafeRawBufferPointer(rebasing: buffer[..<count]), output: output)
+            offset += Int64(count)
+            progress(offset)
+        }
+        try decompressor.finish(output: output)
     }
 
     /// Decompresses `input` into `output` (created here), hashing what comes out, within the
@@ -157,7 +171,7 @@ public struct DecompressionStage: ImageTransformStage {
         }
         defer { reservation.release() }
 
-        let source = try open(input)
+        let source = try input.openForReading()
         let destination = try output.create()
         let writer = SparseFileWriter(descriptor: destination.rawValue)
         // Hashed on a second thread: decompressing and writing use the first.
@@ -179,23 +193,8 @@ public struct DecompressionStage: ImageTransformStage {
             digest.update(piece)
             try writer.write(piece)
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while true {
-            if cancellation.isCancelled { throw CancellationError() }
-            let count = try readRetrying(source.rawValue, buffer, offset: offset)
-            if count == 0 { break }
-            do {
-                try decompressor.decompress(UnsafeRawBufferPointer(rebasing: buffer[..<count]), output: accept)
-            } catch let error as DecompressionError {
-                throw Stop.corrupt(error)
-            }
-            offset += Int64(count)
-            progress(offset)
-        }
         do {
-            try decompressor.finish(output: accept)
+            try decompress(source, with: decompressor, cancellation: cancellation, progress: progress, output: accept)
         } catch let error as DecompressionError {
             throw Stop.corrupt(error)
         }
@@ -208,21 +207,11 @@ public struct DecompressionStage: ImageTransformStage {
     /// in memory as it is read (nothing is written): `image-worker inspect` on a compressed file.
     /// Blocking.
     public static func inspectContent(of file: OwnedDescriptor) throws -> (ImageCompression?, FormatInspection) {
-        var head = [UInt8](repeating: 0, count: ImageCompression.magicLength)
-        let count = try head.withUnsafeMutableBytes { try readRetrying(file.rawValue, $0, offset: 0) }
-        guard let compression = ImageCompression.detect(head.prefix(count)) else { return (nil, try FormatInspectionStage.inspect(file)) }
-        let detector = FormatDetector()
-        let decompressor = try compression.makeDecompressor()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while true {
-            let count = try readRetrying(file.rawValue, buffer, offset: offset)
-            if count == 0 { break }
-            try decompressor.decompress(UnsafeRawBufferPointer(rebasing: buffer[..<count])) { detector.feed($0) }
-            offset += Int64(count)
+        guard let compression = ImageCompression.detect(try head(of: file, count: ImageCompression.magicLength)) else {
+            return (nil, try FormatInspectionStage.inspect(file))
         }
-        try decompressor.finish { detector.feed($0) }
+        let detector = FormatDetector()
+        try decompress(file, with: try compression.makeDecompressor(), cancellation: nil, progress: { _ in }) { detector.feed($0) }
         return (compression, detector.finish())
     }
 }

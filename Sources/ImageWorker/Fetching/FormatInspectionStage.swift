@@ -88,9 +88,7 @@ public struct FormatInspectionStage: ImageTransformStage {
 
     /// Reads the staged file through a detector until the format is decided; the rest is counted.
     static func inspect(_ staging: StagingFile, cancellation: BlockingWork.CancellationFlag) throws -> FormatInspection {
-        let file = OwnedDescriptor(try SystemCallError.check(
-            openat(staging.directory.descriptor.rawValue, staging.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", staging.finalPath))
-        return try inspect(file, cancellation: cancellation)
+        try inspect(try staging.openForReading(), cancellation: cancellation)
     }
 
     /// Reads an open image file from its start through a detector until the format is decided;

@@ -153,9 +153,7 @@ public struct ImageConversionStage: ImageTransformStage {
     /// write-back (so that the disk works during the conversion, and the final fsync is short);
     /// returns how many bytes the output takes.
     private static func coverAllocated(_ output: StagingFile, by reservation: DiskReservation) throws -> Int64 {
-        let fd = openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return 0 }  // not created yet
-        let file = OwnedDescriptor(fd)
+        guard let file = try? output.openForReading() else { return 0 }  // not created yet
         let allocated = try file.fileStatus().allocatedBytes
         try reservation.cover(upTo: allocated)
         file.startWriteBack()
@@ -166,8 +164,7 @@ public struct ImageConversionStage: ImageTransformStage {
     /// are hashed without being read).
     private static func finish(_ output: StagingFile, algorithm: HashAlgorithm,
                                cancellation: BlockingWork.CancellationFlag) throws -> (FormatInspection, Int64, String) {
-        let file = OwnedDescriptor(try SystemCallError.check(
-            openat(output.directory.descriptor.rawValue, output.temporaryName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open", output.finalPath))
+        let file = try output.openForReading()
         _ = try SystemCallError.check(fchmod(file.rawValue, output.mode), "chmod", output.finalPath)
         let size = try file.fileStatus().size
         // The disk writes what is left while the output is inspected and hashed.
